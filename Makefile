@@ -1,0 +1,56 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Development defaults; production sets its own environment (README: "Production").
+export DEBUG ?= 1
+
+.PHONY: help install run db db-stop migrate test lint format lock clean
+
+help:
+	@echo "make run      install, start the embedded database, migrate, start web + workers"
+	@echo "make test     install and run the whole test suite"
+	@echo "make lint     ruff check and ruff format --check"
+	@echo "make db       start the embedded database (127.0.0.1:27117, data in var/mongo)"
+	@echo "make db-stop  stop it cleanly"
+	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
+
+$(STAMP): requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) -m sibling.devrun
+
+db: install
+	$(PY) -m sibling.embedded start
+
+db-stop: install
+	$(PY) -m sibling.embedded stop
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+lock: install
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+		--generate-hashes --quiet -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,50 @@
+"""The django-q2 MongoDB broker, made fork-safe.
+
+django-q2's sentinel creates the broker and its forked pusher, workers and monitor inherit it,
+MongoClient included. This broker opens its client lazily in whichever process uses it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django_q.brokers.mongo import Mongo
+from django_q.conf import Conf
+from pymongo import MongoClient
+from pymongo.collection import Collection
+
+
+class ForkSafeMongoBroker(Mongo):
+    def __init__(self, list_key: str | None = None) -> None:
+        self._pid: int | None = None
+        self._client: MongoClient | None = None
+        super().__init__(list_key)
+
+    @staticmethod
+    def get_connection(list_key: str | None = None) -> None:  # type: ignore[override]
+        return None  # opened on first use, in the process that uses it
+
+    @property  # type: ignore[override]
+    def connection(self) -> MongoClient:
+        if self._client is None or self._pid != os.getpid():
+            self._client = MongoClient(**Conf.MONGO)
+            self._pid = os.getpid()
+        return self._client
+
+    @connection.setter
+    def connection(self, value: Any) -> None:
+        pass  # Broker.__init__ assigns get_connection()'s result; the property owns the client
+
+    @property  # type: ignore[override]
+    def collection(self) -> Collection:
+        return self.get_collection()
+
+    @collection.setter
+    def collection(self, value: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self._pid = None
+        self._client = None
+        super().__setstate__(state)

@@ -1,0 +1,214 @@
+"""Django settings, read from the environment (see README: "Configuration").
+
+Development needs nothing set (``make run`` exports DEBUG=1); production sets at least SECRET_KEY,
+ALLOWED_HOSTS, MONGODB_URI and SIBLING_MASTER_KEY (or a cloud KMS).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from pymongo.encryption_options import AutoEncryptionOpts
+
+from sibling.embedded import DEFAULT_HOST, DEFAULT_PORT, server_uri
+from sibling.master_key import master_key_load
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("SIBLING_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY is required when DEBUG is off")
+    SECRET_KEY = "django-insecure-development-only-key-never-use-in-production-0123456789"  # noqa: S105
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "sibling.apps.MongoAdminConfig",
+    "sibling.apps.MongoAuthConfig",
+    "sibling.apps.MongoContentTypesConfig",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_mongodb_backend",
+    "sibling.apps.MongoSocialAuthConfig",
+    "sibling.apps.MongoDjangoQConfig",
+    "rest_framework",
+    "sibling.apps.SiblingConfig",
+    "sources.apps.SourcesConfig",
+    "ingestion.apps.IngestionConfig",
+]
+
+# Contrib and third-party apps get migrations generated for ObjectIdAutoField.
+MIGRATION_MODULES = {
+    "admin": "sibling.contrib_migrations.admin",
+    "auth": "sibling.contrib_migrations.auth",
+    "contenttypes": "sibling.contrib_migrations.contenttypes",
+    "sessions": "sibling.contrib_migrations.sessions",
+    "social_django": "sibling.contrib_migrations.social_django",
+    "django_q": "sibling.contrib_migrations.django_q",
+}
+DEFAULT_AUTO_FIELD = "django_mongodb_backend.fields.ObjectIdAutoField"
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "sibling.urls"
+WSGI_APPLICATION = "sibling.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# Unset MONGODB_URI means the embedded development server (`make db`); set, the project never
+# starts a server of its own.
+MONGODB_URI = env.str("MONGODB_URI", default="")
+EMBEDDED_DATABASE = not MONGODB_URI
+_database_uri = MONGODB_URI or server_uri(DEFAULT_HOST, env.int("MONGODB_PORT", DEFAULT_PORT))
+MONGODB_NAME = env.str("MONGODB_NAME", default="") or (
+    urlsplit(_database_uri).path.lstrip("/") or "sibling"
+)
+
+# --- Field-level encryption ------------------------------------------------------------------
+# A local master key by default; a cloud KMS (aws, gcp, azure, kmip) by setting the provider, its
+# credentials (JSON, as pymongo's kms_providers expects them) and the master key document (JSON,
+# as ClientEncryption.create_data_key expects it). See README: "Encryption keys".
+SIBLING_KMS_PROVIDER = env.str("SIBLING_KMS_PROVIDER", default="local")
+SIBLING_KEY_VAULT_NAMESPACE = env.str(
+    "SIBLING_KEY_VAULT_NAMESPACE", default="encryption.__keyVault"
+)
+if SIBLING_KMS_PROVIDER == "local":
+    _kms_credentials = {
+        "key": master_key_load(
+            configured=env.str("SIBLING_MASTER_KEY", default=""),
+            debug=DEBUG,
+            key_file=Path(env.str("SIBLING_MASTER_KEY_FILE", default=str(VAR_DIR / "master.key"))),
+        )
+    }
+    SIBLING_KMS_MASTER_KEY = None
+else:
+    try:
+        _kms_credentials = json.loads(env.str("SIBLING_KMS_CREDENTIALS", default="{}"))
+        SIBLING_KMS_MASTER_KEY = json.loads(env.str("SIBLING_KMS_MASTER_KEY", default="null"))
+    except json.JSONDecodeError as err:
+        raise ImproperlyConfigured(
+            "SIBLING_KMS_CREDENTIALS and SIBLING_KMS_MASTER_KEY must be JSON"
+        ) from err
+    if SIBLING_KMS_MASTER_KEY is None:
+        raise ImproperlyConfigured(f"SIBLING_KMS_MASTER_KEY is required for {SIBLING_KMS_PROVIDER}")
+SIBLING_KMS_PROVIDERS = {SIBLING_KMS_PROVIDER: _kms_credentials}
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django_mongodb_backend",
+        "HOST": _database_uri,
+        "NAME": MONGODB_NAME,
+        "OPTIONS": {
+            # Values are encrypted explicitly (sibling.encryption); reads decrypt automatically.
+            "auto_encryption_opts": AutoEncryptionOpts(
+                kms_providers=SIBLING_KMS_PROVIDERS,
+                key_vault_namespace=SIBLING_KEY_VAULT_NAMESPACE,
+                bypass_auto_encryption=True,
+            ),
+        },
+    },
+}
+
+# --- Workers (django-q2 on the MongoDB broker) ----------------------------------------------
+Q_CLUSTER = {
+    "name": env.str("SIBLING_Q_CLUSTER_NAME", default="sibling"),
+    "workers": env.int("SIBLING_Q_WORKERS", default=2),
+    "timeout": env.int("SIBLING_Q_TIMEOUT", default=600),
+    # Unacknowledged tasks come back after `retry` seconds, which must exceed `timeout`.
+    "retry": env.int("SIBLING_Q_TIMEOUT", default=600) + 60,
+    # The default (0) retries a failing task forever.
+    "max_attempts": env.int("SIBLING_Q_MAX_ATTEMPTS", default=3),
+    "ack_failures": True,
+    "save_limit": 1000,
+    "catch_up": False,
+    "poll": 0.5,
+    "broker_class": "sibling.queue.ForkSafeMongoBroker",
+    "mongo": {"host": _database_uri},
+    "mongo_db": MONGODB_NAME,
+    "sync": env.bool("SIBLING_Q_SYNC", default=False),
+    "label": "Workers",
+}
+SIBLING_WORKER_HEARTBEAT_MAX_AGE = env.int("SIBLING_WORKER_HEARTBEAT_MAX_AGE", default=180)
+
+# --- Auth, i18n, static ---------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
+
+# --- Security (production values come from the environment) ----------------------------------
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+SILENCED_SYSTEM_CHECKS = [
+    # social_django.UserSocialAuth declares a check constraint (uid != "") that MongoDB cannot
+    # enforce; social-core never stores an empty uid.
+    "models.W027",
+]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django_q": {"level": env.str("LOG_LEVEL_WORKERS", default="WARNING")},
+        "pymongo": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class SourcesConfig(AppConfig):
+    """What is connected: providers, people's connections and their credentials."""
+
+    name = "sources"
+    verbose_name = "Sources"
+    default_auto_field = "django_mongodb_backend.fields.ObjectIdAutoField"

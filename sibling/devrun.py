@@ -26,9 +26,11 @@ def _start(args: list[str]) -> subprocess.Popen[bytes]:
 
 
 def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    # The leader stops its own children (qcluster its workers, runserver its reloaded child);
+    # signalling the whole group at once would interrupt that orderly stop.
     for proc in procs:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     for proc in procs:
         try:

@@ -6,8 +6,11 @@ STAMP := $(VENV)/.installed
 
 # Development defaults; production sets its own environment (README: "Production").
 export DEBUG ?= 1
+# The browser tests drive Debian's chromium (never a downloaded browser build).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run db db-stop migrate test lint format lock clean
+.PHONY: help install browser run db db-stop migrate test lint format lock clean
 
 help:
 	@echo "make run      install, start the embedded database, migrate, start web + workers"
@@ -25,6 +28,11 @@ $(STAMP): requirements.lock
 
 install: $(STAMP)
 
+browser:
+	@test -x $(CHROMIUM) || { echo "Installing Debian's chromium for the browser tests"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 run: install
 	$(PY) -m sibling.devrun
 
@@ -37,7 +45,7 @@ db-stop: install
 migrate: install
 	$(PY) manage.py migrate --noinput
 
-test: install
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

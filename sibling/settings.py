@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "sibling.apps.SiblingConfig",
     "sources.apps.SourcesConfig",
+    "sources.sandbox.apps.SandboxConfig",
     "ingestion.apps.IngestionConfig",
 ]
 
@@ -68,6 +69,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "sources.middleware.ConnectErrorMiddleware",
 ]
 
 ROOT_URLCONF = "sibling.urls"
@@ -83,6 +85,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "sources.context_processors.sandbox",
             ],
         },
     },
@@ -163,6 +166,87 @@ Q_CLUSTER = {
     "label": "Workers",
 }
 SIBLING_WORKER_HEARTBEAT_MAX_AGE = env.int("SIBLING_WORKER_HEARTBEAT_MAX_AGE", default=180)
+
+# --- Providers ---------------------------------------------------------------------------------
+# Each provider's endpoint URLs default to the real provider's; `<PROVIDER>_<NAME>_URL` overrides
+# one (a staging service, say). In development a provider without real credentials talks to the
+# built-in sandbox (sources/sandbox, mounted under /sandbox/), which cannot be enabled with DEBUG
+# off. `<PROVIDER>_SANDBOX=0/1` forces the choice in development.
+PORT = env.int("PORT", default=8000)
+SIBLING_PUBLIC_URL = env.str("SIBLING_PUBLIC_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
+SIBLING_SANDBOX_ALLOWED = DEBUG
+SIBLING_SANDBOX_BASE_URL = env.str(
+    "SIBLING_SANDBOX_BASE_URL", default=f"{SIBLING_PUBLIC_URL}/sandbox"
+).rstrip("/")
+
+
+def _provider(name: str, *, credentials: dict[str, str], urls: tuple[str, ...]) -> dict:
+    prefix = name.upper()
+    configured = {key: env.str(f"{prefix}_{key.upper()}", default="") for key in credentials}
+    has_real = all(configured.values()) if configured else False
+    sandbox = SIBLING_SANDBOX_ALLOWED and env.bool(f"{prefix}_SANDBOX", default=not has_real)
+    return {
+        "sandbox": sandbox,
+        "credentials": credentials if sandbox else configured,
+        "urls": {u: env.str(f"{prefix}_{u.upper()}_URL", default="") for u in urls},
+    }
+
+
+SIBLING_PROVIDERS = {
+    "gmail": _provider(
+        "gmail",
+        credentials={"client_id": "sandbox-gmail-client", "client_secret": "sandbox-gmail-secret"},
+        urls=("authorize", "token", "revoke", "userinfo", "api"),
+    ),
+    "fitbit": _provider(
+        "fitbit",
+        credentials={
+            "client_id": "sandbox-fitbit-client",
+            "client_secret": "sandbox-fitbit-secret",
+        },
+        urls=("authorize", "token", "revoke", "userinfo", "api"),
+    ),
+    "plaid": _provider(
+        "plaid",
+        credentials={"client_id": "sandbox-plaid-client", "secret": "sandbox-plaid-secret"},
+        urls=("api", "link_script"),
+    ),
+    "rescuetime": _provider("rescuetime", credentials={}, urls=("api",)),
+}
+# The sandbox accepts these client credentials (one Google sandbox serves Gmail and Fitbit).
+SIBLING_SANDBOX_CLIENTS = {
+    "sandbox-gmail-client": "sandbox-gmail-secret",
+    "sandbox-fitbit-client": "sandbox-fitbit-secret",
+    "sandbox-plaid-client": "sandbox-plaid-secret",
+}
+
+# --- Accounts and connect flows --------------------------------------------------------------
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "sources:connections"
+LOGOUT_REDIRECT_URL = "login"
+# Google accounts are connected, never used to sign in: the pipeline refuses a flow without a
+# signed-in person (sources.pipeline.require_signed_in_person).
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "sources.providers.gmail.auth.GmailOAuth2",
+    "sources.providers.fitbit.auth.FitbitOAuth2",
+]
+SOCIAL_AUTH_URL_NAMESPACE = "social"
+SOCIAL_AUTH_JSONFIELD_ENABLED = True
+SOCIAL_AUTH_RAISE_EXCEPTIONS = False
+SOCIAL_AUTH_LOGIN_REDIRECT_URL = "/connections/"
+SOCIAL_AUTH_LOGIN_ERROR_URL = "/connections/"
+SOCIAL_AUTH_GOOGLE_OAUTH2_USE_UNIQUE_USER_ID = True
+SOCIAL_AUTH_PIPELINE = (
+    "social_core.pipeline.social_auth.social_details",
+    "social_core.pipeline.social_auth.social_uid",
+    "social_core.pipeline.social_auth.auth_allowed",
+    "sources.pipeline.require_signed_in_person",
+    "social_core.pipeline.social_auth.social_user",
+    "social_core.pipeline.social_auth.associate_user",
+    "social_core.pipeline.social_auth.load_extra_data",
+    "sources.pipeline.connection_store",
+)
 
 # --- Auth, i18n, static ---------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,0 +1,101 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from sources import services
+from sources.models import UserDataSource
+
+BADGE_COLOURS = {
+    "active": ("#e7f5ee", "#1f7a4d"),
+    "paused": ("#fff4db", "#8a5a00"),
+    "reauth_required": ("#fbeaea", "#a3262d"),
+    "error": ("#fbeaea", "#a3262d"),
+    "disconnected": ("#eceff4", "#444"),
+}
+
+
+@admin.register(UserDataSource)
+class UserDataSourceAdmin(admin.ModelAdmin):
+    list_display = (
+        "person",
+        "provider",
+        "status_badge",
+        "sandbox",
+        "last_success_at",
+        "next_sync_at",
+        "consecutive_failures",
+        "records_stored",
+    )
+    list_filter = ("provider", "status", "sandbox")
+    # Pattern lookups work on string fields only; the person's email is one.
+    search_fields = ("user__email",)
+    list_select_related = ("user",)
+    ordering = ("-updated_at",)
+    actions = ("sync_now", "pause", "resume", "full_resync", "disconnect_keep_data")
+    # Credentials and the account label are never shown; the detail page says they are stored.
+    exclude = ("credentials", "account_label")
+    readonly_fields = (
+        "user",
+        "provider",
+        "external_account_id",
+        "credentials_state",
+        "sandbox",
+        "granted_scopes",
+        "cursors",
+        "last_success_at",
+        "last_error",
+        "consecutive_failures",
+        "records_stored",
+        "backfill_progress",
+        "disconnected_at",
+        "created_at",
+        "updated_at",
+    )
+
+    @admin.display(description="person", ordering="user__email")
+    def person(self, obj: UserDataSource) -> str:
+        return obj.user.email or obj.user.get_username()
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: UserDataSource) -> str:
+        background, colour = BADGE_COLOURS.get(obj.status, ("#eceff4", "#444"))
+        return format_html(
+            '<span style="background:{};color:{};padding:1px 8px;border-radius:9px">{}</span>',
+            background,
+            colour,
+            obj.get_status_display(),
+        )
+
+    @admin.display(description="credentials")
+    def credentials_state(self, obj: UserDataSource) -> str:
+        return "stored, encrypted" if obj.credentials else "none"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # connections are made by people through the connect flows
+
+    def _apply(self, request: HttpRequest, queryset: QuerySet, service: object, done: str) -> None:
+        changed = sum(1 for connection in queryset if service(connection=connection))
+        self.message_user(request, f"{done}: {changed} of {queryset.count()}.", messages.SUCCESS)
+
+    @admin.action(description="Sync now")
+    def sync_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._apply(request, queryset, services.connection_sync_now, "Due now")
+
+    @admin.action(description="Pause")
+    def pause(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._apply(request, queryset, services.connection_pause, "Paused")
+
+    @admin.action(description="Resume")
+    def resume(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._apply(request, queryset, services.connection_resume, "Resumed")
+
+    @admin.action(description="Full resync (forget cursors)")
+    def full_resync(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._apply(request, queryset, services.connection_full_resync, "Resync scheduled")
+
+    @admin.action(description="Disconnect (revoke access, keep data)")
+    def disconnect_keep_data(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for connection in queryset:
+            services.connection_disconnect(connection=connection, delete_data=False)
+        self.message_user(request, "Disconnected.", messages.SUCCESS)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from sibling.fields import EncryptedField
+from sources.providers import get_provider, provider_choices
+from sources.providers.base import Provider
+
+
+class UserDataSource(models.Model):
+    """One person's connection to one account at one provider.
+
+    Credentials (tokens, API key, Plaid access token) are encrypted with the person's data key;
+    ``last_error`` is written for people and staff and never holds a secret.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        REAUTH_REQUIRED = "reauth_required", "Sign-in needed"
+        ERROR = "error", "Error"
+        DISCONNECTED = "disconnected", "Disconnected"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="data_sources"
+    )
+    provider = models.CharField(max_length=40, choices=provider_choices())
+    external_account_id = models.CharField(max_length=255)
+    # What the person recognises the account by (an address, a bank's name): personal data.
+    account_label = EncryptedField(null=True)
+    sandbox = models.BooleanField(default=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+    credentials = EncryptedField(null=True)
+    granted_scopes = models.JSONField(default=list, blank=True)
+    cursors = models.JSONField(default=dict, blank=True)
+    sync_interval = models.PositiveIntegerField(default=3600, help_text="Seconds between syncs.")
+    next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    records_stored = models.PositiveIntegerField(default=0)
+    backfill_progress = models.FloatField(
+        null=True, blank=True, help_text="0 to 1 while the first sync backfills; null after."
+    )
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "provider", "external_account_id"],
+                name="one_connection_per_account",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["user", "provider"], name="source_user_provider"),
+            models.Index(
+                fields=["provider", "external_account_id"], name="source_external_account"
+            ),
+            models.Index(fields=["status", "next_sync_at"], name="source_due"),
+        ]
+        verbose_name = "connection"
+
+    def __str__(self) -> str:
+        return f"{self.provider} connection {self.pk}"
+
+    @property
+    def provider_class(self) -> type[Provider]:
+        return get_provider(self.provider)
+
+    @property
+    def is_connected(self) -> bool:
+        return self.status != self.Status.DISCONNECTED

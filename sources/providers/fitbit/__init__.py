@@ -1,0 +1,3 @@
+from sources.providers.fitbit.provider import Fitbit
+
+__all__ = ["Fitbit"]

@@ -1,0 +1,3 @@
+from sources.providers.gmail.provider import Gmail
+
+__all__ = ["Gmail"]

@@ -1,0 +1,19 @@
+from sources.providers.base import Stream
+from sources.providers.google import GOOGLE_SANDBOX_PATHS, GOOGLE_URLS, GoogleProvider
+
+
+class Gmail(GoogleProvider):
+    """Mail metadata (never bodies) through the Gmail API."""
+
+    id = "gmail"
+    name = "Gmail"
+    category = "external"
+    backend_path = "sources.providers.gmail.auth.GmailOAuth2"
+    # https://developers.google.com/workspace/gmail/api/auth/scopes
+    scopes = ("https://www.googleapis.com/auth/gmail.readonly",)
+    streams = (
+        Stream("messages", primary_key="id", cursor_field="historyId", kind="email_message"),
+    )
+    urls = {**GOOGLE_URLS, "api": "https://gmail.googleapis.com/gmail/v1"}
+    sandbox_paths = {**GOOGLE_SANDBOX_PATHS, "api": "/google/gmail/v1"}
+    default_sync_interval_s = 900

@@ -1,0 +1,3 @@
+from sources.providers.plaid.provider import Plaid
+
+__all__ = ["Plaid"]

@@ -1,0 +1,105 @@
+from typing import Any
+
+import plaid
+from plaid.api import plaid_api
+from plaid.model.country_code import CountryCode
+from plaid.model.item_public_token_exchange_request import ItemPublicTokenExchangeRequest
+from plaid.model.item_remove_request import ItemRemoveRequest
+from plaid.model.link_token_create_request import LinkTokenCreateRequest
+from plaid.model.link_token_create_request_user import LinkTokenCreateRequestUser
+from plaid.model.products import Products
+
+from sources.providers.base import PlaidLinkProvider, ProviderAuthError, ProviderError, Stream
+
+PLAID_VERSION = "2020-09-14"
+# Item errors that mean the person must go through Link again (update mode):
+# https://plaid.com/docs/errors/item/
+REAUTH_ERROR_CODES = {"ITEM_LOGIN_REQUIRED", "INVALID_ACCESS_TOKEN", "ITEM_NOT_FOUND"}
+
+
+class Plaid(PlaidLinkProvider):
+    """Bank transactions through Plaid (Link, then /transactions/sync)."""
+
+    id = "plaid"
+    name = "Bank (Plaid)"
+    category = "external"
+    streams = (
+        Stream(
+            "transactions", primary_key="transaction_id", cursor_field="cursor", kind="transaction"
+        ),
+    )
+    urls = {
+        "api": "https://production.plaid.com",
+        "link_script": "https://cdn.plaid.com/link/v2/stable/link-initialize.js",
+    }
+    sandbox_paths = {"api": "/plaid", "link_script": "/plaid/link-initialize.js"}
+    reauth_message = "Your bank asks you to sign in again."
+    default_sync_interval_s = 6 * 3600
+
+    @classmethod
+    def api(cls) -> plaid_api.PlaidApi:
+        creds = cls.client_credentials()
+        configuration = plaid.Configuration(
+            host=cls.url("api"),
+            api_key={
+                "clientId": creds["client_id"],
+                "secret": creds["secret"],
+                "plaidVersion": PLAID_VERSION,
+            },
+        )
+        return plaid_api.PlaidApi(plaid.ApiClient(configuration))
+
+    @classmethod
+    def error_from(cls, err: plaid.ApiException) -> ProviderError:
+        """The PlaidError body as one of our errors; the message is Plaid's display text."""
+        import json
+
+        try:
+            body = json.loads(err.body or "{}")
+        except ValueError:
+            body = {}
+        code = body.get("error_code", "")
+        message = body.get("display_message") or f"Plaid answered {err.status} ({code or 'error'})"
+        if code in REAUTH_ERROR_CODES:
+            return ProviderAuthError(cls.reauth_message)
+        return ProviderError(message)
+
+    @classmethod
+    def link_token_create(cls, *, client_user_id: str, webhook_url: str | None = None) -> str:
+        request = LinkTokenCreateRequest(
+            client_name="Sibling",
+            language="en",
+            country_codes=[CountryCode("US"), CountryCode("GB")],
+            user=LinkTokenCreateRequestUser(client_user_id=client_user_id),
+            products=[Products("transactions")],
+            **({"webhook": webhook_url} if webhook_url else {}),
+        )
+        try:
+            return cls.api().link_token_create(request)["link_token"]
+        except plaid.ApiException as err:
+            raise cls.error_from(err) from err
+
+    @classmethod
+    def public_token_exchange(cls, public_token: str) -> dict[str, str]:
+        try:
+            response = cls.api().item_public_token_exchange(
+                ItemPublicTokenExchangeRequest(public_token=public_token)
+            )
+        except plaid.ApiException as err:
+            raise cls.error_from(err) from err
+        return {"access_token": response["access_token"], "item_id": response["item_id"]}
+
+    @classmethod
+    def revoke(cls, credentials: dict[str, Any]) -> None:
+        token = credentials.get("access_token")
+        if not token:
+            return
+        try:
+            cls.api().item_remove(ItemRemoveRequest(access_token=token))
+        except plaid.ApiException as err:
+            error = cls.error_from(err)
+            if isinstance(error, ProviderAuthError):
+                return  # the Item is already gone or unusable: nothing left to remove
+            raise error from err
+        except Exception as err:  # urllib3 connection errors
+            raise ProviderError("Plaid could not be reached to remove the bank link") from err

@@ -1,0 +1,3 @@
+from sources.providers.rescuetime.provider import RescueTime
+
+__all__ = ["RescueTime"]

@@ -1,0 +1,64 @@
+"""Reads on connections, shaped for people's pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from django.contrib.auth.models import AbstractBaseUser
+from django.http import Http404
+
+from sources.models import UserDataSource
+from sources.providers import PROVIDERS, Provider
+
+Status = UserDataSource.Status
+
+# What each status means to a person, and what they can do about it.
+STATUS_TEXT = {
+    Status.ACTIVE: "Active",
+    Status.PAUSED: "Paused: no new data is fetched until you resume.",
+    Status.ERROR: "Syncing keeps failing. We will keep retrying.",
+    Status.DISCONNECTED: "Disconnected. The data already fetched is kept.",
+}
+
+
+@dataclass
+class ProviderCard:
+    provider: type[Provider]
+    connections: list[UserDataSource] = field(default_factory=list)
+
+    @property
+    def can_add(self) -> bool:
+        # Several banks are usual; one mailbox/tracker per provider is the common case, but a
+        # disconnected one can always be connected again.
+        return self.provider.auth_mode == "plaid_link" or not any(
+            c.is_connected for c in self.connections
+        )
+
+
+def status_text(connection: UserDataSource) -> str:
+    if connection.status == Status.REAUTH_REQUIRED:
+        return connection.provider_class.reauth_message
+    return STATUS_TEXT.get(connection.status, connection.get_status_display())
+
+
+def connection_cards(*, user: AbstractBaseUser) -> list[ProviderCard]:
+    cards = {provider_id: ProviderCard(provider) for provider_id, provider in PROVIDERS.items()}
+    for connection in UserDataSource.objects.filter(user=user).order_by("created_at"):
+        if connection.provider in cards:
+            connection.status_text = status_text(connection)
+            cards[connection.provider].connections.append(connection)
+    return list(cards.values())
+
+
+def connection_get(*, user: AbstractBaseUser, connection_id: str) -> UserDataSource:
+    """The person's own connection, or 404: another person's id looks like a missing one."""
+    try:
+        pk = ObjectId(connection_id)
+    except (InvalidId, TypeError):
+        raise Http404("No such connection") from None
+    connection = UserDataSource.objects.filter(pk=pk, user=user).first()
+    if connection is None:
+        raise Http404("No such connection")
+    return connection

@@ -1,0 +1,165 @@
+"""Writes on connections: connect, pause, resume, sync now, disconnect."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.utils import timezone
+from social_django.models import UserSocialAuth
+
+from sources.models import UserDataSource
+from sources.providers import OAuth2Provider, Provider, ProviderError
+from sources.signals import connection_data_erase
+
+logger = logging.getLogger(__name__)
+Status = UserDataSource.Status
+
+
+def oauth_credentials_from(response: dict[str, Any], *, uid: str) -> dict[str, Any]:
+    """Token endpoint response -> what a connection stores (encrypted)."""
+    credentials: dict[str, Any] = {
+        "uid": uid,
+        "access_token": response["access_token"],
+        "token_type": response.get("token_type", "Bearer"),
+        "scope": response.get("scope", ""),
+    }
+    if response.get("refresh_token"):
+        credentials["refresh_token"] = response["refresh_token"]
+    if response.get("expires_in"):
+        expires_at = timezone.now() + timedelta(seconds=int(response["expires_in"]))
+        credentials["expires_at"] = int(expires_at.timestamp())
+    return credentials
+
+
+def connection_upsert(
+    *,
+    user: AbstractBaseUser,
+    provider: type[Provider],
+    external_account_id: str,
+    credentials: dict[str, Any],
+    account_label: str = "",
+    granted_scopes: list[str] | None = None,
+) -> UserDataSource:
+    """Create the connection, or bring an existing one for the same account back to active.
+
+    Credentials replace the stored ones, except that a refresh token the provider did not send
+    again is kept.
+    """
+    now = timezone.now()
+    connection = UserDataSource.objects.filter(
+        user=user, provider=provider.id, external_account_id=external_account_id
+    ).first()
+    if connection is None:
+        connection = UserDataSource(
+            user=user,
+            provider=provider.id,
+            external_account_id=external_account_id,
+            sync_interval=provider.default_sync_interval_s,
+            backfill_progress=0.0,
+        )
+    elif connection.credentials and "refresh_token" not in credentials:
+        if refresh_token := connection.credentials.get("refresh_token"):
+            credentials = {**credentials, "refresh_token": refresh_token}
+    if connection.status == Status.DISCONNECTED:
+        connection.backfill_progress = 0.0
+        connection.cursors = {}
+    connection.credentials = credentials
+    connection.account_label = account_label or connection.account_label
+    connection.granted_scopes = granted_scopes or []
+    connection.sandbox = provider.sandboxed()
+    connection.status = Status.ACTIVE
+    connection.last_error = ""
+    connection.consecutive_failures = 0
+    connection.disconnected_at = None
+    connection.next_sync_at = now
+    connection.save()
+    logger.info("connection %s (%s) connected", connection.pk, provider.id)
+    return connection
+
+
+def connection_pause(*, connection: UserDataSource) -> bool:
+    if connection.status != Status.ACTIVE:
+        return False
+    connection.status = Status.PAUSED
+    connection.save(update_fields=["status", "updated_at"])
+    return True
+
+
+def connection_resume(*, connection: UserDataSource) -> bool:
+    if connection.status != Status.PAUSED:
+        return False
+    connection.status = Status.ACTIVE
+    connection.next_sync_at = timezone.now()
+    connection.save(update_fields=["status", "next_sync_at", "updated_at"])
+    return True
+
+
+def connection_sync_now(*, connection: UserDataSource) -> bool:
+    """Make the connection due now; the scheduler picks it up. False when it cannot sync."""
+    if connection.status != Status.ACTIVE:
+        return False
+    connection.next_sync_at = timezone.now()
+    connection.save(update_fields=["next_sync_at", "updated_at"])
+    return True
+
+
+def connection_full_resync(*, connection: UserDataSource) -> bool:
+    """Forget the cursors so the next sync starts over with a backfill."""
+    if connection.status != Status.ACTIVE:
+        return False
+    connection.cursors = {}
+    connection.backfill_progress = 0.0
+    connection.next_sync_at = timezone.now()
+    connection.save(update_fields=["cursors", "backfill_progress", "next_sync_at", "updated_at"])
+    return True
+
+
+@dataclass
+class DisconnectResult:
+    provider_name: str
+    revoked: bool
+    revoke_error: str = ""
+    records_deleted: int = 0
+    data_deleted: bool = False
+
+
+def connection_disconnect(*, connection: UserDataSource, delete_data: bool) -> DisconnectResult:
+    """Revoke the grant at the provider, forget the credentials, and mark it disconnected.
+
+    With ``delete_data`` the records from this connection are erased and the connection itself
+    is deleted. A provider that cannot be reached does not keep the person connected: the local
+    credentials are forgotten either way, and the result says the revocation failed.
+    """
+    provider = connection.provider_class
+    credentials = connection.credentials or {}
+    result = DisconnectResult(provider_name=provider.name, revoked=False)
+    try:
+        provider.revoke(credentials)
+        result.revoked = True
+    except ProviderError as err:
+        result.revoke_error = str(err)
+        logger.warning("connection %s: revocation failed: %s", connection.pk, err)
+    if issubclass(provider, OAuth2Provider) and credentials.get("uid"):
+        UserSocialAuth.objects.filter(
+            user=connection.user, provider=provider.id, uid=credentials["uid"]
+        ).delete()
+    if delete_data:
+        for _receiver, deleted in connection_data_erase.send(
+            sender=UserDataSource, connection=connection
+        ):
+            result.records_deleted += int(deleted or 0)
+        result.data_deleted = True
+        connection.delete()
+        logger.info("connection of %s disconnected and its data deleted", provider.id)
+        return result
+    connection.credentials = None
+    connection.status = Status.DISCONNECTED
+    connection.disconnected_at = timezone.now()
+    connection.next_sync_at = None
+    connection.save()
+    logger.info("connection %s (%s) disconnected, data kept", connection.pk, provider.id)
+    return result

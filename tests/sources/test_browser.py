@@ -1,0 +1,65 @@
+"""In a real browser (Debian's chromium driven by Playwright): a new person signs up, connects
+Fitbit through the sandbox's consent page, and sees the connection active."""
+
+import os
+import re
+import shutil
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from sources.models import UserDataSource
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Without the background-networking flags chromium keeps dialling hosts this machine cannot reach.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert shutil.which(CHROMIUM), f"{CHROMIUM} is missing: `make test` installs Debian's chromium"
+    # Playwright's sync API runs an event loop in this thread; Django's ORM refuses to work beside
+    # one, so the test reads the database only after the browser is closed.
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_new_person_signs_up_connects_fitbit_and_sees_it_active(browser, sandbox, tmp_path):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{sandbox.url}/signup/")
+    page.get_by_label("Username").fill("lin")
+    page.get_by_label("Email").fill("lin@example.com")
+    page.get_by_label("Password", exact=True).fill("a long and unusual passphrase")
+    page.get_by_label("Password confirmation").fill("a long and unusual passphrase")
+    page.get_by_role("button", name="Sign up").click()
+    expect(page.get_by_role("heading", name="Connections")).to_be_visible()
+
+    fitbit = page.locator("li.card[data-provider=fitbit]")
+    fitbit.get_by_role("button", name=re.compile("Connect")).click()
+    # The sandbox's consent page, as Google's would be.
+    expect(page.get_by_role("button", name="Allow")).to_be_visible()
+    page.get_by_role("button", name="Allow").click()
+
+    expect(page.get_by_text("Fitbit is connected")).to_be_visible()
+    connection = page.locator("li.card[data-provider=fitbit] section.connection")
+    expect(connection).to_have_attribute("data-status", "active")
+    expect(connection.get_by_text("Sandbox")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "connections.png"), full_page=True)
+    context.close()
+
+    stored = UserDataSource.objects.get(user__username="lin", provider="fitbit")
+    assert stored.status == UserDataSource.Status.ACTIVE

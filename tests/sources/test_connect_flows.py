@@ -1,0 +1,221 @@
+"""Each connect flow end to end against the sandbox over real HTTP, and disconnect with revoke."""
+
+import bson
+import pytest
+import requests
+from social_django.models import UserSocialAuth
+
+from sources.models import UserDataSource
+from sources.providers.fitbit import Fitbit
+from sources.providers.gmail import Gmail
+from tests.factories import UserFactory
+from tests.sources.browsing import Browser
+from tests.sources.conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db(transaction=True)
+Status = UserDataSource.Status
+
+
+@pytest.fixture
+def browser(sandbox, person):
+    browser = Browser(sandbox.url)
+    browser.log_in(person.username, PASSWORD)
+    return browser
+
+
+def _raw(raw_db, connection):
+    return raw_db[UserDataSource._meta.db_table].find_one({"_id": connection.pk})
+
+
+def _assert_ciphertext_only(raw_db, connection, secrets):
+    raw = _raw(raw_db, connection)
+    assert raw["credentials"].subtype == 6
+    stored = bson.encode(raw)
+    for secret in secrets:
+        assert secret.encode() not in stored
+
+
+def test_gmail_connects_with_offline_access_and_keeps_tokens_encrypted_only(
+    browser, person, raw_db
+):
+    page = browser.google_connect("gmail", email="ada.mail@example.com")
+    assert page.url.endswith("/connections/")
+    assert "Gmail is connected" in page.text
+
+    connection = UserDataSource.objects.get(user=person, provider="gmail")
+    assert connection.status == Status.ACTIVE and connection.sandbox
+    assert connection.account_label == "ada.mail@example.com"
+    assert Gmail.scopes[0] in connection.granted_scopes
+    credentials = connection.credentials
+    assert credentials["access_token"] and credentials["refresh_token"]  # offline + consent
+    assert credentials["expires_at"] > 0
+    _assert_ciphertext_only(
+        raw_db, connection, [credentials["access_token"], credentials["refresh_token"]]
+    )
+    social = UserSocialAuth.objects.get(user=person, provider="gmail")
+    assert not {"access_token", "refresh_token", "id_token"} & set(social.extra_data)
+    assert credentials["refresh_token"] not in str(social.extra_data)
+
+
+def test_one_google_account_is_linked_for_gmail_and_fitbit(browser, person):
+    browser.google_connect("gmail", email="both@example.com")
+    page = browser.google_connect("fitbit", email="both@example.com")
+    assert "Fitbit is connected" in page.text
+    gmail = UserDataSource.objects.get(user=person, provider="gmail")
+    fitbit = UserDataSource.objects.get(user=person, provider="fitbit")
+    assert {s.provider for s in UserSocialAuth.objects.filter(user=person)} == {"gmail", "fitbit"}
+    assert set(Fitbit.scopes) <= set(fitbit.granted_scopes)
+    assert not set(Fitbit.scopes) & set(gmail.granted_scopes)
+    # Google Health names the person by healthUserId, which webhooks will use.
+    identity = requests.get(
+        f"{Fitbit.url('api')}/users/me/identity",
+        headers={"Authorization": f"Bearer {fitbit.credentials['access_token']}"},
+        timeout=10,
+    ).json()
+    assert fitbit.external_account_id == str(identity["healthUserId"])
+
+
+def test_an_account_already_connected_by_someone_else_is_refused_clearly(sandbox, browser):
+    browser.google_connect("gmail", email="shared@example.com")
+    other = UserFactory()
+    second = Browser(sandbox.url)
+    second.log_in(other.username, PASSWORD)
+    page = second.google_connect("gmail", email="shared@example.com")
+    assert "already connected to another Sibling account" in page.text
+    assert not UserDataSource.objects.filter(user=other).exists()
+
+
+def test_denying_consent_connects_nothing(browser, person):
+    page = browser.google_connect("gmail", decision="Deny")
+    assert page.url.endswith("/connections/")
+    assert "cancelled" in page.text
+    assert not UserDataSource.objects.filter(user=person).exists()
+
+
+def test_a_forged_oauth_state_is_refused(browser, person):
+    browser.post("/connect/login/gmail/", allow_redirects=False)  # a real state in the session
+    page = browser.get("/connect/complete/gmail/?code=stolen-code&state=forged-state")
+    assert page.url.endswith("/connections/")
+    assert "could not be verified" in page.text
+    assert not UserDataSource.objects.filter(user=person).exists()
+
+
+def test_connect_flow_without_a_signed_in_person_is_refused(sandbox):
+    anonymous = Browser(sandbox.url)
+    response = anonymous.post("/connect/login/gmail/", allow_redirects=True)
+    assert "/login/" in response.url or not UserSocialAuth.objects.exists()
+    assert not UserDataSource.objects.exists()
+
+
+def test_rescuetime_key_is_checked_then_stored_encrypted(browser, person, raw_db):
+    refused = browser.post("/connections/rescuetime/", {"api_key": "not-a-real-key"})
+    assert "did not accept this key" in refused.text
+    assert not UserDataSource.objects.filter(user=person).exists()
+
+    page = browser.post("/connections/rescuetime/", {"api_key": "sandbox-ada-key-123"})
+    assert page.url.endswith("/connections/") and "RescueTime is connected" in page.text
+    connection = UserDataSource.objects.get(user=person, provider="rescuetime")
+    assert connection.credentials == {"api_key": "sandbox-ada-key-123"}
+    assert "sandbox-ada-key-123" not in connection.external_account_id
+    _assert_ciphertext_only(raw_db, connection, ["sandbox-ada-key-123"])
+
+
+def _plaid_link(browser, sandbox):
+    """What Plaid Link's script does on the page: link token, the bank picked, public token."""
+    link_token = browser.post_json("/connections/plaid/link-token/", {}).json()["link_token"]
+    public = requests.post(
+        f"{sandbox.url}/sandbox/plaid/link/public_token/create",
+        json={"link_token": link_token, "institution_id": "ins_sandbox_1"},
+        timeout=10,
+    )
+    assert public.status_code == 200, public.text
+    return public.json()["public_token"]
+
+
+def test_plaid_link_exchanges_the_public_token_and_stores_the_access_token_encrypted(
+    browser, sandbox, person, raw_db
+):
+    public_token = _plaid_link(browser, sandbox)
+    answer = browser.post_json(
+        "/connections/plaid/exchange/",
+        {"public_token": public_token, "institution": {"name": "First Sandbox Bank"}},
+    )
+    assert answer.status_code == 200 and answer.json()["redirect"] == "/connections/"
+    connection = UserDataSource.objects.get(user=person, provider="plaid")
+    assert connection.account_label == "First Sandbox Bank"
+    assert connection.credentials["access_token"].startswith("access-sandbox-")
+    assert connection.external_account_id == connection.credentials["item_id"]
+    _assert_ciphertext_only(raw_db, connection, [connection.credentials["access_token"]])
+    # A public token is single use.
+    again = browser.post_json("/connections/plaid/exchange/", {"public_token": public_token})
+    assert again.status_code == 502
+    assert UserDataSource.objects.filter(user=person).count() == 1
+
+
+def test_plaid_exchange_rejects_a_malformed_body(browser):
+    response = browser.session.post(
+        f"{browser.base}/connections/plaid/exchange/",
+        data=b"{not json",
+        headers={"X-CSRFToken": browser.csrf, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+
+
+def test_disconnect_keeping_data_revokes_the_google_grant(browser, person):
+    browser.google_connect("gmail", email="leaving@example.com")
+    connection = UserDataSource.objects.get(user=person, provider="gmail")
+    refresh_token = connection.credentials["refresh_token"]
+
+    page = browser.post(f"/connections/{connection.pk}/disconnect/", {"data": "keep"})
+    assert "Gmail is disconnected" in page.text
+    connection.refresh_from_db()
+    assert connection.status == Status.DISCONNECTED and connection.credentials is None
+    assert not UserSocialAuth.objects.filter(user=person, provider="gmail").exists()
+    refreshed = requests.post(
+        Gmail.url("token"),
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": "sandbox-gmail-client",
+            "client_secret": "sandbox-gmail-secret",
+        },
+        timeout=10,
+    )
+    assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
+    assert "Reconnect" in browser.get("/connections/").text
+
+
+def test_disconnect_deleting_data_removes_the_plaid_item_and_the_connection(
+    browser, sandbox, person
+):
+    public_token = _plaid_link(browser, sandbox)
+    browser.post_json("/connections/plaid/exchange/", {"public_token": public_token})
+    connection = UserDataSource.objects.get(user=person, provider="plaid")
+    access_token = connection.credentials["access_token"]
+
+    page = browser.post(f"/connections/{connection.pk}/disconnect/", {"data": "delete"})
+    assert "disconnected and 0 records from it were deleted" in page.text
+    assert not UserDataSource.objects.filter(pk=connection.pk).exists()
+    after = requests.post(
+        f"{sandbox.url}/sandbox/plaid/transactions/sync",
+        json={
+            "client_id": "sandbox-plaid-client",
+            "secret": "sandbox-plaid-secret",
+            "access_token": access_token,
+        },
+        timeout=10,
+    )
+    assert after.status_code == 400
+
+
+def test_disconnect_when_the_provider_cannot_be_reached_still_forgets_the_credentials(
+    browser, person, settings
+):
+    browser.google_connect("gmail", email="offline@example.com")
+    connection = UserDataSource.objects.get(user=person, provider="gmail")
+    settings.SIBLING_SANDBOX_BASE_URL = "http://127.0.0.1:9/sandbox"  # nothing listens there
+    page = browser.post(f"/connections/{connection.pk}/disconnect/", {"data": "keep"})
+    assert "could not confirm" in page.text
+    connection.refresh_from_db()
+    assert connection.status == Status.DISCONNECTED and connection.credentials is None

@@ -7,3 +7,6 @@ class IngestionConfig(AppConfig):
     name = "ingestion"
     verbose_name = "Ingestion"
     default_auto_field = "django_mongodb_backend.fields.ObjectIdAutoField"
+
+    def ready(self) -> None:
+        from ingestion import signals  # noqa: F401

@@ -87,7 +87,8 @@ def close_all() -> None:
     """Close this process's clients (at shutdown, or in tests)."""
     with _lock:
         for client in _clients.values():
-            client.close()
+            if hasattr(client, "close"):
+                client.close()
         _clients.clear()
     for conn in connections.all(initialized_only=True):
         conn.close_pool()

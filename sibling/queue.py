@@ -48,3 +48,12 @@ class ForkSafeMongoBroker(Mongo):
         self._pid = None
         self._client = None
         super().__setstate__(state)
+
+
+def broker() -> ForkSafeMongoBroker:
+    """This process's broker: async_task() without one would open a new client every call."""
+    from django_q.brokers import get_broker
+
+    from sibling.mongo import register_process_local
+
+    return register_process_local("q_broker", get_broker)

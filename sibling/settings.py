@@ -167,6 +167,14 @@ Q_CLUSTER = {
 }
 SIBLING_WORKER_HEARTBEAT_MAX_AGE = env.int("SIBLING_WORKER_HEARTBEAT_MAX_AGE", default=180)
 
+# --- Syncs --------------------------------------------------------------------------------------
+SIBLING_BACKFILL_DAYS = env.int("SIBLING_BACKFILL_DAYS", default=90)
+SIBLING_RAW_PAGE_RETENTION_DAYS = env.int("SIBLING_RAW_PAGE_RETENTION_DAYS", default=30)
+# A claimed connection stays claimed this long at most (longer than a task may run).
+SIBLING_SYNC_LEASE_S = Q_CLUSTER["timeout"] + 120
+SIBLING_SYNC_MAX_FAILURES = env.int("SIBLING_SYNC_MAX_FAILURES", default=5)
+SIBLING_DISPATCH_BATCH = env.int("SIBLING_DISPATCH_BATCH", default=500)
+
 # --- Providers ---------------------------------------------------------------------------------
 # Each provider's endpoint URLs default to the real provider's; `<PROVIDER>_<NAME>_URL` overrides
 # one (a staging service, say). In development a provider without real credentials talks to the

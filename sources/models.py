@@ -44,6 +44,10 @@ class UserDataSource(models.Model):
         null=True, blank=True, help_text="0 to 1 while the first sync backfills; null after."
     )
     disconnected_at = models.DateTimeField(null=True, blank=True)
+    # Who may sync now (an atomic claim by the dispatcher) and who may refresh the tokens now.
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    refresh_lock_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

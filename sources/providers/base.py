@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import requests
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 HTTP_TIMEOUT_S = 15
 
@@ -54,6 +55,18 @@ class Provider:
     secret_fields: ClassVar[tuple[str, ...]] = ()
     default_sync_interval_s: ClassVar[int] = 3600
     reauth_message: ClassVar[str] = "Please connect this account again."
+    # The provider's sync client (an ingestion.clients.SyncClient) and its processor, a pure
+    # function (stream name, raw page) -> ingestion.schemas.ProcessedPage.
+    client_path: ClassVar[str] = ""
+    processor_path: ClassVar[str] = ""
+
+    @classmethod
+    def sync_client_class(cls) -> Any:
+        return import_string(cls.client_path)
+
+    @classmethod
+    def processor(cls) -> Any:
+        return import_string(cls.processor_path)
 
     @classmethod
     def config(cls) -> dict[str, Any]:

@@ -63,3 +63,21 @@ def test_deploy_check_passes_with_production_values():
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_provider_sandbox_cannot_be_enabled_without_debug():
+    script = (
+        "from django.conf import settings; from django.urls import resolve, Resolver404\n"
+        "assert not settings.SIBLING_SANDBOX_ALLOWED\n"
+        "assert not any(p['sandbox'] for p in settings.SIBLING_PROVIDERS.values())\n"
+        "try:\n    resolve('/sandbox/google/token')\nexcept Resolver404:\n    print('not mounted')\n"
+    )
+    result = subprocess.run(
+        [*MANAGE, "shell", "-c", script],
+        env=project_env(**PRODUCTION, GMAIL_SANDBOX="1", PLAID_SANDBOX="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "not mounted" in result.stdout

@@ -96,7 +96,7 @@ def test_a_forged_oauth_state_is_refused(browser, person):
     browser.post("/connect/login/gmail/", allow_redirects=False)  # a real state in the session
     page = browser.get("/connect/complete/gmail/?code=stolen-code&state=forged-state")
     assert page.url.endswith("/connections/")
-    assert "could not be verified" in page.text
+    assert "Gmail: The sign-in" in page.text and "Please try again." in page.text
     assert not UserDataSource.objects.filter(user=person).exists()
 
 
@@ -125,7 +125,7 @@ def _plaid_link(browser, sandbox):
     link_token = browser.post_json("/connections/plaid/link-token/", {}).json()["link_token"]
     public = requests.post(
         f"{sandbox.url}/sandbox/plaid/link/public_token/create",
-        json={"link_token": link_token, "institution_id": "ins_sandbox_1"},
+        json={"link_token": link_token, "institution_id": "ins_sandbox_first"},
         timeout=10,
     )
     assert public.status_code == 200, public.text

@@ -27,6 +27,8 @@ class Fitbit(GoogleProvider):
         Stream("heart-rate", primary_key="date", cursor_field="sample_time", kind="heart_rate_day"),
     )
     urls = {**GOOGLE_URLS, "api": "https://health.googleapis.com/v4"}
+    client_path = "sources.providers.fitbit.client.FitbitSyncClient"
+    processor_path = "sources.providers.fitbit.processors.page_process"
     sandbox_paths = {**GOOGLE_SANDBOX_PATHS, "api": "/google/health/v4"}
 
     @classmethod

@@ -34,6 +34,8 @@ class Plaid(PlaidLinkProvider):
     }
     sandbox_paths = {"api": "/plaid", "link_script": "/plaid/link-initialize.js"}
     reauth_message = "Your bank asks you to sign in again."
+    client_path = "sources.providers.plaid.client.PlaidSyncClient"
+    processor_path = "sources.providers.plaid.processors.page_process"
     default_sync_interval_s = 6 * 3600
 
     @classmethod

@@ -25,6 +25,8 @@ class RescueTime(ApiKeyProvider):
     sandbox_paths = {"api": "/rescuetime"}
     key_help = "Create a key at rescuetime.com under Settings, API & Integrations."
     reauth_message = "RescueTime no longer accepts the saved key. Please enter a new one."
+    client_path = "sources.providers.rescuetime.client.RescueTimeSyncClient"
+    processor_path = "sources.providers.rescuetime.processors.page_process"
 
     @classmethod
     def key_check(cls, api_key: str) -> None:

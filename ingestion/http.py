@@ -1,0 +1,158 @@
+"""Calling a provider: retries with backoff and jitter, rate limits, expired tokens.
+
+Transient errors are retried in place with exponential backoff and jitter, a bounded number of
+times. A rate limit whose wait is short is waited out in place; a long one defers the whole
+connection (the worker is not held). An expired access token is refreshed once and the call made
+again. Every call is counted for the SyncRun.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import requests
+from django.utils import timezone
+
+from ingestion.errors import (
+    AccessExpired,
+    Deferred,
+    PermanentError,
+    RateLimited,
+    ReauthRequired,
+    TransientError,
+)
+
+T = TypeVar("T")
+HTTP_TIMEOUT_S = 30
+# Google advises waiting at least 30 s after a 429 that gives no Retry-After.
+DEFAULT_RATE_LIMIT_WAIT_S = 30.0
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+    max_inplace_wait_s: float = 5.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def backoff_s(self, attempt: int) -> float:
+        """Full-jitter exponential backoff for the given (1-based) failed attempt."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311  (jitter, not security)
+
+
+class CallCounter:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.rate_limited = 0
+
+
+def call_with_policy(
+    fn: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    refresh: Callable[[], None] | None = None,
+    counter: CallCounter | None = None,
+) -> T:
+    """Run one provider call under the policy; see the module docstring."""
+    refreshed = False
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn()
+        except AccessExpired as err:
+            if refresh is None or refreshed:
+                raise ReauthRequired("the provider refused a freshly refreshed token") from err
+            refresh()
+            refreshed = True
+            attempt -= 1  # a refresh is not a failed attempt
+        except RateLimited as err:
+            if counter is not None:
+                counter.rate_limited += 1
+            wait = err.retry_after_s if err.retry_after_s is not None else DEFAULT_RATE_LIMIT_WAIT_S
+            if wait > policy.max_inplace_wait_s or attempt >= policy.max_attempts:
+                raise Deferred(str(err), until=timezone.now() + timedelta(seconds=wait)) from err
+            policy.sleep(wait)
+        except TransientError:
+            if attempt >= policy.max_attempts:
+                raise
+            policy.sleep(policy.backoff_s(attempt))
+
+
+def retry_after_s(response: requests.Response, *reset_headers: str) -> float | None:
+    """Seconds to wait from Retry-After, or from a provider's seconds-until-reset header."""
+    for name in ("Retry-After", *reset_headers):
+        value = response.headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                continue
+    return None
+
+
+def response_check(response: requests.Response, *, provider_name: str) -> None:
+    """The status codes every REST provider shares, mapped to what the runner does."""
+    status = response.status_code
+    if status < 400:
+        return
+    if status == 401:
+        raise AccessExpired(f"{provider_name} refused the access token")
+    if status == 429:
+        raise RateLimited(f"{provider_name} rate limit", retry_after_s=retry_after_s(response))
+    if status >= 500:
+        raise TransientError(f"{provider_name} answered {status}")
+    raise PermanentError(f"{provider_name} answered {status}")
+
+
+class ProviderHttp:
+    """A requests session for one sync: authenticated, retried, counted."""
+
+    def __init__(
+        self,
+        *,
+        provider_name: str,
+        policy: RetryPolicy,
+        counter: CallCounter,
+        check: Callable[[requests.Response], None] | None = None,
+        bearer: Callable[[], str] | None = None,
+        refresh: Callable[[], None] | None = None,
+    ) -> None:
+        self.provider_name = provider_name
+        self.policy = policy
+        self.counter = counter
+        self.check = check or (lambda r: response_check(r, provider_name=provider_name))
+        self.bearer = bearer
+        self.refresh = refresh
+        self.session = requests.Session()
+
+    def get_json(self, url: str, *, params: Any = None) -> Any:
+        def once() -> Any:
+            headers = {"Authorization": f"Bearer {self.bearer()}"} if self.bearer else {}
+            try:
+                response = self.session.get(
+                    url, params=params, headers=headers, timeout=HTTP_TIMEOUT_S
+                )
+            except (requests.Timeout, requests.ConnectionError) as err:
+                raise TransientError(f"{self.provider_name} could not be reached") from err
+            finally:
+                self.counter.calls += 1
+            self.check(response)
+            try:
+                return response.json()
+            except ValueError as err:
+                raise TransientError(f"{self.provider_name} sent a body that is not JSON") from err
+
+        return call_with_policy(
+            once, policy=self.policy, refresh=self.refresh, counter=self.counter
+        )
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,102 @@
+from django.conf import settings
+from django.db import models
+
+from sibling.fields import EncryptedField
+from sources.models import UserDataSource
+
+
+class SyncRun(models.Model):
+    """One sync of one connection: what triggered it, what it did, how it ended."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        WEBHOOK = "webhook", "Webhook"
+        MANUAL = "manual", "Manual"
+        BACKFILL = "backfill", "Backfill"
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCESS = "success", "Success"
+        PARTIAL = "partial", "Partial"
+        DEFERRED = "deferred", "Deferred"
+        FAILED = "failed", "Failed"
+
+    connection = models.ForeignKey(UserDataSource, on_delete=models.CASCADE, related_name="runs")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    provider = models.CharField(max_length=40)
+    trigger = models.CharField(max_length=20, choices=Trigger.choices)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RUNNING)
+    fetched = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    deleted = models.PositiveIntegerField(default=0)
+    quarantined = models.PositiveIntegerField(default=0)
+    api_calls = models.PositiveIntegerField(default=0)
+    pages = models.PositiveIntegerField(default=0)
+    error_class = models.CharField(max_length=100, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["connection", "-started_at"], name="run_connection_started"),
+            models.Index(
+                fields=["provider", "outcome", "-started_at"], name="run_provider_outcome"
+            ),
+        ]
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.trigger} run {self.pk} ({self.outcome})"
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+class RawPage(models.Model):
+    """A provider page as received, encrypted, kept for a while so it can be reprocessed."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    connection = models.ForeignKey(UserDataSource, on_delete=models.CASCADE)
+    provider = models.CharField(max_length=40)
+    stream = models.CharField(max_length=40)
+    run = models.ForeignKey(SyncRun, null=True, on_delete=models.SET_NULL)
+    payload = EncryptedField()
+    fetched_at = models.DateTimeField()
+    expires_at = models.DateTimeField(help_text="A TTL index deletes the page after this.")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user", "provider", "fetched_at"], name="raw_user_provider"),
+            models.Index(fields=["provider", "fetched_at"], name="raw_provider_fetched"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.stream} page {self.pk}"
+
+
+class QuarantinedItem(models.Model):
+    """An item a processor refused, with the reason; the item itself is encrypted."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    connection = models.ForeignKey(UserDataSource, on_delete=models.CASCADE)
+    provider = models.CharField(max_length=40)
+    stream = models.CharField(max_length=40)
+    kind = models.CharField(max_length=40, blank=True)
+    reason = models.CharField(max_length=300)
+    item = EncryptedField(null=True)
+    run = models.ForeignKey(SyncRun, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user", "provider", "created_at"], name="quarantine_user"),
+            models.Index(fields=["provider", "created_at"], name="quarantine_provider"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.reason}"

@@ -1,0 +1,49 @@
+"""Helpers every processor uses: per-item isolation and parsing of provider time formats."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime
+from typing import Any
+
+from ingestion.schemas import InvalidItem, ProcessedPage, Quarantined, Record, record_validate
+
+
+def items_process(
+    page: ProcessedPage,
+    items: Iterable[Any],
+    to_records: Callable[[Any], Record | list[Record]],
+    *,
+    kind: str,
+) -> ProcessedPage:
+    """Each item becomes validated records, or goes to quarantine with its reason; the rest of
+    the page goes on either way."""
+    for item in items:
+        try:
+            produced = to_records(item)
+            for record in produced if isinstance(produced, list) else [produced]:
+                page.records.append(record_validate(record))
+        except InvalidItem as err:
+            page.quarantined.append(Quarantined(reason=str(err), item=item, kind=kind))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            reason = f"{kind}: malformed item ({type(err).__name__}: {str(err)[:120]})"
+            page.quarantined.append(Quarantined(reason=reason, item=item, kind=kind))
+    return page
+
+
+def parse_datetime(value: str) -> datetime:
+    """RFC 3339 / ISO 8601, with Z or an offset; naive values are taken as UTC."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def date_start(value: str) -> datetime:
+    """A calendar date as the UTC instant its day starts."""
+    day = date.fromisoformat(value)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def require(item: dict[str, Any], key: str, kind: str) -> Any:
+    if key not in item or item[key] is None:
+        raise InvalidItem(f"{kind}: missing {key}")
+    return item[key]

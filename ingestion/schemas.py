@@ -1,0 +1,261 @@
+"""The schema registry: which kinds of record exist, where they live, and what they hold.
+
+A kind belongs to a category, and each category is one collection (ExternalData, BehavioralData,
+VolunteeredData). Adding a kind, or a category such as InferredData, is a registration here; the
+pipeline (processors, storage, reprocessing) reads this registry and needs no change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+CATEGORY_COLLECTIONS: dict[str, str] = {
+    "external": "external_data",
+    "behavioral": "behavioral_data",
+    "volunteered": "volunteered_data",
+}
+
+
+class InvalidItem(ValueError):
+    """An item that does not fit its schema; the reason is stored with it in quarantine."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    type: type | tuple[type, ...]
+    required: bool = True
+    nullable: bool = False
+    # Sensitive fields are encrypted with the person's data key; the rest stays queryable
+    # (numbers and dates for charts).
+    sensitive: bool = False
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    category: str
+    fields: dict[str, FieldSpec]
+    schema_version: int = 1
+
+    @property
+    def collection(self) -> str:
+        return CATEGORY_COLLECTIONS[self.category]
+
+    @property
+    def sensitive_fields(self) -> tuple[str, ...]:
+        return tuple(name for name, spec in self.fields.items() if spec.sensitive)
+
+
+@dataclass
+class Record:
+    """One normalised record as a processor produces it (before encryption)."""
+
+    kind: str
+    external_id: str
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+@dataclass
+class Quarantined:
+    reason: str
+    item: Any
+    kind: str | None = None
+
+
+@dataclass
+class ProcessedPage:
+    records: list[Record] = field(default_factory=list)
+    removed: list[tuple[str, str]] = field(default_factory=list)  # (kind, external_id)
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+
+_KINDS: dict[str, Kind] = {}
+
+
+def kind_register(kind: Kind) -> Kind:
+    if kind.category not in CATEGORY_COLLECTIONS:
+        raise ValueError(f"unknown category {kind.category!r}")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def category_register(category: str, collection: str) -> None:
+    """A new category of records (InferredData, RelationalData) with a collection of its own."""
+    CATEGORY_COLLECTIONS[category] = collection
+
+
+def kind_get(name: str) -> Kind:
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise InvalidItem(f"unknown kind {name!r}") from None
+
+
+def kinds_all() -> list[Kind]:
+    return list(_KINDS.values())
+
+
+def as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def data_validate(kind: Kind, data: dict[str, Any]) -> dict[str, Any]:
+    """The data of one record checked against its kind: types, required fields, no strays."""
+    if not isinstance(data, dict):
+        raise InvalidItem(f"{kind.name}: data is not an object")
+    unknown = set(data) - set(kind.fields)
+    if unknown:
+        raise InvalidItem(f"{kind.name}: unexpected fields {sorted(unknown)}")
+    clean: dict[str, Any] = {}
+    for name, spec in kind.fields.items():
+        if name not in data:
+            if spec.required:
+                raise InvalidItem(f"{kind.name}: missing {name}")
+            continue
+        value = data[name]
+        if value is None:
+            if not spec.nullable:
+                raise InvalidItem(f"{kind.name}: {name} is null")
+        elif isinstance(value, bool) and spec.type is not bool and bool not in _types(spec):
+            raise InvalidItem(f"{kind.name}: {name} is a boolean")
+        elif not isinstance(value, spec.type):
+            expected = "/".join(t.__name__ for t in _types(spec))
+            raise InvalidItem(f"{kind.name}: {name} is not {expected}")
+        if isinstance(value, datetime):
+            value = as_utc(value)
+        elif isinstance(value, date) and not isinstance(value, datetime):
+            value = value.isoformat()  # BSON has no date-only type
+        clean[name] = value
+    return clean
+
+
+def record_validate(record: Record) -> Record:
+    kind = kind_get(record.kind)
+    if not record.external_id or not isinstance(record.external_id, str):
+        raise InvalidItem(f"{kind.name}: missing external id")
+    if not isinstance(record.occurred_at, datetime):
+        raise InvalidItem(f"{kind.name}: occurred_at is not a datetime")
+    return Record(
+        kind=record.kind,
+        external_id=record.external_id,
+        occurred_at=as_utc(record.occurred_at),
+        data=data_validate(kind, record.data),
+    )
+
+
+def _types(spec: FieldSpec) -> tuple[type, ...]:
+    return spec.type if isinstance(spec.type, tuple) else (spec.type,)
+
+
+NUMBER = (int, float)
+S = FieldSpec
+
+kind_register(
+    Kind(
+        "email_message",
+        "external",
+        {
+            "message_id": S(str),
+            "thread_id": S(str),
+            "internal_date": S(datetime),
+            "from": S(str, sensitive=True),
+            "to": S(list, sensitive=True),
+            "subject": S(str, sensitive=True),
+            "labels": S(list),
+            "snippet": S(str, sensitive=True),
+            "size": S(int),
+        },
+    )
+)
+kind_register(
+    Kind(
+        "transaction",
+        "external",
+        {
+            "transaction_id": S(str),
+            "account_id": S(str, sensitive=True),
+            "date": S(str),
+            "datetime": S(datetime, required=False, nullable=True),
+            "amount": S(NUMBER),
+            "currency": S(str, nullable=True),
+            "name": S(str, sensitive=True),
+            "merchant": S(str, required=False, nullable=True, sensitive=True),
+            "category": S(list, required=False, nullable=True),
+            "pending": S(bool),
+            "pending_transaction_id": S(str, required=False, nullable=True),
+        },
+    )
+)
+kind_register(
+    Kind(
+        "activity_day",
+        "behavioral",
+        {
+            "date": S(str),
+            "steps": S(int),
+            "active_minutes": S(int, required=False, nullable=True),
+            "utc_offset_s": S(int, required=False, nullable=True),
+        },
+    )
+)
+kind_register(
+    Kind(
+        "sleep_session",
+        "behavioral",
+        {
+            "start": S(datetime),
+            "end": S(datetime),
+            "minutes_asleep": S(int),
+            "minutes_awake": S(int, required=False, nullable=True),
+            "stages": S(dict, required=False, nullable=True),
+            "main_sleep": S(bool, required=False, nullable=True),
+            "utc_offset_s": S(int, required=False, nullable=True),
+        },
+    )
+)
+kind_register(
+    Kind(
+        "heart_rate_day",
+        "behavioral",
+        {
+            "date": S(str),
+            "resting_bpm": S(NUMBER, required=False, nullable=True),
+            "min_bpm": S(NUMBER, required=False, nullable=True),
+            "max_bpm": S(NUMBER, required=False, nullable=True),
+            "avg_bpm": S(NUMBER, required=False, nullable=True),
+            "samples": S(int, required=False, nullable=True),
+        },
+    )
+)
+kind_register(
+    Kind(
+        "productivity_hour",
+        "behavioral",
+        {
+            "hour": S(str),
+            "seconds": S(int),
+            "activity": S(str, sensitive=True),
+            "category": S(str),
+            "productivity": S(int),
+        },
+    )
+)
+kind_register(
+    Kind(
+        "productivity_day",
+        "behavioral",
+        {
+            "date": S(str),
+            "productivity_pulse": S(NUMBER, nullable=True),
+            "total_hours": S(NUMBER),
+            "very_productive_hours": S(NUMBER, required=False, nullable=True),
+            "distracting_hours": S(NUMBER, required=False, nullable=True),
+            "software_development_hours": S(NUMBER, required=False, nullable=True),
+        },
+    )
+)

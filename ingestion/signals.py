@@ -1,0 +1,25 @@
+from typing import Any
+
+from django.db.models.signals import post_migrate
+from django.dispatch import receiver
+
+from sources.models import UserDataSource
+from sources.signals import connection_data_erase
+
+
+@receiver(post_migrate, dispatch_uid="ingestion.setup_after_migrate")
+def setup_after_migrate(sender: Any, app_config: Any = None, **kwargs: Any) -> None:
+    if app_config is None or app_config.label != "ingestion":
+        return
+    from ingestion.scheduler import dispatch_schedule_ensure
+    from ingestion.storage import indexes_ensure
+
+    indexes_ensure()
+    dispatch_schedule_ensure()
+
+
+@receiver(connection_data_erase, sender=UserDataSource, dispatch_uid="ingestion.erase")
+def connection_data_erase_records(sender: Any, connection: UserDataSource, **kwargs: Any) -> int:
+    from ingestion.storage import connection_records_delete
+
+    return connection_records_delete(connection=connection)

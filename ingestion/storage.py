@@ -1,0 +1,179 @@
+"""Writing records: one unordered bulk upsert per page and collection, sensitive fields sealed.
+
+Records are keyed by (user, provider, kind, external_id), so writing a page twice changes nothing
+but ``updated_at``: a sync that dies after storing a page and before saving its cursor repeats
+that page without duplicating anything. Sensitive fields go into ``sealed``, one value encrypted
+with the person's data key (one encryption per record, not per field).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
+from pymongo.collection import Collection
+
+from ingestion.models import QuarantinedItem, RawPage, SyncRun
+from ingestion.schemas import CATEGORY_COLLECTIONS, ProcessedPage, kind_get
+from sibling import mongo
+from sibling.encryption import value_encrypt
+from sources.models import UserDataSource
+
+
+@dataclass
+class StoreCounts:
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+
+    def __iadd__(self, other: StoreCounts) -> StoreCounts:
+        self.created += other.created
+        self.updated += other.updated
+        self.deleted += other.deleted
+        self.quarantined += other.quarantined
+        return self
+
+
+def records_collection(name: str) -> Collection:
+    return mongo.plain_database()[name]
+
+
+def indexes_ensure() -> None:
+    """Every record index starts with user (the shard key in a sharded deployment)."""
+    for name in set(CATEGORY_COLLECTIONS.values()):
+        collection = records_collection(name)
+        collection.create_index(
+            [
+                ("user", ASCENDING),
+                ("provider", ASCENDING),
+                ("kind", ASCENDING),
+                ("external_id", ASCENDING),
+            ],
+            unique=True,
+            name="record_key",
+        )
+        collection.create_index(
+            [("user", ASCENDING), ("kind", ASCENDING), ("occurred_at", DESCENDING)],
+            name="user_kind_time",
+        )
+        collection.create_index(
+            [("user", ASCENDING), ("connection", ASCENDING)], name="user_connection"
+        )
+        collection.create_index(
+            [("user", ASCENDING), ("provider", ASCENDING), ("ingested_at", ASCENDING)],
+            name="user_provider_ingested",
+        )
+    raw = mongo.plain_database()[RawPage._meta.db_table]
+    raw.create_index("expires_at", expireAfterSeconds=0, name="raw_page_ttl")
+
+
+def raw_page_store(
+    *, connection: UserDataSource, stream: str, payload: Any, run: SyncRun | None
+) -> RawPage:
+    now = timezone.now()
+    return RawPage.objects.create(
+        user_id=connection.user_id,
+        connection=connection,
+        provider=connection.provider,
+        stream=stream,
+        run=run,
+        payload=payload,
+        fetched_at=now,
+        expires_at=now + timedelta(days=settings.SIBLING_RAW_PAGE_RETENTION_DAYS),
+    )
+
+
+def page_store(
+    *,
+    connection: UserDataSource,
+    stream: str,
+    processed: ProcessedPage,
+    raw_page_id: Any = None,
+    run: SyncRun | None = None,
+) -> StoreCounts:
+    """Upsert the page's records, delete its removed ones, quarantine its invalid items."""
+    counts = StoreCounts()
+    now = timezone.now()
+    user_id = connection.user_id
+    writes: dict[str, list[Any]] = defaultdict(list)
+    for record in processed.records:
+        kind = kind_get(record.kind)
+        plain = {k: v for k, v in record.data.items() if k not in kind.sensitive_fields}
+        secret = {k: v for k, v in record.data.items() if k in kind.sensitive_fields}
+        document: dict[str, Any] = {
+            "connection": connection.pk,
+            "occurred_at": record.occurred_at,
+            "data": plain,
+            "sealed": value_encrypt(secret, owner_id=user_id) if secret else None,
+            "schema_version": kind.schema_version,
+            "updated_at": now,
+            "raw_page": raw_page_id,
+        }
+        key = {
+            "user": user_id,
+            "provider": connection.provider,
+            "kind": record.kind,
+            "external_id": record.external_id,
+        }
+        writes[kind.collection].append(
+            UpdateOne(key, {"$set": document, "$setOnInsert": {"ingested_at": now}}, upsert=True)
+        )
+    for kind_name, external_id in processed.removed:
+        kind = kind_get(kind_name)
+        writes[kind.collection].append(
+            DeleteOne(
+                {
+                    "user": user_id,
+                    "provider": connection.provider,
+                    "kind": kind_name,
+                    "external_id": external_id,
+                }
+            )
+        )
+    for collection_name, operations in writes.items():
+        result = records_collection(collection_name).bulk_write(operations, ordered=False)
+        counts.created += result.upserted_count
+        counts.updated += result.modified_count
+        counts.deleted += result.deleted_count
+    if processed.quarantined:
+        QuarantinedItem.objects.bulk_create(
+            [
+                QuarantinedItem(
+                    user_id=user_id,
+                    connection=connection,
+                    provider=connection.provider,
+                    stream=stream,
+                    kind=item.kind or "",
+                    reason=item.reason[:300],
+                    item=item.item,
+                    run=run,
+                )
+                for item in processed.quarantined
+            ]
+        )
+        counts.quarantined = len(processed.quarantined)
+    return counts
+
+
+def record_decode(document: dict[str, Any]) -> dict[str, Any]:
+    """A stored record as the application reads it: sealed fields back inside ``data``."""
+    sealed = document.get("sealed") or {}
+    return {**document, "data": {**document.get("data", {}), **sealed}}
+
+
+def connection_records_delete(*, connection: UserDataSource) -> int:
+    deleted = 0
+    for name in set(CATEGORY_COLLECTIONS.values()):
+        result = records_collection(name).delete_many(
+            {"user": connection.user_id, "connection": connection.pk}
+        )
+        deleted += result.deleted_count
+    RawPage.objects.filter(connection=connection).delete()
+    QuarantinedItem.objects.filter(connection=connection).delete()
+    return deleted

@@ -1,0 +1,106 @@
+"""Google Health API data points by civil-day windows, every page of a window merged into one.
+
+Windows are whole civil days in the person's own time (filters on civil time,
+https://developers.google.com/health/reference/rest), so a day's points never straddle two
+windows and a processor can total a day from one page. The last two days are fetched again on
+each sync: a tracker uploads late, and a civil day ends up to 14 hours after UTC's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, timedelta
+from typing import Any
+
+import requests
+
+from ingestion.clients import OAuthSyncClient, Page
+from ingestion.errors import PermanentError, RateLimited
+from ingestion.http import ProviderHttp, response_check, retry_after_s
+from sources.providers import Stream
+from sources.providers.fitbit.provider import Fitbit
+
+# Civil-time filter fields by data type (path kebab-case, filter prefix snake_case).
+FILTERS = {
+    "steps": "steps.interval.civil_start_time",
+    "heart-rate": "heart_rate.sample_time.civil_time",
+    # Sleep filters on its end time only; a night belongs to the day it ends.
+    "sleep": "sleep.interval.civil_end_time",
+}
+WINDOW_DAYS = {"steps": 14, "heart-rate": 7, "sleep": 30}
+PAGE_SIZE = {"steps": 10000, "heart-rate": 10000, "sleep": 25}
+REFETCH_DAYS = 2
+
+
+def google_check(response: requests.Response, *, provider_name: str) -> None:
+    """Google's error envelope: quota errors may come as 403 as well as 429."""
+    if response.status_code in (403, 429):
+        try:
+            error = response.json().get("error", {})
+        except ValueError:
+            error = {}
+        reasons = {e.get("reason") for e in error.get("errors", []) if isinstance(e, dict)}
+        reasons |= {d.get("reason") for d in error.get("details", []) if isinstance(d, dict)}
+        if (
+            response.status_code == 429
+            or error.get("status") == "RESOURCE_EXHAUSTED"
+            or reasons & {"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"}
+        ):
+            raise RateLimited(
+                f"{provider_name} quota exceeded", retry_after_s=retry_after_s(response)
+            )
+        raise PermanentError(f"{provider_name} refused access ({error.get('status', 403)})")
+    response_check(response, provider_name=provider_name)
+
+
+class FitbitSyncClient(OAuthSyncClient):
+    def http_session(self) -> ProviderHttp:
+        http = super().http_session()
+        http.check = lambda r: google_check(r, provider_name=Fitbit.name)
+        return http
+
+    def pages(self, stream: Stream, cursor: Any) -> Iterator[Page]:
+        # Civil "today" is at most one day ahead of UTC's.
+        last_day = date.today() + timedelta(days=1)
+        complete_through = date.today() - timedelta(days=REFETCH_DAYS)
+        first = (
+            date.fromisoformat(cursor) + timedelta(days=1)
+            if cursor
+            else self.backfill_start().date()
+        )
+        start = first
+        total = max(1, (last_day - first).days + 1)
+        while start <= last_day:
+            end = min(start + timedelta(days=WINDOW_DAYS[stream.name] - 1), last_day)
+            points = self._window(stream.name, start, end)
+            done = min(end, complete_through)
+            yield Page(
+                payload={
+                    "data_type": stream.name,
+                    "first_day": start.isoformat(),
+                    "last_day": end.isoformat(),
+                    "dataPoints": points,
+                },
+                cursor=done.isoformat() if done >= start else cursor,
+                progress=min(1.0, ((end - first).days + 1) / total),
+            )
+            if done >= start:
+                cursor = done.isoformat()
+            start = end + timedelta(days=1)
+
+    def _window(self, data_type: str, first: date, last: date) -> list[dict[str, Any]]:
+        field = FILTERS[data_type]
+        after = last + timedelta(days=1)
+        params: dict[str, Any] = {
+            "filter": f'{field} >= "{first.isoformat()}" AND {field} < "{after.isoformat()}"',
+            "pageSize": PAGE_SIZE[data_type],
+        }
+        points: list[dict[str, Any]] = []
+        url = f"{Fitbit.url('api')}/users/me/dataTypes/{data_type}/dataPoints"
+        while True:
+            body = self.http.get_json(url, params=params)
+            points.extend(body.get("dataPoints") or [])
+            token = body.get("nextPageToken")
+            if not token:
+                return points
+            params = {**params, "pageToken": token}

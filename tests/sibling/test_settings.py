@@ -70,7 +70,8 @@ def test_the_provider_sandbox_cannot_be_enabled_without_debug():
         "from django.conf import settings; from django.urls import resolve, Resolver404\n"
         "assert not settings.SIBLING_SANDBOX_ALLOWED\n"
         "assert not any(p['sandbox'] for p in settings.SIBLING_PROVIDERS.values())\n"
-        "try:\n    resolve('/sandbox/google/token')\nexcept Resolver404:\n    print('not mounted')\n"
+        "try:\n    resolve('/sandbox/google/token')\n"
+        "except Resolver404:\n    print('not mounted')\n"
     )
     result = subprocess.run(
         [*MANAGE, "shell", "-c", script],

@@ -17,3 +17,5 @@ class Gmail(GoogleProvider):
     urls = {**GOOGLE_URLS, "api": "https://gmail.googleapis.com/gmail/v1"}
     sandbox_paths = {**GOOGLE_SANDBOX_PATHS, "api": "/google/gmail/v1"}
     default_sync_interval_s = 900
+    client_path = "sources.providers.gmail.client.GmailSyncClient"
+    processor_path = "sources.providers.gmail.processors.page_process"

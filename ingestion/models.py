@@ -34,6 +34,7 @@ class SyncRun(models.Model):
     deleted = models.PositiveIntegerField(default=0)
     quarantined = models.PositiveIntegerField(default=0)
     api_calls = models.PositiveIntegerField(default=0)
+    rate_limited = models.PositiveIntegerField(default=0, help_text="429s and quota errors seen.")
     pages = models.PositiveIntegerField(default=0)
     error_class = models.CharField(max_length=100, blank=True)
     error_message = models.CharField(max_length=500, blank=True)

@@ -8,6 +8,7 @@ cursor. A sync killed anywhere resumes from the last stored page, losing and dup
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from ingestion.errors import Deferred, ReauthRequired, SyncError
 from ingestion.http import CallCounter, RetryPolicy
 from ingestion.models import SyncRun
 from ingestion.storage import StoreCounts, page_store, raw_page_store
+from sibling.logs import log_context
 from sources.models import UserDataSource
 
 logger = logging.getLogger(__name__)
@@ -43,14 +45,24 @@ def connection_sync(
     trigger: str = SyncRun.Trigger.SCHEDULE,
     lease_owner: str = "",
     policy: RetryPolicy | None = None,
+    on_page: Callable[[SyncRun, str, float | None], None] | None = None,
 ) -> SyncRun | None:
-    """Sync one connection now. Returns its SyncRun, or None when it may not sync."""
+    """Sync one connection now. Returns its SyncRun, or None when it may not sync.
+
+    ``on_page(run, stream, progress)`` is called after each stored page (progress bars).
+    """
     connection = UserDataSource.objects.filter(pk=connection_id).first()
     if connection is None or connection.status != Status.ACTIVE:
         return None
     if lease_owner and connection.lease_owner != lease_owner:
         return None  # the lease expired and someone else holds it now
-    provider = connection.provider_class
+    # A run still "running" here was cut off (a killed worker); say so.
+    SyncRun.objects.filter(connection=connection, outcome=Outcome.RUNNING).update(
+        outcome=Outcome.FAILED,
+        ended_at=timezone.now(),
+        error_class="Interrupted",
+        error_message="the worker stopped during the sync",
+    )
     if not connection.cursors and trigger == SyncRun.Trigger.SCHEDULE:
         trigger = SyncRun.Trigger.BACKFILL
     run = SyncRun.objects.create(
@@ -60,7 +72,18 @@ def connection_sync(
         trigger=trigger,
         started_at=timezone.now(),
     )
-    log = {"provider": connection.provider, "connection": str(connection.pk), "run": str(run.pk)}
+    with log_context(provider=connection.provider, connection=connection.pk, run=run.pk):
+        return _run(connection, run, trigger, policy, on_page)
+
+
+def _run(
+    connection: UserDataSource,
+    run: SyncRun,
+    trigger: str,
+    policy: RetryPolicy | None,
+    on_page: Callable[[SyncRun, str, float | None], None] | None,
+) -> SyncRun:
+    provider = connection.provider_class
     counter = CallCounter()
     client = provider.sync_client_class()(
         connection, counter=counter, policy=policy or RetryPolicy()
@@ -68,7 +91,7 @@ def connection_sync(
     processor = provider.processor()
     counts = StoreCounts()
     backfilling = connection.backfill_progress is not None
-    logger.info("sync started (%s)", trigger, extra=log)
+    logger.info("sync started (%s)", trigger)
     try:
         for stream in provider.streams:
             for page in client.pages(stream, connection.cursors.get(stream.name)):
@@ -93,6 +116,8 @@ def connection_sync(
                     UserDataSource.objects.filter(pk=connection.pk).update(
                         backfill_progress=round(page.progress, 3)
                     )
+                if on_page is not None:
+                    on_page(run, stream.name, page.progress)
         run.outcome = Outcome.PARTIAL if counts.quarantined else Outcome.SUCCESS
         _succeeded(connection, counts)
     except ReauthRequired as err:
@@ -110,12 +135,13 @@ def connection_sync(
         _failed(run, err)
         _failure_record(connection, err)
         if not isinstance(err, SyncError):
-            logger.exception("sync crashed", extra=log)
+            logger.exception("sync crashed")
     finally:
         client.close()
         run.created, run.updated = counts.created, counts.updated
         run.deleted, run.quarantined = counts.deleted, counts.quarantined
         run.api_calls = counter.calls
+        run.rate_limited = counter.rate_limited
         run.ended_at = timezone.now()
         run.save()
         UserDataSource.objects.filter(pk=connection.pk).update(
@@ -131,7 +157,6 @@ def connection_sync(
             run.deleted,
             run.quarantined,
             run.api_calls,
-            extra=log,
         )
     return run
 

@@ -174,6 +174,8 @@ SIBLING_RAW_PAGE_RETENTION_DAYS = env.int("SIBLING_RAW_PAGE_RETENTION_DAYS", def
 SIBLING_SYNC_LEASE_S = Q_CLUSTER["timeout"] + 120
 SIBLING_SYNC_MAX_FAILURES = env.int("SIBLING_SYNC_MAX_FAILURES", default=5)
 SIBLING_DISPATCH_BATCH = env.int("SIBLING_DISPATCH_BATCH", default=500)
+# Bearer token for GET /metrics (staff sessions may read it too); unset, only staff can.
+SIBLING_METRICS_TOKEN = env.str("SIBLING_METRICS_TOKEN", default="")
 
 # --- Providers ---------------------------------------------------------------------------------
 # Each provider's endpoint URLs default to the real provider's; `<PROVIDER>_<NAME>_URL` overrides
@@ -294,13 +296,26 @@ SILENCED_SYSTEM_CHECKS = [
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"context": {"()": "sibling.logs.ContextFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d: %(message)s"},
+        "plain": {
+            "()": "sibling.logs.ScrubbingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(process)d "
+            "[%(provider)s %(connection)s %(run)s]: %(message)s",
+        },
+        "json": {"()": "sibling.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": env.str("LOG_FORMAT", default="plain" if DEBUG else "json"),
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django_q": {"level": env.str("LOG_LEVEL_WORKERS", default="WARNING")},
         "pymongo": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
     },
 }

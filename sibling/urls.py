@@ -3,6 +3,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from ingestion import admin as ingestion_admin
+from ingestion import metrics as ingestion_metrics
 from sibling.views import healthz
 from sources import views as source_views
 
@@ -13,8 +15,10 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("sources.urls")),
     path("connect/", include("social_django.urls", namespace="social")),
+    path("admin/sync-health/", ingestion_admin.dashboard, name="sync_dashboard"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", ingestion_metrics.metrics, name="metrics"),
 ]
 
 if settings.SIBLING_SANDBOX_ALLOWED:

@@ -3,6 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from ingestion.admin import SyncRunInline
 from sources import services
 from sources.models import UserDataSource
 
@@ -26,12 +27,14 @@ class UserDataSourceAdmin(admin.ModelAdmin):
         "next_sync_at",
         "consecutive_failures",
         "records_stored",
+        "last_error",
     )
     list_filter = ("provider", "status", "sandbox")
     # Pattern lookups work on string fields only; the person's email is one.
     search_fields = ("user__email",)
     list_select_related = ("user",)
     ordering = ("-updated_at",)
+    inlines = (SyncRunInline,)
     actions = ("sync_now", "pause", "resume", "full_resync", "disconnect_keep_data")
     # Credentials and the account label are never shown; the detail page says they are stored.
     exclude = ("credentials", "account_label")

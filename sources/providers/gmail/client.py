@@ -1,0 +1,243 @@
+"""Gmail message metadata: a full sync of the backfill window, then history.list increments.
+
+https://developers.google.com/workspace/gmail/api/guides/sync: a full sync lists the window with
+messages.list and reads each message; the historyId read from the profile *before* listing is
+where the incremental sync starts, so nothing that changes during the backfill is missed (it is
+replayed, and records are upserted by id). A history id Gmail no longer keeps answers 404: the
+window is synced in full again.
+
+Only metadata is read (format=metadata with four headers), never a body.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+
+from ingestion.clients import OAuthSyncClient, Page
+from ingestion.errors import AccessExpired, PermanentError, RateLimited, TransientError
+from ingestion.http import ProviderHttp, retry_after_s
+from ingestion.tokens import OAuthTokens
+from sources.providers import Stream
+from sources.providers.gmail.provider import Gmail
+
+METADATA_HEADERS = ("From", "To", "Subject", "Date")
+HISTORY_TYPES = ("messageAdded", "messageDeleted")
+# The legacy errors[].reason values, and the ErrorInfo reason of the newer envelope.
+RATE_LIMIT_REASONS = frozenset(
+    {"userRateLimitExceeded", "rateLimitExceeded", "RATE_LIMIT_EXCEEDED"}
+)
+
+
+class NotFound(PermanentError):
+    """A 404: for history.list a history id too old, for messages.get a message gone since."""
+
+
+def _error_fields(response: requests.Response) -> tuple[set[str], str]:
+    """The reasons and the status of Google's error envelope ({"error": {errors[], status}})."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return set(), ""
+    if not isinstance(error, dict):
+        return set(), ""
+    reasons = {
+        str(entry.get("reason"))
+        for entry in error.get("errors") or []
+        if isinstance(entry, dict) and entry.get("reason")
+    }
+    for detail in error.get("details") or []:
+        if isinstance(detail, dict) and detail.get("reason"):
+            reasons.add(str(detail["reason"]))
+    return reasons, str(error.get("status") or "")
+
+
+def gmail_check(response: requests.Response) -> None:
+    """Google's error envelope mapped to what the runner does (see the Gmail handle-errors
+    guide): a quota 403 is a rate limit like a 429, any other 403 is a refusal."""
+    status = response.status_code
+    if status < 400:
+        return
+    if status == 401:
+        raise AccessExpired("Gmail refused the access token")
+    reasons, api_status = _error_fields(response)
+    # Reasons are Google's fixed vocabulary, never personal data: safe in messages.
+    label = (", ".join(sorted(reasons)) or api_status or "error")[:80]
+    rate_limited = bool(reasons & RATE_LIMIT_REASONS) or api_status == "RESOURCE_EXHAUSTED"
+    if status == 429 or (status == 403 and rate_limited):
+        raise RateLimited(f"Gmail rate limit ({label})", retry_after_s=retry_after_s(response))
+    if status == 404:
+        raise NotFound(f"Gmail answered 404 ({label})")
+    if status >= 500:
+        raise TransientError(f"Gmail answered {status} ({label})")
+    raise PermanentError(f"Gmail answered {status} ({label})")
+
+
+class GmailHttp(ProviderHttp):
+    def get_json_or_none(self, url: str, *, params: Any = None) -> Any | None:
+        """The body, or None when the resource is not (or no longer) there."""
+        try:
+            return self.get_json(url, params=params)
+        except NotFound:
+            return None
+
+
+class GmailSyncClient(OAuthSyncClient):
+    # Each message costs one messages.get (20 quota units under the 2026 quota, 6,000 units per
+    # user and minute): a page of 100 fits in a minute's quota, so a rate limit never lands in
+    # the middle of a page that would then be fetched again from its start.
+    page_size = 100
+    http: GmailHttp
+
+    def http_session(self) -> ProviderHttp:
+        self.tokens = OAuthTokens(self.connection)
+        return GmailHttp(
+            provider_name=Gmail.name,
+            policy=self.policy,
+            counter=self.counter,
+            bearer=self.tokens.access_token,
+            refresh=self.tokens.refresh,
+            check=gmail_check,
+        )
+
+    @property
+    def api(self) -> str:
+        return f"{Gmail.url('api')}/users/me"
+
+    def pages(self, stream: Stream, cursor: Any) -> Iterator[Page]:
+        if stream.name != "messages":
+            raise PermanentError(f"Gmail has no stream {stream.name!r}")
+        cursor = cursor if isinstance(cursor, dict) else {}
+        history_id = cursor.get("history_id")
+        if history_id and cursor.get("page_token"):
+            yield from self._full_sync(
+                history_id=str(history_id),
+                page_token=str(cursor["page_token"]),
+                after_s=cursor.get("after"),
+            )
+        elif history_id:
+            yield from self._incremental(str(history_id))
+        else:
+            yield from self._full_sync()
+
+    # Full sync --------------------------------------------------------------------------------
+
+    def _full_sync(
+        self,
+        *,
+        history_id: str | None = None,
+        page_token: str | None = None,
+        after_s: int | None = None,
+    ) -> Iterator[Page]:
+        if history_id is None:
+            profile = self.http.get_json(f"{self.api}/profile")
+            history_id = str(profile["historyId"])
+        # A page token belongs to its query: a resumed sync lists with the window it began with.
+        if not isinstance(after_s, int):
+            after_s = int(self.backfill_start().timestamp())
+        started_ms = time.time() * 1000
+        while True:
+            params: dict[str, Any] = {"q": f"after:{after_s}", "maxResults": self.page_size}
+            if page_token:
+                params["pageToken"] = page_token
+            body = self.http.get_json(f"{self.api}/messages", params=params)
+            messages = self._messages_get(
+                ref.get("id") for ref in body.get("messages") or [] if isinstance(ref, dict)
+            )
+            page_token = body.get("nextPageToken") or None
+            if page_token:
+                cursor = {"history_id": history_id, "page_token": page_token, "after": after_s}
+                progress = _progress(messages, after_s * 1000, started_ms)
+            else:
+                cursor, progress = {"history_id": history_id}, 1.0
+            yield Page(payload={"messages": messages}, cursor=cursor, progress=progress)
+            if not page_token:
+                return
+
+    # Incremental ------------------------------------------------------------------------------
+
+    def _incremental(self, start_history_id: str) -> Iterator[Page]:
+        page_token: str | None = None
+        while True:
+            params: dict[str, Any] = {
+                "startHistoryId": start_history_id,
+                "historyTypes": list(HISTORY_TYPES),
+                "maxResults": self.page_size,
+            }
+            if page_token:
+                params["pageToken"] = page_token
+            body = self.http.get_json_or_none(f"{self.api}/history", params=params)
+            if body is None:
+                # startHistoryId is older than the history Gmail keeps. Pages of this history
+                # already stored stay; the full sync upserts them again.
+                yield from self._full_sync()
+                return
+            added, deleted = _history_changes(body.get("history") or [])
+            page_token = body.get("nextPageToken") or None
+            # Gmail always sends historyId; without one, staying put replays and loses nothing.
+            newest = body.get("historyId") or start_history_id
+            cursor = None if page_token else {"history_id": str(newest)}
+            yield Page(
+                payload={"messages": self._messages_get(added), "deleted": deleted},
+                cursor=cursor,
+            )
+            if not page_token:
+                return
+
+    # Messages ---------------------------------------------------------------------------------
+
+    def _messages_get(self, ids: Any) -> list[dict[str, Any]]:
+        """Metadata of each message as received; one deleted since it was listed is skipped."""
+        messages = []
+        for message_id in ids:
+            if not isinstance(message_id, str) or not message_id:
+                continue
+            message = self.http.get_json_or_none(
+                f"{self.api}/messages/{message_id}",
+                params={"format": "metadata", "metadataHeaders": list(METADATA_HEADERS)},
+            )
+            if message is not None:
+                messages.append(message)
+        return messages
+
+
+def _history_changes(records: list[Any]) -> tuple[list[str], list[str]]:
+    """Ids added (in order, without those deleted later in the same history) and ids deleted."""
+    added: dict[str, None] = {}
+    deleted: dict[str, None] = {}
+    for record in records:
+        if not isinstance(record, dict):
+            continue
+        for entry in record.get("messagesAdded") or []:
+            message_id = _entry_id(entry)
+            if message_id:
+                added[message_id] = None
+        for entry in record.get("messagesDeleted") or []:
+            message_id = _entry_id(entry)
+            if message_id:
+                added.pop(message_id, None)
+                deleted[message_id] = None
+    return list(added), list(deleted)
+
+
+def _entry_id(entry: Any) -> str | None:
+    message = entry.get("message") if isinstance(entry, dict) else None
+    message_id = message.get("id") if isinstance(message, dict) else None
+    return message_id if isinstance(message_id, str) and message_id else None
+
+
+def _progress(messages: list[dict[str, Any]], after_ms: float, started_ms: float) -> float | None:
+    """How far back through the window the (newest-first) listing has come, by time: unlike
+    resultSizeEstimate, it needs nothing from before a resume and is not rough by design."""
+    dates = []
+    for message in messages:
+        try:
+            dates.append(int(message.get("internalDate")))
+        except (TypeError, ValueError):
+            continue
+    if not dates or started_ms <= after_ms:
+        return None
+    return max(0.0, min(1.0, (started_ms - min(dates)) / (started_ms - after_ms)))

@@ -1,0 +1,66 @@
+"""A worker killed with SIGKILL in the middle of a backfill, then restarted, ends with exactly
+the sandbox's record set: nothing lost, nothing duplicated."""
+
+import os
+import signal
+import sys
+
+import pytest
+
+from ingestion.models import RawPage, SyncRun
+from ingestion.runner import connection_sync
+from ingestion.storage import records_collection
+from sources.providers.fitbit import Fitbit
+from sources.services import connection_upsert
+from tests.factories import UserFactory
+from tests.helpers import BASE_DIR, kill_group, project_env, start_process
+from tests.ingestion.conftest import NO_WAIT, google_credentials, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _records(connection) -> dict[tuple[str, str], dict]:
+    return {
+        (r["kind"], r["external_id"]): r["data"]
+        for r in records_collection("behavioral_data").find({"connection": connection.pk})
+    }
+
+
+def test_sigkill_mid_backfill_then_restart_ends_with_the_sandbox_record_set(
+    fitbit_connection, sandbox, settings
+):
+    settings.SIBLING_BACKFILL_DAYS = 30
+    env = project_env(SIBLING_SANDBOX_BASE_URL=f"{sandbox.url}/sandbox", SIBLING_BACKFILL_DAYS="30")
+    worker = start_process(
+        [sys.executable, str(BASE_DIR / "manage.py"), "sync", str(fitbit_connection.pk)], env
+    )
+    try:
+        wait_until(lambda: RawPage.objects.filter(connection=fitbit_connection).count() >= 2)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        kill_group(worker)
+    assert worker.returncode == -signal.SIGKILL
+    interrupted = _records(fitbit_connection)
+    assert interrupted  # it was killed after storing something, before finishing
+
+    run = connection_sync(fitbit_connection.pk, policy=NO_WAIT)
+    assert run.outcome == SyncRun.Outcome.SUCCESS, run.error_message
+    assert SyncRun.objects.get(connection=fitbit_connection, error_class="Interrupted")
+
+    # The same sandbox account synced once, cleanly, by someone else: the reference set.
+    reference = connection_upsert(
+        user=UserFactory(),
+        provider=Fitbit,
+        external_account_id="reference",
+        credentials=google_credentials(Fitbit, fitbit_connection.sandbox_account),
+    )
+    assert connection_sync(reference.pk, policy=NO_WAIT).outcome == SyncRun.Outcome.SUCCESS
+    resumed, clean = _records(fitbit_connection), _records(reference)
+    assert resumed.keys() == clean.keys()
+    assert resumed == clean
+    ids = [
+        r["external_id"]
+        for r in records_collection("behavioral_data").find({"connection": fitbit_connection.pk})
+    ]
+    assert len(ids) == len(set((k, i) for k, i in resumed))

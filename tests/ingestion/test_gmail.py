@@ -1,0 +1,585 @@
+"""Gmail: the processor on small payloads, the error mapping, then whole syncs over HTTP against
+the sandbox (backfill, incremental, history 404, a killed backfill, malformed items)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import bson
+import pytest
+import requests
+from django.utils import timezone
+
+from ingestion.errors import AccessExpired, PermanentError, RateLimited, TransientError
+from ingestion.http import RetryPolicy
+from ingestion.models import QuarantinedItem, SyncRun
+from ingestion.runner import connection_sync
+from ingestion.storage import record_decode
+from sibling.encryption import value_decrypt
+from sibling.mongo import plain_database
+from sources.models import UserDataSource
+from sources.providers.gmail.client import GmailSyncClient, NotFound, _history_changes, gmail_check
+from sources.providers.gmail.processors import page_process
+from sources.providers.gmail.provider import Gmail
+from sources.sandbox.gmail import Mailbox
+from sources.services import connection_upsert, oauth_credentials_from
+from tests.factories import UserFactory
+
+Outcome = SyncRun.Outcome
+NO_WAIT = RetryPolicy(sleep=lambda seconds: None)
+BACKFILL_DAYS = 7
+METADATA_HEADERS = ["From", "To", "Subject", "Date"]
+SENSITIVE = {"from", "to", "subject", "snippet"}
+
+
+# --- Processor ---------------------------------------------------------------------------------
+
+
+def message(**overrides) -> dict:
+    """A messages.get(format=metadata) resource as Gmail sends it."""
+    base = {
+        "id": "18c0ffee00000001",
+        "threadId": "18c0ffee00000000",
+        "labelIds": ["INBOX", "UNREAD"],
+        "snippet": "Hi Ada, the draft is attached",
+        "historyId": "123456",
+        "internalDate": "1767225600000",  # 2026-01-01T00:00:00Z
+        "sizeEstimate": 4321,
+        "payload": {
+            "partId": "",
+            "mimeType": "text/plain",
+            "filename": "",
+            "headers": [
+                {"name": "From", "value": "Alex Rivera <alex@example.org>"},
+                {"name": "to", "value": "Ada <ada@example.com>, bob@example.net"},
+                {"name": "Subject", "value": "The draft"},
+                {"name": "Date", "value": "Thu, 01 Jan 2026 00:00:00 +0000"},
+            ],
+        },
+    }
+    return {**base, **overrides}
+
+
+def test_message_becomes_an_email_message_record():
+    page = page_process("messages", {"messages": [message()]})
+    assert page.quarantined == [] and page.removed == []
+    (record,) = page.records
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    assert record.kind == "email_message"
+    assert record.external_id == "18c0ffee00000001"
+    assert record.occurred_at == when
+    assert record.data == {
+        "message_id": "18c0ffee00000001",
+        "thread_id": "18c0ffee00000000",
+        "internal_date": when,
+        "from": "Alex Rivera <alex@example.org>",
+        "to": ["ada@example.com", "bob@example.net"],
+        "subject": "The draft",
+        "labels": ["INBOX", "UNREAD"],
+        "snippet": "Hi Ada, the draft is attached",
+        "size": 4321,
+    }
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [None, {}, {"partId": ""}, {"headers": []}, {"headers": [{"name": "X-Other", "value": "1"}]}],
+)
+def test_missing_headers_are_tolerated(payload):
+    item = message(payload=payload)
+    if payload is None:
+        del item["payload"]
+    page = page_process("messages", {"messages": [item]})
+    assert page.quarantined == []
+    data = page.records[0].data
+    assert (data["from"], data["to"], data["subject"]) == ("", [], "")
+
+
+def test_missing_optional_fields_get_neutral_values():
+    item = {"id": "a1", "internalDate": "1767225600000"}
+    (record,) = page_process("messages", {"messages": [item]}).records
+    assert record.data["thread_id"] == "a1"
+    assert (record.data["labels"], record.data["snippet"], record.data["size"]) == ([], "", 0)
+
+
+def test_undisclosed_recipients_give_no_address():
+    item = message(payload={"headers": [{"name": "To", "value": "undisclosed-recipients:;"}]})
+    assert page_process("messages", {"messages": [item]}).records[0].data["to"] == []
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"internalDate": "not-a-timestamp"},
+        {"internalDate": None},
+        {"internalDate": ""},
+        {"internalDate": "-5"},
+        {"internalDate": "9" * 30},
+        {"internalDate": 1.5e300},
+        {"id": None},
+        {"id": ""},
+        {"id": 42},
+    ],
+)
+def test_unusable_id_or_internal_date_is_quarantined_and_the_rest_kept(broken):
+    page = page_process(
+        "messages", {"messages": [message(id="good-1"), message(**broken), message(id="good-2")]}
+    )
+    assert [r.external_id for r in page.records] == ["good-1", "good-2"]
+    (quarantined,) = page.quarantined
+    assert quarantined.kind == "email_message"
+    assert quarantined.reason.startswith("email_message:")
+
+
+def test_the_sandbox_malformed_shape_is_quarantined():
+    item = message(internalDate="not-a-timestamp")
+    del item["payload"]["headers"]
+    page = page_process("messages", {"messages": [item, "not an object"]})
+    assert page.records == []
+    assert len(page.quarantined) == 2
+    assert "internalDate" in page.quarantined[0].reason
+
+
+def test_deleted_ids_become_removed_entries():
+    page = page_process("messages", {"messages": [], "deleted": ["m1", "", None, "m2"]})
+    assert page.removed == [("email_message", "m1"), ("email_message", "m2")]
+
+
+@pytest.mark.parametrize("payload", [{}, {"messages": [], "deleted": []}])
+def test_an_empty_page_gives_nothing(payload):
+    page = page_process("messages", payload)
+    assert (page.records, page.removed, page.quarantined) == ([], [], [])
+
+
+def test_history_skips_messages_deleted_later_in_the_same_history():
+    def entry(key, mid):
+        return {"id": "1", key: [{"message": {"id": mid, "threadId": mid}}]}
+
+    added, deleted = _history_changes(
+        [
+            entry("messagesAdded", "a"),
+            entry("messagesAdded", "b"),
+            entry("messagesDeleted", "a"),
+            entry("messagesDeleted", "old"),
+            entry("messagesAdded", "c"),
+            entry("messagesAdded", "c"),
+            {"id": "2", "messagesAdded": [{"message": None}, "junk"]},
+        ]
+    )
+    assert added == ["b", "c"]
+    assert deleted == ["a", "old"]
+
+
+# --- Error mapping -----------------------------------------------------------------------------
+
+
+def google_error(status: int, reason: str, api_status: str = "", headers=None):
+    response = requests.Response()
+    response.status_code = status
+    response.headers.update(headers or {})
+    body = {
+        "error": {
+            "code": status,
+            "message": "m",
+            "errors": [{"domain": "usageLimits", "reason": reason, "message": "m"}],
+            **({"status": api_status} if api_status else {}),
+        }
+    }
+    response._content = json.dumps(body).encode()
+    return response
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "api_status", "expected"),
+    [
+        (401, "authError", "UNAUTHENTICATED", AccessExpired),
+        (403, "userRateLimitExceeded", "", RateLimited),
+        (403, "rateLimitExceeded", "", RateLimited),
+        (403, "quotaOther", "RESOURCE_EXHAUSTED", RateLimited),
+        (429, "rateLimitExceeded", "RESOURCE_EXHAUSTED", RateLimited),
+        (429, "", "", RateLimited),
+        (403, "insufficientPermissions", "PERMISSION_DENIED", PermanentError),
+        (403, "forbidden", "PERMISSION_DENIED", PermanentError),
+        (400, "invalidArgument", "INVALID_ARGUMENT", PermanentError),
+        (404, "notFound", "NOT_FOUND", NotFound),
+        (500, "backendError", "INTERNAL", TransientError),
+        (503, "backendError", "UNAVAILABLE", TransientError),
+    ],
+)
+def test_google_errors_map_to_what_the_runner_does(status, reason, api_status, expected):
+    with pytest.raises(expected) as caught:
+        gmail_check(google_error(status, reason, api_status))
+    if expected is PermanentError:
+        assert not isinstance(caught.value, RateLimited | NotFound)
+
+
+def test_rate_limits_honour_retry_after():
+    with pytest.raises(RateLimited) as caught:
+        gmail_check(google_error(403, "userRateLimitExceeded", headers={"Retry-After": "12"}))
+    assert caught.value.retry_after_s == 12.0
+
+
+def test_an_error_without_a_json_body_still_maps_by_status():
+    response = requests.Response()
+    response.status_code = 502
+    response._content = b"<html>Bad gateway</html>"
+    with pytest.raises(TransientError):
+        gmail_check(response)
+    response.status_code = 200
+    gmail_check(response)
+
+
+# --- Syncs against the sandbox -----------------------------------------------------------------
+
+
+@pytest.fixture
+def gmail_sandbox(live_server, settings):
+    settings.SIBLING_SANDBOX_BASE_URL = f"{live_server.url}/sandbox"
+    settings.SIBLING_BACKFILL_DAYS = BACKFILL_DAYS
+    return live_server
+
+
+def oauth_credentials(email: str) -> dict:
+    """The authorization-code flow against the sandbox over HTTP: consent, then the exchange."""
+    client = Gmail.client_credentials()
+    redirect_uri = "http://127.0.0.1/complete/gmail/"
+    params = {
+        "client_id": client["client_id"],
+        "redirect_uri": redirect_uri,
+        "response_type": "code",
+        "scope": " ".join(("openid", "email", *Gmail.scopes)),
+        "state": "s",
+        "access_type": "offline",
+        "prompt": "consent",
+    }
+    assert requests.get(Gmail.url("authorize"), params=params, timeout=10).status_code == 200
+    answer = requests.post(
+        Gmail.url("authorize"),
+        data={**params, "email": email, "decision": "allow"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert answer.status_code == 302, answer.text
+    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+    token = requests.post(
+        Gmail.url("token"),
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "client_id": client["client_id"],
+            "client_secret": client["client_secret"],
+        },
+        timeout=10,
+    )
+    assert token.status_code == 200, token.text
+    credentials = oauth_credentials_from(token.json(), uid=email)
+    assert set(credentials) == {
+        "uid",
+        "access_token",
+        "refresh_token",
+        "token_type",
+        "scope",
+        "expires_at",
+    }
+    return credentials
+
+
+@pytest.fixture
+def gmail_connection(gmail_sandbox):
+    email = f"gmail-{uuid.uuid4().hex[:8]}@example.com"
+    credentials = oauth_credentials(email)
+    connection = connection_upsert(
+        user=UserFactory(),
+        provider=Gmail,
+        external_account_id=Gmail.external_account_id(uid=email, credentials=credentials),
+        credentials=credentials,
+        account_label=email,
+        granted_scopes=credentials["scope"].split(),
+    )
+    connection.sandbox_email = email
+    return connection
+
+
+@pytest.fixture
+def window_start(monkeypatch) -> datetime:
+    """A pinned backfill window, so the sandbox's own answer can be computed exactly."""
+    start = (timezone.now() - timedelta(days=BACKFILL_DAYS)).replace(microsecond=0)
+    monkeypatch.setattr(GmailSyncClient, "backfill_start", lambda self: start)
+    return start
+
+
+def sync(connection: UserDataSource, **kwargs) -> SyncRun:
+    run = connection_sync(connection.pk, policy=kwargs.pop("policy", NO_WAIT), **kwargs)
+    assert run is not None
+    return run
+
+
+def fresh(connection: UserDataSource) -> UserDataSource:
+    return UserDataSource.objects.get(pk=connection.pk)
+
+
+def stored(connection: UserDataSource) -> list[dict]:
+    return list(
+        plain_database()["external_data"].find(
+            {"user": connection.user_id, "provider": "gmail", "kind": "email_message"}
+        )
+    )
+
+
+def stored_ids(connection: UserDataSource) -> set[str]:
+    return {doc["external_id"] for doc in stored(connection)}
+
+
+def sandbox_ids(email: str, after_s: int) -> set[str]:
+    """What the sandbox mailbox holds in the window now, from its own model."""
+    mailbox = Mailbox.load(email)
+    return {
+        stub.id
+        for ordinal in range(mailbox.first_ordinal, mailbox.newest_ordinal() + 1)
+        for stub in mailbox.day(ordinal)
+        if stub.ms >= after_s * 1000
+    }
+
+
+def sandbox_history_id(email: str) -> str:
+    return str(Mailbox.load(email).history_id)
+
+
+def sandbox_fault(email: str, fault: str, count: int = 1) -> None:
+    """The sandbox's control endpoint, as a developer would use it."""
+    response = requests.post(
+        f"{Gmail.url('api').rsplit('/google/', 1)[0]}/_faults",
+        json={"provider": "google", "account": email, "fault": fault, "count": count},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+
+
+def message_from_sandbox(connection: UserDataSource, message_id: str) -> dict:
+    response = requests.get(
+        f"{Gmail.url('api')}/users/me/messages/{message_id}",
+        params={"format": "metadata", "metadataHeaders": METADATA_HEADERS},
+        headers={"Authorization": f"Bearer {fresh(connection).credentials['access_token']}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def decoded(document: dict, owner_id) -> dict:
+    """plain_database() does not decrypt: unseal as the application would read it."""
+    return record_decode(
+        {**document, "sealed": value_decrypt(document["sealed"], owner_id=owner_id)}
+    )
+
+
+def backfilled(connection: UserDataSource, window_start: datetime) -> tuple[SyncRun, set[str]]:
+    expected = sandbox_ids(connection.sandbox_email, int(window_start.timestamp()))
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    return run, expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_first_sync_backfills_the_window_as_encrypted_metadata(gmail_connection, window_start):
+    connection = gmail_connection
+    run, expected = backfilled(connection, window_start)
+    assert 10 <= len(expected) < 500  # one list page
+    assert stored_ids(connection) == expected
+    assert run.trigger == SyncRun.Trigger.BACKFILL
+    assert (run.pages, run.fetched, run.created, run.quarantined) == (
+        1,
+        len(expected),
+        len(expected),
+        0,
+    )
+    # users.getProfile, one messages.list, one messages.get per message.
+    assert run.api_calls == 2 + len(expected)
+    after = fresh(connection)
+    assert after.cursors == {
+        "messages": {"history_id": sandbox_history_id(connection.sandbox_email)}
+    }
+    assert after.backfill_progress is None
+    assert after.records_stored == len(expected)
+
+    documents = stored(connection)
+    for document in documents:
+        assert set(document["data"]) == {
+            "message_id",
+            "thread_id",
+            "internal_date",
+            "labels",
+            "size",
+        }
+        assert isinstance(document["sealed"], bson.Binary) and document["sealed"].subtype == 6
+    document = documents[0]
+    record = decoded(document, connection.user_id)["data"]
+    received = message_from_sandbox(connection, document["external_id"])
+    headers = {h["name"]: h["value"] for h in received["payload"]["headers"]}
+    assert set(headers) == set(METADATA_HEADERS)
+    assert record["subject"] == headers["Subject"] != ""
+    assert record["subject"].encode() not in bson.encode(document)
+    assert record["from"] == headers["From"]
+    assert len(record["to"]) == 1 and headers["To"].endswith(f"<{record['to'][0]}>")
+    assert record["snippet"] == received["snippet"]
+    assert record["labels"] == received["labelIds"]
+    assert record["size"] == received["sizeEstimate"]
+    assert record["thread_id"] == received["threadId"]
+    expected_when = datetime.fromtimestamp(int(received["internalDate"]) / 1000, tz=UTC)
+    assert record["internal_date"] == expected_when == document["occurred_at"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_incremental_sync_with_nothing_new_costs_one_call(gmail_connection, window_start):
+    connection = gmail_connection
+    backfilled(connection, window_start)
+    cursor = fresh(connection).cursors
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS
+    assert run.api_calls == 1
+    assert (run.pages, run.fetched, run.created, run.deleted) == (1, 0, 0, 0)
+    assert fresh(connection).cursors == cursor
+
+
+@pytest.mark.django_db(transaction=True)
+def test_new_activity_is_added_and_deleted_mail_removed(gmail_connection, window_start):
+    connection = gmail_connection
+    email = connection.sandbox_email
+    _, before = backfilled(connection, window_start)
+    sandbox_fault(email, "new_activity")
+    expected = sandbox_ids(email, int(window_start.timestamp()))
+    added, gone = expected - before, before - expected
+    assert (len(added), len(gone)) == (3, 1)
+
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    assert (run.created, run.deleted) == (3, 1)
+    assert run.api_calls == 1 + 3  # history.list, then messages.get for each added message
+    assert stored_ids(connection) == expected
+    assert fresh(connection).cursors["messages"] == {"history_id": sandbox_history_id(email)}
+    assert sync(connection).api_calls == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_history_id_gmail_no_longer_keeps_means_a_full_sync(gmail_connection, window_start):
+    connection = gmail_connection
+    _, expected = backfilled(connection, window_start)
+    UserDataSource.objects.filter(pk=connection.pk).update(
+        cursors={"messages": {"history_id": "1"}}
+    )
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    # history.list (404), users.getProfile, messages.list, messages.get per message.
+    assert run.api_calls == 3 + len(expected)
+    assert run.created == 0  # upserted by id: nothing duplicates
+    assert stored_ids(connection) == expected
+    assert len(stored(connection)) == len(expected)
+    assert fresh(connection).cursors["messages"] == {
+        "history_id": sandbox_history_id(connection.sandbox_email)
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_backfill_resumes_from_its_last_stored_page(gmail_connection, monkeypatch):
+    connection = gmail_connection
+    monkeypatch.setattr(GmailSyncClient, "page_size", 10)
+    processor = Gmail.processor()
+    calls = []
+
+    def dies_on_the_second_page(stream, payload):
+        calls.append(stream)
+        if len(calls) == 2:
+            raise RuntimeError("worker killed")
+        return processor(stream, payload)
+
+    monkeypatch.setattr(Gmail, "processor", classmethod(lambda cls: dies_on_the_second_page))
+    killed = sync(connection)
+    assert killed.outcome == Outcome.FAILED and killed.pages == 1
+    cursor = fresh(connection).cursors["messages"]
+    assert set(cursor) == {"history_id", "page_token", "after"}
+    # The window comes from settings.SIBLING_BACKFILL_DAYS and is kept for the resumed listing.
+    assert abs(cursor["after"] - (time.time() - BACKFILL_DAYS * 86400)) < 120
+    assert 0 < fresh(connection).backfill_progress < 1
+    assert len(stored(connection)) == 10
+
+    monkeypatch.undo()
+    monkeypatch.setattr(GmailSyncClient, "page_size", 10)
+    expected = sandbox_ids(connection.sandbox_email, cursor["after"])
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    remaining = len(expected) - 10
+    # No profile call and no page fetched twice: the listing resumes at the stored token.
+    assert run.api_calls == math.ceil(remaining / 10) + remaining
+    assert (run.created, run.updated) == (remaining, 0)
+    assert stored_ids(connection) == expected
+    after = fresh(connection)
+    assert after.cursors["messages"] == {"history_id": cursor["history_id"]}
+    assert after.backfill_progress is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_malformed_messages_are_quarantined_and_the_rest_stored(gmail_connection, window_start):
+    connection = gmail_connection
+    sandbox_fault(connection.sandbox_email, "malformed", count=2)
+    expected = sandbox_ids(connection.sandbox_email, int(window_start.timestamp()))
+    run = sync(connection)
+    assert run.outcome == Outcome.PARTIAL
+    assert (run.quarantined, run.created) == (2, len(expected) - 2)
+    assert len(stored_ids(connection) & expected) == len(expected) - 2
+    reasons = list(
+        QuarantinedItem.objects.filter(connection=connection).values_list("reason", flat=True)
+    )
+    assert len(reasons) == 2
+    assert all("internalDate" in reason for reason in reasons)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_expired_token_rate_limit_and_server_error_are_survived(gmail_connection, window_start):
+    connection = gmail_connection
+    email = connection.sandbox_email
+    backfilled(connection, window_start)
+    old_token = fresh(connection).credentials["access_token"]
+    sandbox_fault(email, "expire_access_token")
+    sandbox_fault(email, "rate_limit")
+    sandbox_fault(email, "server_error")
+    patient = RetryPolicy(sleep=lambda seconds: None, max_inplace_wait_s=60)
+    run = sync(connection, policy=patient)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    # 401, then (new token) 429, 500, and the answer.
+    assert run.api_calls == 4
+    assert fresh(connection).credentials["access_token"] != old_token
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_rate_limit_defers_the_connection(gmail_connection, window_start):
+    connection = gmail_connection
+    backfilled(connection, window_start)
+    sandbox_fault(connection.sandbox_email, "rate_limit")
+    run = sync(connection)
+    assert run.outcome == Outcome.DEFERRED
+    wait = (fresh(connection).next_sync_at - timezone.now()).total_seconds()
+    assert 20 < wait <= 30  # the sandbox's Retry-After
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_deleted_between_list_and_get_is_skipped(
+    gmail_connection, window_start, monkeypatch
+):
+    connection = gmail_connection
+    messages_get = GmailSyncClient._messages_get
+    gone = "0000000000000000"  # well formed, but no message of this mailbox
+
+    def listed_then_deleted(self, ids):
+        return messages_get(self, [gone, *ids])
+
+    monkeypatch.setattr(GmailSyncClient, "_messages_get", listed_then_deleted)
+    run, expected = backfilled(connection, window_start)
+    assert run.api_calls == 2 + len(expected) + 1
+    assert (run.created, run.quarantined) == (len(expected), 0)
+    assert stored_ids(connection) == expected

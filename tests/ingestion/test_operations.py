@@ -1,0 +1,82 @@
+"""Operators' tools: reprocess from raw pages, sync from the command line, metrics, dashboard,
+and the sync log context."""
+
+import logging
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from ingestion.models import QuarantinedItem, SyncRun
+from ingestion.runner import connection_sync
+from ingestion.storage import records_collection
+from sources.sandbox.faults import fault_set
+from tests.factories import UserFactory
+from tests.ingestion.conftest import NO_WAIT
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_reprocess_replays_raw_pages_without_calling_the_provider(plaid_connection, settings):
+    connection_sync(plaid_connection.pk, policy=NO_WAIT)
+    collection = records_collection("external_data")
+    before = collection.count_documents({"connection": plaid_connection.pk})
+    collection.delete_many({"connection": plaid_connection.pk})
+    settings.SIBLING_SANDBOX_BASE_URL = "http://127.0.0.1:9/sandbox"  # the provider is gone
+    out = StringIO()
+    call_command(
+        "reprocess", "--provider", "plaid", "--user", plaid_connection.user.username, stdout=out
+    )
+    assert "pages replayed" in out.getvalue()
+    assert collection.count_documents({"connection": plaid_connection.pk}) == before
+
+
+def test_reprocess_does_not_duplicate_quarantine(plaid_connection):
+    fault_set("plaid", plaid_connection.sandbox_account, "malformed")
+    connection_sync(plaid_connection.pk, policy=NO_WAIT)
+    quarantined = QuarantinedItem.objects.filter(connection=plaid_connection).count()
+    assert quarantined
+    call_command("reprocess", "--provider", "plaid", stdout=StringIO())
+    assert QuarantinedItem.objects.filter(connection=plaid_connection).count() == quarantined
+
+
+def test_sync_command_shows_progress_and_the_outcome(rescuetime_connection):
+    out = StringIO()
+    call_command("sync", str(rescuetime_connection.pk), stdout=out)
+    text = out.getvalue()
+    assert "] 100%" in text and "success" in text
+    assert SyncRun.objects.get(connection=rescuetime_connection).trigger == SyncRun.Trigger.MANUAL
+
+
+def test_sync_log_lines_carry_the_run_context_and_no_secret(rescuetime_connection, caplog):
+    with caplog.at_level(logging.INFO, logger="ingestion.runner"):
+        run = connection_sync(rescuetime_connection.pk, policy=NO_WAIT)
+    lines = [r for r in caplog.records if r.name == "ingestion.runner"]
+    assert lines and all(r.run == str(run.pk) and r.provider == "rescuetime" for r in lines)
+    assert rescuetime_connection.sandbox_account not in caplog.text
+
+
+def test_metrics_are_for_operators_only(client, rescuetime_connection, settings):
+    connection_sync(rescuetime_connection.pk, policy=NO_WAIT)
+    assert client.get("/metrics").status_code == 403
+    settings.SIBLING_METRICS_TOKEN = "operator-token"
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer operator-token")
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert 'sibling_sync_runs_total{provider="rescuetime",outcome="success"} 1' in body
+    assert "sibling_queue_depth" in body and "sibling_oldest_due_connection_age_seconds" in body
+
+
+def test_staff_dashboard(client, rescuetime_connection):
+    connection_sync(rescuetime_connection.pk, policy=NO_WAIT)
+    client.force_login(
+        UserFactory(is_staff=True, is_superuser=True),
+        backend="django.contrib.auth.backends.ModelBackend",
+    )
+    page = client.get(reverse("sync_dashboard"))
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert "Connections by status" in text and "rescuetime" in text
+    assert page.context["chart"][0]["total"] > 0

@@ -10,12 +10,13 @@ export DEBUG ?= 1
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install browser run db db-stop migrate test lint format lock clean
+.PHONY: help install browser run db db-stop migrate test bench lint format lock clean
 
 help:
 	@echo "make run      install, start the embedded database, migrate, start web + workers"
 	@echo "make test     install and run the whole test suite"
 	@echo "make lint     ruff check and ruff format --check"
+	@echo "make bench    the ingestion benchmark (prints one JSON line last)"
 	@echo "make db       start the embedded database (127.0.0.1:27117, data in var/mongo)"
 	@echo "make db-stop  stop it cleanly"
 	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
@@ -47,6 +48,9 @@ migrate: install
 
 test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m ingestion.benchmarks.ingest
 
 lint: install
 	$(VENV)/bin/ruff check .

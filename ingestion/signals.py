@@ -4,7 +4,7 @@ from django.db.models.signals import post_migrate
 from django.dispatch import receiver
 
 from sources.models import UserDataSource
-from sources.signals import connection_data_erase
+from sources.signals import connection_data_erase, connection_due
 
 
 @receiver(post_migrate, dispatch_uid="ingestion.setup_after_migrate")
@@ -23,3 +23,15 @@ def connection_data_erase_records(sender: Any, connection: UserDataSource, **kwa
     from ingestion.storage import connection_records_delete
 
     return connection_records_delete(connection=connection)
+
+
+@receiver(connection_due, sender=UserDataSource, dispatch_uid="ingestion.sync_now")
+def connection_due_sync(
+    sender: Any, connection: UserDataSource, trigger: str, **kwargs: Any
+) -> None:
+    from django.conf import settings
+
+    from ingestion.scheduler import connection_sync_enqueue
+
+    if settings.SIBLING_SYNC_ON_DUE:
+        connection_sync_enqueue(connection_id=connection.pk, trigger=trigger)

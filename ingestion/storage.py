@@ -44,31 +44,30 @@ def records_collection(name: str) -> Collection:
     return mongo.plain_database()[name]
 
 
+RECORD_INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
+    (
+        [
+            ("user", ASCENDING),
+            ("provider", ASCENDING),
+            ("kind", ASCENDING),
+            ("external_id", ASCENDING),
+        ],
+        {"unique": True, "name": "record_key"},
+    ),
+    (
+        [("user", ASCENDING), ("kind", ASCENDING), ("occurred_at", DESCENDING)],
+        {"name": "user_kind_time"},
+    ),
+]
+
+
 def indexes_ensure() -> None:
-    """Every record index starts with user (the shard key in a sharded deployment)."""
+    """Every record index starts with user (the shard key in a sharded deployment). Each index
+    costs every write, so there are two: the record key, and a person's records by kind and time.
+    """
     for name in set(CATEGORY_COLLECTIONS.values()):
-        collection = records_collection(name)
-        collection.create_index(
-            [
-                ("user", ASCENDING),
-                ("provider", ASCENDING),
-                ("kind", ASCENDING),
-                ("external_id", ASCENDING),
-            ],
-            unique=True,
-            name="record_key",
-        )
-        collection.create_index(
-            [("user", ASCENDING), ("kind", ASCENDING), ("occurred_at", DESCENDING)],
-            name="user_kind_time",
-        )
-        collection.create_index(
-            [("user", ASCENDING), ("connection", ASCENDING)], name="user_connection"
-        )
-        collection.create_index(
-            [("user", ASCENDING), ("provider", ASCENDING), ("ingested_at", ASCENDING)],
-            name="user_provider_ingested",
-        )
+        for keys, options in RECORD_INDEXES:
+            records_collection(name).create_index(keys, **options)
     raw = mongo.plain_database()[RawPage._meta.db_table]
     raw.create_index("expires_at", expireAfterSeconds=0, name="raw_page_ttl")
 
@@ -170,8 +169,14 @@ def record_decode(document: dict[str, Any]) -> dict[str, Any]:
 def connection_records_delete(*, connection: UserDataSource) -> int:
     deleted = 0
     for name in set(CATEGORY_COLLECTIONS.values()):
+        # (user, provider) is the record key's prefix: the scan stays within this person's
+        # records from this provider.
         result = records_collection(name).delete_many(
-            {"user": connection.user_id, "connection": connection.pk}
+            {
+                "user": connection.user_id,
+                "provider": connection.provider,
+                "connection": connection.pk,
+            }
         )
         deleted += result.deleted_count
     RawPage.objects.filter(connection=connection).delete()

@@ -13,10 +13,10 @@ from datetime import timedelta
 from typing import Any
 
 import requests
-from django.db.models import Q
 from django.utils import timezone
 
 from ingestion.errors import ReauthRequired, TransientError
+from sibling import mongo
 from sources.models import UserDataSource
 from sources.providers import OAuth2Provider
 
@@ -64,9 +64,13 @@ class OAuthTokens:
                 return  # refreshed by someone else while we waited
             now = timezone.now()
             claimed = (
-                UserDataSource.objects.filter(pk=self.connection.pk)
-                .filter(Q(refresh_lock_until__isnull=True) | Q(refresh_lock_until__lt=now))
-                .update(refresh_lock_until=now + timedelta(seconds=LOCK_S))
+                mongo.plain_database()[UserDataSource._meta.db_table]
+                .update_one(
+                    # No lock, or an expired one (see ingestion.scheduler._unleased on $not).
+                    {"_id": self.connection.pk, "refresh_lock_until": {"$not": {"$gte": now}}},
+                    {"$set": {"refresh_lock_until": now + timedelta(seconds=LOCK_S)}},
+                )
+                .modified_count
             )
             if claimed:
                 try:

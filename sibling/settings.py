@@ -174,6 +174,8 @@ SIBLING_RAW_PAGE_RETENTION_DAYS = env.int("SIBLING_RAW_PAGE_RETENTION_DAYS", def
 SIBLING_SYNC_LEASE_S = Q_CLUSTER["timeout"] + 120
 SIBLING_SYNC_MAX_FAILURES = env.int("SIBLING_SYNC_MAX_FAILURES", default=5)
 SIBLING_DISPATCH_BATCH = env.int("SIBLING_DISPATCH_BATCH", default=500)
+# Connecting, resuming or "Sync now" starts the sync at once instead of at the next dispatch.
+SIBLING_SYNC_ON_DUE = env.bool("SIBLING_SYNC_ON_DUE", default=True)
 # Bearer token for GET /metrics (staff sessions may read it too); unset, only staff can.
 SIBLING_METRICS_TOKEN = env.str("SIBLING_METRICS_TOKEN", default="")
 

@@ -13,7 +13,7 @@ from social_django.models import UserSocialAuth
 
 from sources.models import UserDataSource
 from sources.providers import OAuth2Provider, Provider, ProviderError
-from sources.signals import connection_data_erase
+from sources.signals import connection_data_erase, connection_due
 
 logger = logging.getLogger(__name__)
 Status = UserDataSource.Status
@@ -78,6 +78,7 @@ def connection_upsert(
     connection.next_sync_at = now
     connection.save()
     logger.info("connection %s (%s) connected", connection.pk, provider.id)
+    connection_due.send(sender=UserDataSource, connection=connection, trigger="backfill")
     return connection
 
 
@@ -95,6 +96,7 @@ def connection_resume(*, connection: UserDataSource) -> bool:
     connection.status = Status.ACTIVE
     connection.next_sync_at = timezone.now()
     connection.save(update_fields=["status", "next_sync_at", "updated_at"])
+    connection_due.send(sender=UserDataSource, connection=connection, trigger="manual")
     return True
 
 
@@ -104,6 +106,7 @@ def connection_sync_now(*, connection: UserDataSource) -> bool:
         return False
     connection.next_sync_at = timezone.now()
     connection.save(update_fields=["next_sync_at", "updated_at"])
+    connection_due.send(sender=UserDataSource, connection=connection, trigger="manual")
     return True
 
 
@@ -115,6 +118,7 @@ def connection_full_resync(*, connection: UserDataSource) -> bool:
     connection.backfill_progress = 0.0
     connection.next_sync_at = timezone.now()
     connection.save(update_fields=["cursors", "backfill_progress", "next_sync_at", "updated_at"])
+    connection_due.send(sender=UserDataSource, connection=connection, trigger="backfill")
     return True
 
 

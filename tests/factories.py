@@ -20,4 +20,6 @@ class UserDataSourceFactory(factory.django.DjangoModelFactory):
     provider = "rescuetime"
     external_account_id = factory.Sequence(lambda n: f"account-{n}")
     account_label = "RescueTime account"
-    credentials = factory.LazyAttribute(lambda c: {"api_key": f"sandbox-key-{c.external_account_id}"})
+    credentials = factory.LazyAttribute(
+        lambda c: {"api_key": f"sandbox-key-{c.external_account_id}"}
+    )

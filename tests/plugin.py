@@ -26,6 +26,8 @@ def pytest_load_initial_conftests(
     os.environ["MONGODB_NAME"] = "sibling"
     os.environ["SIBLING_KEY_VAULT_NAMESPACE"] = "test_sibling_encryption.__keyVault"
     os.environ["SIBLING_Q_SYNC"] = "1"
+    # Tests start syncs themselves; those that test the immediate sync switch it on.
+    os.environ["SIBLING_SYNC_ON_DUE"] = "0"
     if not os.environ.get("MONGODB_URI"):
         _server = EphemeralServer().start()
         os.environ["MONGODB_URI"] = _server.uri

@@ -219,3 +219,13 @@ def test_disconnect_when_the_provider_cannot_be_reached_still_forgets_the_creden
     assert "could not confirm" in page.text
     connection.refresh_from_db()
     assert connection.status == Status.DISCONNECTED and connection.credentials is None
+
+
+def test_connecting_starts_the_first_sync_at_once(browser, person, settings):
+    settings.SIBLING_SYNC_ON_DUE = True  # tasks run inline in tests, so the sync ends here
+    browser.post("/connections/rescuetime/", {"api_key": "sandbox-eager-key"})
+    connection = UserDataSource.objects.get(user=person, provider="rescuetime")
+    assert connection.last_success_at is not None and connection.records_stored > 0
+    assert connection.runs.get().trigger == "backfill"
+    page = browser.get("/connections/").text
+    assert f"<dd>{connection.records_stored}</dd>" in page

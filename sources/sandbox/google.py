@@ -1,0 +1,457 @@
+"""Google's OAuth 2.0 server, imitated: consent page, token, revoke, userinfo.
+
+One sandbox serves every Google client in settings.SIBLING_SANDBOX_CLIENTS (the Gmail app and the
+Google Health app). Behaviour follows https://developers.google.com/identity/protocols/oauth2/web-server:
+codes live 10 minutes and are single use, access tokens 3599 s, a refresh token only for
+access_type=offline and never rotated on refresh, revocation of either token ends the grant.
+
+`google_caller()` is the bearer check every Google API imitation (Gmail, Health) runs first.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from .common import (
+    RETRY_AFTER_SECONDS,
+    basic_credentials,
+    bearer_token,
+    json_response,
+    random_token,
+    stable_int,
+)
+from .faults import fault_take, faults_pending, google_account_ensure
+from .models import GoogleAccessToken, GoogleAuthCode, GoogleGrant
+
+CODE_LIFETIME = timedelta(minutes=10)
+ACCESS_TOKEN_SECONDS = 3599
+DEFAULT_EMAIL = "sandbox.person@example.com"
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+_SCOPE_WORDS = {
+    "openid": "Associate you with your personal info on Google",
+    "email": "See your primary Google Account email address",
+    "profile": "See your personal info, including any personal info you've made publicly available",
+    "https://www.googleapis.com/auth/userinfo.email": (
+        "See your primary Google Account email address"
+    ),
+    "https://www.googleapis.com/auth/userinfo.profile": (
+        "See your personal info, including any personal info you've made publicly available"
+    ),
+    "https://www.googleapis.com/auth/gmail.readonly": "View your email messages and settings",
+    "https://www.googleapis.com/auth/gmail.metadata": (
+        "View your email message metadata such as labels and headers, but not the email body"
+    ),
+    "https://www.googleapis.com/auth/googlehealth.activity_and_fitness": (
+        "See your Google Health activity and fitness data"
+    ),
+    "https://www.googleapis.com/auth/googlehealth.health_metrics_and_measurements": (
+        "See your Google Health health metrics and measurement data"
+    ),
+    "https://www.googleapis.com/auth/googlehealth.sleep": "See your Google Health sleep data",
+    "https://www.googleapis.com/auth/googlehealth.profile": "See your Google Health profile data",
+    "https://www.googleapis.com/auth/googlehealth.settings": "See your Google Health settings",
+}
+
+
+def scope_words(scope: str) -> str:
+    """A scope in plain words, as Google's consent screen shows it."""
+    return _SCOPE_WORDS.get(scope) or _SCOPE_WORDS.get(scope.removesuffix(".readonly")) or scope
+
+
+# --- Error shapes -----------------------------------------------------------------------------
+
+
+def oauth_error(error: str, description: str | None = None, status: int = 400) -> HttpResponse:
+    """The token/revoke endpoints' flat error: {"error", "error_description"}."""
+    body = {"error": error}
+    if description is not None:
+        body["error_description"] = description
+    return json_response(body, status=status)
+
+
+def invalid_grant() -> HttpResponse:
+    # Google answers this one message for used, expired, revoked and unknown codes and tokens.
+    return oauth_error("invalid_grant", "Token has been expired or revoked.")
+
+
+def api_error(
+    code: int,
+    message: str,
+    status: str,
+    *,
+    reason: str,
+    domain: str = "global",
+    details: list[dict] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict | None = None,
+) -> HttpResponse:
+    """Google's API error envelope: {"error": {code, message, errors[], status, details?}}."""
+    entry = {"message": message, "domain": domain, "reason": reason, **(extra or {})}
+    if entry["message"] is None:
+        del entry["message"]
+    error: dict = {"code": code, "message": message, "errors": [entry], "status": status}
+    if details:
+        error["details"] = details
+    return json_response({"error": error}, status=code, headers=headers)
+
+
+def error_info(reason: str, service: str, domain: str = "googleapis.com") -> dict:
+    return {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": domain,
+        "metadata": {"service": service},
+    }
+
+
+def unauthenticated() -> HttpResponse:
+    # https://developers.google.com/gmail/api/guides/handle-errors (401 Invalid Credentials)
+    return api_error(
+        401,
+        "Invalid Credentials",
+        "UNAUTHENTICATED",
+        reason="authError",
+        # The documented body, whose `errors` entry carries no message of its own.
+        extra={"message": None, "locationType": "header", "location": "Authorization"},
+        headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
+    )
+
+
+def insufficient_scope(service: str) -> HttpResponse:
+    return api_error(
+        403,
+        "Request had insufficient authentication scopes.",
+        "PERMISSION_DENIED",
+        reason="insufficientPermissions",
+        details=[error_info("ACCESS_TOKEN_SCOPE_INSUFFICIENT", service)],
+    )
+
+
+def rate_limited(service: str) -> HttpResponse:
+    return api_error(
+        429,
+        "Resource has been exhausted (e.g. check quota).",
+        "RESOURCE_EXHAUSTED",
+        reason="rateLimitExceeded",
+        domain="usageLimits",
+        details=[error_info("RATE_LIMIT_EXCEEDED", service)],
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def backend_error(service: str) -> HttpResponse:
+    if service.startswith("health"):
+        return api_error(
+            503, "The service is currently unavailable.", "UNAVAILABLE", reason="backendError"
+        )
+    return api_error(500, "Backend Error", "INTERNAL", reason="backendError")
+
+
+# --- Identity -----------------------------------------------------------------------------------
+
+
+def google_sub(email: str) -> str:
+    """Google's stable account id: a 21-digit number, here derived from the email."""
+    return str(10**20 + stable_int("google-sub", email.lower()) % (9 * 10**20))
+
+
+def display_names(email: str) -> tuple[str, str]:
+    local = email.split("@", 1)[0]
+    words = [w for w in re.split(r"[._+-]+", local) if w] or ["Sandbox"]
+    given = words[0].capitalize()
+    family = " ".join(w.capitalize() for w in words[1:]) or "Person"
+    return given, family
+
+
+# --- Consent page --------------------------------------------------------------------------------
+
+
+def _client_secret(client_id: str) -> str | None:
+    return settings.SIBLING_SANDBOX_CLIENTS.get(client_id)
+
+
+def _valid_redirect(uri: str) -> bool:
+    parts = urlsplit(uri)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not parts.fragment
+
+
+def _with_query(uri: str, params: dict[str, str]) -> str:
+    parts = urlsplit(uri)
+    query = "&".join(p for p in (parts.query, urlencode(params)) if p)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def _error_page(request: HttpRequest, error: str, message: str) -> HttpResponse:
+    return render(request, "sandbox/error.html", {"error": error, "message": message}, status=400)
+
+
+@csrf_exempt  # Cross-site by design: the form posts back to this fake provider itself.
+@require_http_methods(["GET", "POST"])
+def authorize(request: HttpRequest) -> HttpResponse:
+    """GET shows the consent page; POST (the page's form) answers with the redirect."""
+    params = request.GET if request.method == "GET" else request.POST
+    client_id = params.get("client_id", "")
+    redirect_uri = params.get("redirect_uri", "")
+    if _client_secret(client_id) is None:
+        return _error_page(request, "invalid_client", "The OAuth client was not found.")
+    if not redirect_uri or not _valid_redirect(redirect_uri):
+        return _error_page(
+            request, "invalid_request", "Missing or invalid required parameter: redirect_uri"
+        )
+    if params.get("response_type", "") != "code":
+        return _error_page(
+            request, "unsupported_response_type", "Only response_type=code is supported."
+        )
+    scopes = [s for s in params.get("scope", "").split() if s]
+    if not scopes:
+        return _error_page(request, "invalid_request", "Missing required parameter: scope")
+    challenge = params.get("code_challenge", "")
+    method = params.get("code_challenge_method", "") or ("plain" if challenge else "")
+    if method not in ("", "plain", "S256"):
+        return _error_page(request, "invalid_request", "Invalid code_challenge_method.")
+    state = params.get("state", "")
+    context = {
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": " ".join(scopes),
+        "scopes": [scope_words(s) for s in scopes],
+        "state": state,
+        "access_type": params.get("access_type", "online"),
+        "prompt": params.get("prompt", ""),
+        "code_challenge": challenge,
+        "code_challenge_method": method if challenge else "",
+        "email": params.get("email", DEFAULT_EMAIL) if request.method == "POST" else DEFAULT_EMAIL,
+        "email_error": "",
+    }
+    if request.method == "GET":
+        return render(request, "sandbox/consent.html", context)
+
+    state_param = {"state": state} if state else {}
+    if params.get("decision") != "allow":
+        return HttpResponseRedirect(
+            _with_query(redirect_uri, {"error": "access_denied", **state_param})
+        )
+    email = params.get("email", "").strip().lower()
+    if not EMAIL_PATTERN.match(email):
+        context["email_error"] = "Enter a valid email address."
+        return render(request, "sandbox/consent.html", context, status=400)
+    google_account_ensure(email)
+    code = GoogleAuthCode.objects.create(
+        code=random_token("4/0", 36),
+        client_id=client_id,
+        redirect_uri=redirect_uri,
+        email=email,
+        scopes=scopes,
+        offline=context["access_type"] == "offline",
+        code_challenge=challenge,
+        code_challenge_method=context["code_challenge_method"],
+        expires_at=timezone.now() + CODE_LIFETIME,
+    )
+    return HttpResponseRedirect(
+        _with_query(redirect_uri, {"code": code.code, **state_param, "scope": " ".join(scopes)})
+    )
+
+
+# --- Token endpoint -------------------------------------------------------------------------------
+
+
+def _authenticated_client(request: HttpRequest) -> str | None:
+    basic = basic_credentials(request)
+    client_id, secret = basic or (
+        request.POST.get("client_id", ""),
+        request.POST.get("client_secret", ""),
+    )
+    expected = _client_secret(client_id)
+    if expected is None or not secrets.compare_digest(expected, secret):
+        return None
+    return client_id
+
+
+def _pkce_ok(code: GoogleAuthCode, verifier: str) -> bool:
+    if not code.code_challenge:
+        return True
+    if not verifier:
+        return False
+    if code.code_challenge_method == "S256":
+        hashed = hashlib.sha256(verifier.encode()).digest()
+        computed = base64.urlsafe_b64encode(hashed).decode().rstrip("=")
+    else:
+        computed = verifier
+    return secrets.compare_digest(computed, code.code_challenge)
+
+
+def _issue_access_token(grant: GoogleGrant) -> GoogleAccessToken:
+    return GoogleAccessToken.objects.create(
+        token=random_token("ya29.", 48),
+        grant=grant,
+        email=grant.email,
+        scopes=grant.scopes,
+        expires_at=timezone.now() + timedelta(seconds=ACCESS_TOKEN_SECONDS),
+    )
+
+
+def _token_body(access: GoogleAccessToken) -> dict:
+    return {
+        "access_token": access.token,
+        "expires_in": ACCESS_TOKEN_SECONDS,
+        "scope": " ".join(access.scopes),
+        "token_type": "Bearer",
+    }
+
+
+@csrf_exempt
+@require_POST
+def token(request: HttpRequest) -> HttpResponse:
+    """`grant_type=authorization_code` or `refresh_token`, form-encoded."""
+    client_id = _authenticated_client(request)
+    if client_id is None:
+        return oauth_error("invalid_client", "The OAuth client was not found.", status=401)
+    grant_type = request.POST.get("grant_type", "")
+    now = timezone.now()
+
+    if grant_type == "authorization_code":
+        value = request.POST.get("code", "")
+        if not value:
+            return oauth_error("invalid_request", "Missing required parameter: code")
+        code = GoogleAuthCode.objects.filter(code=value, client_id=client_id).first()
+        if code is None:
+            return invalid_grant()
+        # Spend the code first: a failed redirect_uri or PKCE check must not leave it reusable.
+        spent = GoogleAuthCode.objects.filter(pk=code.pk, used=False, expires_at__gt=now).update(
+            used=True
+        )
+        if not spent:
+            return invalid_grant()
+        if request.POST.get("redirect_uri", "") != code.redirect_uri:
+            return oauth_error("redirect_uri_mismatch", "Bad Request")
+        if not _pkce_ok(code, request.POST.get("code_verifier", "")):
+            return invalid_grant()
+        grant = GoogleGrant.objects.create(
+            refresh_token=random_token("1//0", 48),
+            client_id=client_id,
+            email=code.email,
+            scopes=code.scopes,
+            offline=code.offline,
+            created_at=now,
+        )
+        body = _token_body(_issue_access_token(grant))
+        if grant.offline:
+            body["refresh_token"] = grant.refresh_token
+        return json_response(body)
+
+    if grant_type == "refresh_token":
+        value = request.POST.get("refresh_token", "")
+        if not value:
+            return oauth_error("invalid_request", "Missing required parameter: refresh_token")
+        grant = GoogleGrant.objects.filter(
+            refresh_token=value, client_id=client_id, offline=True, revoked=False
+        ).first()
+        if grant is None:
+            return invalid_grant()
+        # Google does not rotate refresh tokens: the answer carries no new one.
+        return json_response(_token_body(_issue_access_token(grant)))
+
+    return oauth_error("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+
+
+@csrf_exempt
+@require_POST
+def revoke(request: HttpRequest) -> HttpResponse:
+    """Revoke an access or refresh token; either way the whole grant ends, as at Google."""
+    value = request.POST.get("token") or request.GET.get("token") or ""
+    grant = (
+        GoogleGrant.objects.filter(refresh_token=value, revoked=False).first() if value else None
+    )
+    if grant is None and value:
+        access = GoogleAccessToken.objects.filter(token=value, revoked=False).first()
+        if access is not None and access.expires_at > timezone.now():
+            grant = GoogleGrant.objects.filter(pk=access.grant_id, revoked=False).first()
+    if grant is None:
+        return oauth_error("invalid_token", "Token expired or revoked")
+    GoogleGrant.objects.filter(pk=grant.pk).update(revoked=True)
+    GoogleAccessToken.objects.filter(grant_id=grant.pk).update(revoked=True)
+    return json_response({})
+
+
+# --- Bearer check shared by the Google APIs ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GoogleCaller:
+    """Who is calling a Google API: the account's email and the token's scopes."""
+
+    email: str
+    scopes: frozenset[str]
+    pending_faults: frozenset[str]
+
+    def has_any_scope(self, *wanted: str) -> bool:
+        return any(s in self.scopes for s in wanted)
+
+
+def google_caller(request: HttpRequest, service: str) -> GoogleCaller | HttpResponse:
+    """Authenticate the bearer token, then apply the account's rate-limit and 5xx faults.
+
+    Returns the caller, or the error response to send as it is.
+    """
+    value = bearer_token(request)
+    access = GoogleAccessToken.objects.filter(token=value).first() if value else None
+    if access is None or access.revoked or access.expires_at <= timezone.now():
+        return unauthenticated()
+    pending = faults_pending("google", access.email)
+    if fault_take("google", access.email, "rate_limit", pending):
+        return rate_limited(service)
+    if fault_take("google", access.email, "server_error", pending):
+        return backend_error(service)
+    return GoogleCaller(
+        email=access.email, scopes=frozenset(access.scopes), pending_faults=frozenset(pending)
+    )
+
+
+@csrf_exempt
+@require_GET
+def userinfo(request: HttpRequest) -> HttpResponse:
+    """OpenID Connect userinfo (v3): the identity social-auth stores."""
+    caller = google_caller(request, "oauth2.googleapis.com")
+    if isinstance(caller, HttpResponse):
+        return caller
+    given, family = display_names(caller.email)
+    sub = google_sub(caller.email)
+    return json_response(
+        {
+            "sub": sub,
+            "name": f"{given} {family}",
+            "given_name": given,
+            "family_name": family,
+            "picture": request.build_absolute_uri(reverse("sandbox:google-avatar", args=[sub])),
+            "email": caller.email,
+            "email_verified": True,
+        }
+    )
+
+
+@require_GET
+def avatar(request: HttpRequest, sub: str) -> HttpResponse:
+    """A local stand-in for the profile picture URL, so pages showing it load nothing external."""
+    hue = int(sub[-3:]) % 360 if sub[-3:].isdigit() else 200
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="96" height="96" viewBox="0 0 96 96">'
+        f'<rect width="96" height="96" rx="48" fill="hsl({hue},45%,45%)"/>'
+        '<text x="48" y="58" font-size="32" text-anchor="middle" fill="#fff" '
+        'font-family="sans-serif">S</text></svg>'
+    )
+    return HttpResponse(svg, content_type="image/svg+xml")

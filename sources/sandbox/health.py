@@ -1,0 +1,784 @@
+"""The Google Health API (v4): identity, dataPoints list with AIP-160 filters, steps dailyRollUp.
+
+Data is generated per account (email) and per civil day in the account's fixed UTC offset, for
+the last 120 days up to now, only for the days a request reaches. Listing is newest first with an
+opaque page token; int64 values are JSON strings; offsets look like "-18000s"; civil fields are
+derived from the offset; only sleep points carry a `name`. Sleep sessions belong to the day they
+end on and usually start the evening before.
+
+Filter subset (https://google.aip.dev/160 as the Health API documents it): comparisons with `>=`
+and `<` on quoted values joined by AND; OR only for sleep; fields are the snake_case data type
+followed by the time field (`steps.interval.start_time`, `heart_rate.sample_time.civil_time`,
+`daily_resting_heart_rate.date`, `sleep.interval.end_time`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from .common import (
+    fixed_zone,
+    json_body,
+    json_response,
+    opaque_decode,
+    opaque_encode,
+    rfc3339,
+    seeded_random,
+    stable_int,
+)
+from .faults import fault_take
+from .google import GoogleCaller, api_error, error_info, google_caller, insufficient_scope
+
+SERVICE = "health.googleapis.com"
+HISTORY_DAYS = 120
+SCOPE_PREFIX = "https://www.googleapis.com/auth/googlehealth."
+_OFFSETS = [-18000, -21600, -25200, -28800, -14400, 0, 3600, 7200, 19800, 32400]
+_DEVICE = {
+    "recordingMethod": "PASSIVELY_MEASURED",
+    "platform": "FITBIT",
+    "device": {"manufacturer": "Fitbit", "displayName": "Charge 6", "formFactor": "FITNESS_BAND"},
+}
+_SOURCE_FAMILIES = {"all-sources", "google-wearables", "google-sources", "self-sources"}
+
+
+@dataclass(frozen=True)
+class HealthAccount:
+    email: str
+    health_user_id: str
+    legacy_user_id: str
+    offset: int
+
+    @classmethod
+    def of(cls, email: str) -> HealthAccount:
+        number = stable_int("health-user", email)
+        legacy = "".join(
+            "23456789BCDFGHJKLMNPQRSTVWXYZ"[(number >> (5 * i)) % 29] for i in range(6)
+        )
+        return cls(
+            email=email,
+            health_user_id=str(10**18 + number % (9 * 10**18)),
+            legacy_user_id=legacy,
+            offset=_OFFSETS[number % len(_OFFSETS)],
+        )
+
+    @property
+    def zone(self) -> tzinfo:
+        return fixed_zone(self.offset)
+
+    @property
+    def offset_text(self) -> str:
+        return f"{self.offset}s"
+
+    def today(self) -> date:
+        return timezone.now().astimezone(self.zone).date()
+
+    def midnight(self, day: date) -> datetime:
+        return datetime(day.year, day.month, day.day, tzinfo=self.zone)
+
+
+@dataclass
+class Point:
+    """One data point: its sort key, the values filters compare, and the JSON body."""
+
+    start: datetime
+    uid: str
+    values: dict[str, Any]
+    body: dict
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (int(self.start.timestamp()), self.uid)
+
+
+def _civil(moment: datetime, zone: tzinfo) -> dict:
+    local = moment.astimezone(zone)
+    time = {"hours": local.hour, "minutes": local.minute}
+    if local.second:
+        time["seconds"] = local.second
+    return {"date": {"year": local.year, "month": local.month, "day": local.day}, "time": time}
+
+
+def _naive_local(moment: datetime, zone: tzinfo) -> datetime:
+    return moment.astimezone(zone).replace(tzinfo=None)
+
+
+def _interval(account: HealthAccount, start: datetime, end: datetime) -> dict:
+    return {
+        "startTime": rfc3339(start),
+        "startUtcOffset": account.offset_text,
+        "endTime": rfc3339(end),
+        "endUtcOffset": account.offset_text,
+        "civilStartTime": _civil(start, account.zone),
+        "civilEndTime": _civil(end, account.zone),
+    }
+
+
+def _interval_values(prefix: str, account: HealthAccount, start: datetime) -> dict[str, Any]:
+    return {
+        f"{prefix}.interval.start_time": start,
+        f"{prefix}.interval.civil_start_time": _naive_local(start, account.zone),
+    }
+
+
+# --- Generators: one civil day each, only what has already ended ----------------------------------
+
+
+def _steps_day(account: HealthAccount, day: date, now: datetime) -> list[Point]:
+    rng = seeded_random("health-steps", account.email, day.toordinal())
+    midnight = account.midnight(day)
+    points = []
+    for quarter in range(28, 92):  # 07:00 to 23:00, the hours the tracker is worn
+        start = midnight + timedelta(minutes=15 * quarter)
+        busy = rng.random()
+        # A worn tracker reports true zeros for still quarters.
+        count = 0 if busy < 0.2 else rng.randint(15, 400 if busy < 0.85 else 2200)
+        end = start + timedelta(minutes=15)
+        if end > now:
+            break
+        points.append(
+            Point(
+                start,
+                f"steps-{quarter}",
+                _interval_values("steps", account, start),
+                {
+                    "dataSource": _DEVICE,
+                    "steps": {"interval": _interval(account, start, end), "count": str(count)},
+                },
+            )
+        )
+    return points
+
+
+def _active_minutes_day(account: HealthAccount, day: date, now: datetime) -> list[Point]:
+    rng = seeded_random("health-active", account.email, day.toordinal())
+    midnight = account.midnight(day)
+    points = []
+    for hour in range(7, 22):
+        light, moderate, vigorous = rng.randint(0, 35), rng.randint(0, 15), rng.randint(0, 10)
+        # Most hours have no moderate or vigorous minutes at all.
+        moderate = moderate if moderate > 8 else 0
+        vigorous = vigorous if vigorous > 7 else 0
+        start = midnight + timedelta(hours=hour)
+        end = start + timedelta(hours=1)
+        if end > now:
+            break
+        if not (light or moderate or vigorous):
+            continue
+        levels = [
+            {"activityLevel": name, "activeMinutes": str(minutes)}
+            for name, minutes in (("LIGHT", light), ("MODERATE", moderate), ("VIGOROUS", vigorous))
+            if minutes
+        ]
+        points.append(
+            Point(
+                start,
+                f"active-{hour}",
+                _interval_values("active_minutes", account, start),
+                {
+                    "dataSource": {**_DEVICE, "recordingMethod": "DERIVED"},
+                    "activeMinutes": {
+                        "interval": _interval(account, start, end),
+                        "activeMinutesByActivityLevel": levels,
+                    },
+                },
+            )
+        )
+    return points
+
+
+def _heart_rate_day(account: HealthAccount, day: date, now: datetime) -> list[Point]:
+    rng = seeded_random("health-hr", account.email, day.toordinal())
+    midnight = account.midnight(day)
+    resting = 52 + stable_int("health-rest", account.email) % 14
+    workout = rng.randint(16 * 12, 20 * 12)
+    points = []
+    for slot in range(288):  # every five minutes
+        at = midnight + timedelta(minutes=5 * slot)
+        bpm = resting + (rng.randint(0, 6) if slot < 6 * 12 else rng.randint(8, 40))
+        if workout <= slot < workout + 8:
+            bpm += rng.randint(40, 70)
+        if at > now:
+            break
+        points.append(
+            Point(
+                at,
+                f"hr-{slot}",
+                {
+                    "heart_rate.sample_time.physical_time": at,
+                    "heart_rate.sample_time.civil_time": _naive_local(at, account.zone),
+                },
+                {
+                    "dataSource": _DEVICE,
+                    "heartRate": {
+                        "sampleTime": {
+                            "physicalTime": rfc3339(at),
+                            "utcOffset": account.offset_text,
+                            "civilTime": _civil(at, account.zone),
+                        },
+                        "beatsPerMinute": str(bpm),
+                    },
+                },
+            )
+        )
+    return points
+
+
+def _resting_day(account: HealthAccount, day: date, now: datetime) -> list[Point]:
+    rng = seeded_random("health-resting", account.email, day.toordinal())
+    if day >= account.today() or rng.random() < 0.08:  # computed once a day is over; not worn
+        return []
+    bpm = 52 + stable_int("health-rest", account.email) % 14 + rng.randint(-3, 3)
+    return [
+        Point(
+            account.midnight(day),
+            "resting",
+            {"daily_resting_heart_rate.date": day},
+            {
+                "dataSource": {**_DEVICE, "recordingMethod": "DERIVED"},
+                "dailyRestingHeartRate": {
+                    "date": {"year": day.year, "month": day.month, "day": day.day},
+                    "beatsPerMinute": str(bpm),
+                    "dailyRestingHeartRateMetadata": {"calculationMethod": "WITH_SLEEP"},
+                },
+            },
+        )
+    ]
+
+
+def _sleep_day(account: HealthAccount, day: date, now: datetime) -> list[Point]:
+    """The night that ends on `day`: starts 22:00-00:30 the evening before, 6-8.5 hours."""
+    rng = seeded_random("health-sleep", account.email, day.toordinal())
+    if rng.random() < 0.05:
+        return []
+    start = account.midnight(day) - timedelta(hours=2) + timedelta(minutes=rng.randint(0, 150))
+    end = start + timedelta(minutes=rng.randint(360, 510))
+    if end > now:
+        return []
+    stages = []
+    cursor = start
+    cycle = ["LIGHT", "DEEP", "LIGHT", "REM"]
+    index = 0
+    while cursor < end:
+        kind = "AWAKE" if rng.random() < 0.12 else cycle[index % len(cycle)]
+        length = rng.randint(2, 9) if kind == "AWAKE" else rng.randint(10, 40)
+        stage_end = min(end, cursor + timedelta(minutes=length))
+        stages.append((kind, cursor, stage_end))
+        cursor = stage_end
+        index += 1
+    totals: dict[str, list[int]] = {}
+    for kind, s, e in stages:
+        entry = totals.setdefault(kind, [0, 0])
+        entry[0] += int((e - s).total_seconds() // 60)
+        entry[1] += 1
+    awake = totals.get("AWAKE", [0, 0])[0]
+    in_period = int((end - start).total_seconds() // 60)
+    uid = f"{stable_int('health-sleep-id', account.email, day.toordinal()) % 16**16:016x}"
+    return [
+        Point(
+            start,
+            uid,
+            {
+                "sleep.interval.end_time": end,
+                "sleep.interval.civil_end_time": _naive_local(end, account.zone),
+            },
+            {
+                "name": f"users/{account.health_user_id}/dataTypes/sleep/dataPoints/{uid}",
+                "dataSource": _DEVICE,
+                "sleep": {
+                    "interval": _interval(account, start, end),
+                    "type": "STAGES",
+                    "stages": [
+                        {
+                            "type": kind,
+                            "startTime": rfc3339(s),
+                            "startUtcOffset": account.offset_text,
+                            "endTime": rfc3339(e),
+                            "endUtcOffset": account.offset_text,
+                        }
+                        for kind, s, e in stages
+                    ],
+                    "summary": {
+                        "minutesInSleepPeriod": str(in_period),
+                        "minutesAsleep": str(in_period - awake),
+                        "minutesAwake": str(awake),
+                        "minutesToFallAsleep": "0",
+                        "minutesAfterWakeUp": "0",
+                        "stagesSummary": [
+                            {"type": kind, "minutes": str(m), "count": str(c)}
+                            for kind, (m, c) in sorted(totals.items())
+                        ],
+                    },
+                    "metadata": {
+                        "mainSleep": True,
+                        "nap": False,
+                        "processed": True,
+                        "stagesStatus": "SUCCEEDED",
+                    },
+                },
+            },
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class DataType:
+    name: str
+    prefix: str
+    payload_key: str
+    family: str
+    fields: dict[str, str]  # filter field -> value kind: time | civil | date
+    default_page: int
+    max_page: int
+    generate: Callable[[HealthAccount, date, datetime], list[Point]]
+    allows_or: bool = False
+
+
+DATA_TYPES = {
+    t.name: t
+    for t in (
+        DataType(
+            "steps",
+            "steps",
+            "steps",
+            "activity_and_fitness",
+            {"steps.interval.start_time": "time", "steps.interval.civil_start_time": "civil"},
+            1440,
+            10000,
+            _steps_day,
+        ),
+        DataType(
+            "active-minutes",
+            "active_minutes",
+            "activeMinutes",
+            "activity_and_fitness",
+            {
+                "active_minutes.interval.start_time": "time",
+                "active_minutes.interval.civil_start_time": "civil",
+            },
+            1440,
+            10000,
+            _active_minutes_day,
+        ),
+        DataType(
+            "heart-rate",
+            "heart_rate",
+            "heartRate",
+            "health_metrics_and_measurements",
+            {
+                "heart_rate.sample_time.physical_time": "time",
+                "heart_rate.sample_time.civil_time": "civil",
+            },
+            1440,
+            10000,
+            _heart_rate_day,
+        ),
+        DataType(
+            "daily-resting-heart-rate",
+            "daily_resting_heart_rate",
+            "dailyRestingHeartRate",
+            "health_metrics_and_measurements",
+            {"daily_resting_heart_rate.date": "date"},
+            1440,
+            10000,
+            _resting_day,
+        ),
+        DataType(
+            "sleep",
+            "sleep",
+            "sleep",
+            "sleep",
+            {"sleep.interval.end_time": "time", "sleep.interval.civil_end_time": "civil"},
+            25,
+            25,
+            _sleep_day,
+            allows_or=True,
+        ),
+    )
+}
+
+
+# --- Filters --------------------------------------------------------------------------------------
+
+
+class FilterError(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+_TOKEN = re.compile(
+    r'\s*(\(|\)|>=|<=|!=|=|<|>|"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[^\s()<>=!]+)'
+)
+
+
+def _tokens(text: str) -> list[str]:
+    tokens, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if not match:
+            raise FilterError("INVALID_FILTER_FORMAT", f"Cannot parse filter at: {text[pos:]}")
+        tokens.append(match.group(1))
+        pos = match.end()
+    return tokens
+
+
+def _value(kind: str, raw: str) -> Any:
+    try:
+        if kind == "date":
+            return date.fromisoformat(raw)
+        if kind == "civil":
+            return (
+                datetime.fromisoformat(raw)
+                if "T" in raw
+                else datetime.fromisoformat(raw + "T00:00:00")
+            )
+        moment = datetime.fromisoformat(raw)
+    except ValueError as err:
+        raise FilterError("INVALID_DATA_POINT_FILTER", f"Invalid value {raw!r}") from err
+    if kind == "civil" and moment.tzinfo is not None:
+        raise FilterError("INVALID_DATA_POINT_FILTER", f"Civil time {raw!r} takes no offset")
+    if kind == "time" and moment.tzinfo is None:
+        raise FilterError("INVALID_DATA_POINT_FILTER", f"Time {raw!r} needs Z or an offset")
+    return moment
+
+
+class _Parser:
+    def __init__(self, data_type: DataType, tokens: list[str]) -> None:
+        self.data_type = data_type
+        self.tokens = tokens
+        self.pos = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self) -> str:
+        token = self.peek()
+        if token is None:
+            raise FilterError("INVALID_FILTER_FORMAT", "Unexpected end of filter")
+        self.pos += 1
+        return token
+
+    def parse(self) -> tuple:
+        node = self.conjunction()
+        if self.peek() is not None:
+            raise FilterError("INVALID_FILTER_FORMAT", f"Unexpected {self.peek()!r}")
+        return node
+
+    def conjunction(self) -> tuple:
+        parts = [self.disjunction()]
+        while self.peek() == "AND":
+            self.take()
+            parts.append(self.disjunction())
+        return ("and", parts) if len(parts) > 1 else parts[0]
+
+    def disjunction(self) -> tuple:
+        parts = [self.term()]
+        while self.peek() == "OR":
+            if not self.data_type.allows_or:
+                raise FilterError(
+                    "INVALID_DATA_POINT_FILTER", f"OR is not supported for {self.data_type.name}"
+                )
+            self.take()
+            parts.append(self.term())
+        return ("or", parts) if len(parts) > 1 else parts[0]
+
+    def term(self) -> tuple:
+        if self.peek() == "(":
+            self.take()
+            node = self.conjunction()
+            if self.take() != ")":
+                raise FilterError("INVALID_FILTER_FORMAT", "Missing ')'")
+            return node
+        field, op, raw = self.take(), self.take(), self.take()
+        kind = self.data_type.fields.get(field)
+        if kind is None:
+            allowed = ", ".join(self.data_type.fields)
+            raise FilterError(
+                "INVALID_DATA_POINT_FILTER",
+                f"Field {field!r} cannot be filtered on for {self.data_type.name}; use {allowed}",
+            )
+        if op not in (">=", "<"):
+            raise FilterError("INVALID_DATA_POINT_FILTER", f"Operator {op!r} is not supported")
+        if len(raw) < 2 or raw[0] not in "\"'" or raw[-1] != raw[0]:
+            raise FilterError("INVALID_FILTER_FORMAT", f"Value {raw!r} must be quoted")
+        return ("cmp", field, op, _value(kind, raw[1:-1]))
+
+
+def filter_parse(data_type: DataType, text: str) -> tuple | None:
+    if not text.strip():
+        return None
+    return _Parser(data_type, _tokens(text)).parse()
+
+
+def _matches(node: tuple | None, point: Point) -> bool:
+    if node is None:
+        return True
+    if node[0] == "and":
+        return all(_matches(n, point) for n in node[1])
+    if node[0] == "or":
+        return any(_matches(n, point) for n in node[1])
+    _, field, op, value = node
+    actual = point.values[field]
+    return actual >= value if op == ">=" else actual < value
+
+
+def _local_date(value: Any, zone: tzinfo) -> date:
+    if isinstance(value, datetime):
+        return value.astimezone(zone).date() if value.tzinfo else value.date()
+    return value
+
+
+def _bounds(node: tuple | None, zone: tzinfo) -> tuple[date | None, date | None]:
+    """The civil days a filter can match, loosely: generation reads only those."""
+    if node is None:
+        return None, None
+    if node[0] == "cmp":
+        day = _local_date(node[3], zone)
+        return (day, None) if node[2] == ">=" else (None, day)
+    children = [_bounds(n, zone) for n in node[1]]
+    los = [lo for lo, _ in children]
+    his = [hi for _, hi in children]
+    if node[0] == "and":
+        lo = max((d for d in los if d), default=None)
+        hi = min((d for d in his if d), default=None)
+        return lo, hi
+    lo = None if None in los else min(los)
+    hi = None if None in his else max(his)
+    return lo, hi
+
+
+# --- Views ----------------------------------------------------------------------------------------
+
+
+def _invalid(message: str, reason: str = "INVALID_ARGUMENT") -> HttpResponse:
+    return api_error(
+        400,
+        message,
+        "INVALID_ARGUMENT",
+        reason="badRequest",
+        details=[error_info(reason, SERVICE, domain=SERVICE)],
+    )
+
+
+def _caller(request: HttpRequest, user: str) -> tuple[GoogleCaller, HealthAccount] | HttpResponse:
+    caller = google_caller(request, SERVICE)
+    if isinstance(caller, HttpResponse):
+        return caller
+    account = HealthAccount.of(caller.email)
+    if user not in ("me", account.health_user_id):
+        return api_error(
+            403, "The caller does not have permission", "PERMISSION_DENIED", reason="forbidden"
+        )
+    return caller, account
+
+
+def _family_scopes(family: str) -> tuple[str, str]:
+    # The older suffix-less scopes are still accepted.
+    return (f"{SCOPE_PREFIX}{family}.readonly", f"{SCOPE_PREFIX}{family}")
+
+
+@csrf_exempt
+@require_GET
+def identity(request: HttpRequest, user: str) -> HttpResponse:
+    checked = _caller(request, user)
+    if isinstance(checked, HttpResponse):
+        return checked
+    caller, account = checked
+    if not any(s.startswith(SCOPE_PREFIX) for s in caller.scopes):
+        return insufficient_scope(SERVICE)
+    return json_response(
+        {
+            "name": f"users/{account.health_user_id}/identity",
+            "healthUserId": account.health_user_id,
+            "legacyUserId": account.legacy_user_id,
+        }
+    )
+
+
+def _page_size(request: HttpRequest, data_type: DataType) -> int | None:
+    raw = request.GET.get("pageSize", "")
+    if raw == "":
+        return data_type.default_page
+    try:
+        size = int(raw)
+    except ValueError:
+        return None
+    if size < 0:
+        return None
+    return min(size, data_type.max_page) if size else data_type.default_page
+
+
+def _malform(data_type: DataType, points: list[dict]) -> None:
+    """Break two points the way real feeds sometimes are: a non-numeric value, a missing time."""
+    for index, point in enumerate(points[:2]):
+        payload = point[data_type.payload_key]
+        if index == 0:
+            if data_type.name == "steps":
+                payload["count"] = "n/a"
+            elif data_type.name == "active-minutes":
+                payload["activeMinutesByActivityLevel"][0]["activeMinutes"] = "n/a"
+            elif data_type.name == "sleep":
+                payload["summary"]["minutesAsleep"] = "n/a"
+            else:
+                payload["beatsPerMinute"] = "n/a"
+        else:
+            for key in ("interval", "sampleTime", "date"):
+                payload.pop(key, None)
+
+
+@csrf_exempt
+@require_GET
+def data_points(request: HttpRequest, user: str, data_type: str) -> HttpResponse:
+    """dataPoints.list: newest first, `filter`, `pageSize`, `pageToken`, `dataSourceFamily`."""
+    checked = _caller(request, user)
+    if isinstance(checked, HttpResponse):
+        return checked
+    caller, account = checked
+    kind = DATA_TYPES.get(data_type)
+    if kind is None:
+        return api_error(
+            404, f"Data type {data_type!r} is not available", "NOT_FOUND", reason="notFound"
+        )
+    if not caller.has_any_scope(*_family_scopes(kind.family)):
+        return insufficient_scope(SERVICE)
+    family = request.GET.get("dataSourceFamily", "")
+    if family:
+        if kind.name == "sleep":
+            return _invalid("dataSourceFamily is not supported for sleep")
+        if family.removeprefix("users/me/dataSourceFamilies/") not in _SOURCE_FAMILIES:
+            return _invalid(f"Invalid dataSourceFamily {family!r}")
+    page_size = _page_size(request, kind)
+    if page_size is None:
+        return _invalid("pageSize must be a non-negative integer")
+    filter_text = request.GET.get("filter", "")
+    try:
+        node = filter_parse(kind, filter_text)
+    except FilterError as err:
+        return _invalid(f"Invalid filter: {err}", err.reason)
+    fingerprint = hashlib.sha256(f"{kind.name}|{filter_text}|{family}".encode()).hexdigest()[:12]
+    after: tuple[int, str] | None = None
+    token = request.GET.get("pageToken", "")
+    if token:
+        decoded = opaque_decode(token)
+        if not (
+            isinstance(decoded, dict)
+            and decoded.get("f") == fingerprint
+            and isinstance(decoded.get("k"), list)
+            and len(decoded["k"]) == 2
+            and isinstance(decoded["k"][0], int)
+            and 0 <= decoded["k"][0] < 10**11
+            and isinstance(decoded["k"][1], str)
+        ):
+            return _invalid("Invalid page token, or the request changed since it was issued")
+        after = (decoded["k"][0], decoded["k"][1])
+
+    now = timezone.now()
+    today = account.today()
+    oldest = today - timedelta(days=HISTORY_DAYS)
+    first, last = oldest, today
+    try:
+        lo, hi = _bounds(node, account.zone)
+        first = max(oldest, lo - timedelta(days=1)) if lo else oldest
+        last = min(today, hi + timedelta(days=1)) if hi else today
+    except OverflowError:
+        pass  # a bound at the edge of the calendar: read every kept day, the filter still applies
+    if after is not None:
+        resume = datetime.fromtimestamp(after[0], tz=UTC).astimezone(account.zone).date()
+        last = min(last, resume + timedelta(days=1))
+    points: list[Point] = []
+    more = False
+    if not family.endswith("self-sources"):  # the sandbox app wrote nothing itself
+        day = last
+        while day >= first and not more:
+            for point in sorted(
+                kind.generate(account, day, now), key=lambda p: p.key, reverse=True
+            ):
+                if after is not None and point.key >= after:
+                    continue
+                if not _matches(node, point):
+                    continue
+                if len(points) == page_size:
+                    more = True
+                    break
+                points.append(point)
+            day -= timedelta(days=1)
+    bodies = [p.body for p in points]
+    if bodies and fault_take("google", caller.email, "malformed", caller.pending_faults):
+        bodies = copy.deepcopy(bodies)
+        _malform(kind, bodies)
+    next_token = opaque_encode({"k": list(points[-1].key), "f": fingerprint}) if more else ""
+    return json_response({"dataPoints": bodies, "nextPageToken": next_token})
+
+
+def _civil_date(value: Any) -> date | None:
+    """A CivilDateTime's date, when it is at midnight (windows must align to days)."""
+    if not isinstance(value, dict) or not isinstance(value.get("date"), dict):
+        return None
+    time = value.get("time") or {}
+    if not isinstance(time, dict) or any(time.get(k) for k in ("hours", "minutes", "seconds")):
+        return None
+    parts = value["date"]
+    try:
+        return date(int(parts["year"]), int(parts["month"]), int(parts["day"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@csrf_exempt
+@require_POST
+def daily_roll_up(request: HttpRequest, user: str, data_type: str) -> HttpResponse:
+    """dataPoints:dailyRollUp for steps: `countSum` per window of civil days, oldest first."""
+    checked = _caller(request, user)
+    if isinstance(checked, HttpResponse):
+        return checked
+    caller, account = checked
+    kind = DATA_TYPES.get(data_type)
+    if kind is None or kind.name != "steps":
+        return _invalid(f"dailyRollUp is not available for {data_type!r} in the sandbox")
+    if not caller.has_any_scope(*_family_scopes(kind.family)):
+        return insufficient_scope(SERVICE)
+    body = json_body(request)
+    span = (body or {}).get("range")
+    if not isinstance(span, dict):
+        return _invalid("range is required")
+    start, end = _civil_date(span.get("start")), _civil_date(span.get("end"))
+    if start is None or end is None or end <= start:
+        return _invalid("range must have aligned civil start and end dates, start before end")
+    if (end - start).days > 90:
+        return _invalid("The maximum range for steps is 90 days")
+    window = body.get("windowSizeDays", 1)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        return _invalid("windowSizeDays must be a positive integer")
+    now = timezone.now()
+    rollups = []
+    cursor = start
+    while cursor < end:
+        stop = min(end, cursor + timedelta(days=window))
+        total = 0
+        day = cursor
+        while day < stop:
+            total += sum(int(p.body["steps"]["count"]) for p in _steps_day(account, day, now))
+            day += timedelta(days=1)
+        rollups.append(
+            {
+                "civilStartTime": {
+                    "date": {"year": cursor.year, "month": cursor.month, "day": cursor.day}
+                },
+                "civilEndTime": {"date": {"year": stop.year, "month": stop.month, "day": stop.day}},
+                "steps": {"countSum": str(total)},
+            }
+        )
+        cursor = stop
+    return json_response({"rollupDataPoints": rollups})

@@ -1,0 +1,970 @@
+"""Plaid's API (version 2020-09-14) and Link, imitated closely enough for plaid-python.
+
+Every endpoint is a POST with a JSON body; client credentials come in the body (`client_id`,
+`secret`) or in the PLAID-CLIENT-ID / PLAID-SECRET headers. Errors use the PlaidError shape with
+Plaid's HTTP statuses (https://plaid.com/docs/errors/). plaid-python fails to deserialise a
+response that lacks any required key, so every response here carries all of them, null where
+the spec allows it.
+
+Transactions: each item has about six months of deterministic history (seeded by its item_id)
+ending on the day it was linked, then one batch of changes per `new_activity` step: pending
+transactions post (removed, then added again under a new id with `pending_transaction_id`), a
+few new ones arrive and a couple of recent ones are modified. `/transactions/sync` pages through
+the net difference between the cursor's position and a snapshot taken on the loop's first call;
+cursors are opaque base64 and encode (from, to, offset).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from functools import wraps
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.conf import settings
+from django.db import IntegrityError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+
+from .common import (
+    json_body,
+    json_response,
+    opaque_decode,
+    opaque_encode,
+    random_base62,
+    rfc3339,
+    seeded_random,
+    stable_base62,
+    stable_int,
+)
+from .faults import activity_ticks, fault_take, faults_pending
+from .models import PlaidItem, PlaidLinkToken, PlaidPublicToken, SigningKey
+
+LINK_TOKEN_LIFETIME = timedelta(hours=4)
+UPDATE_LINK_TOKEN_LIFETIME = timedelta(minutes=30)
+PUBLIC_TOKEN_LIFETIME = timedelta(minutes=30)
+HISTORY_DAYS = 182
+WEBHOOK_KEY_PURPOSE = "plaid-webhook"
+
+# (key, type, subtype, name)
+_CHECKING = ("checking", "depository", "checking", "Plaid Checking")
+_SAVINGS = ("savings", "depository", "savings", "Plaid Saving")
+_CREDIT = ("credit", "credit", "credit card", "Plaid Credit Card")
+INSTITUTIONS: dict[str, dict[str, Any]] = {
+    "ins_sandbox_first": {"name": "First Sandbox Bank", "accounts": [_CHECKING, _SAVINGS, _CREDIT]},
+    "ins_sandbox_union": {"name": "Sandbox Credit Union", "accounts": [_CHECKING, _CREDIT]},
+    "ins_sandbox_savings": {"name": "Sandbox Savings & Loan", "accounts": [_CHECKING, _SAVINGS]},
+}
+
+# (name, merchant_name, pfc primary, pfc detailed, legacy category, channel, low, high, account)
+_MERCHANTS = [
+    ("Starbucks", "Starbucks", "FOOD_AND_DRINK", "FOOD_AND_DRINK_COFFEE",
+     ["Food and Drink", "Restaurants", "Coffee Shop"], "in store", 3.5, 9.0, "credit"),
+    ("Uber 063015 SF**POOL**", "Uber", "TRANSPORTATION", "TRANSPORTATION_TAXIS_AND_RIDE_SHARES",
+     ["Travel", "Taxi"], "online", 8.0, 42.0, "credit"),
+    ("SAFEWAY #1234", "Safeway", "FOOD_AND_DRINK", "FOOD_AND_DRINK_GROCERIES",
+     ["Shops", "Supermarkets and Groceries"], "in store", 18.0, 160.0, "checking"),
+    ("AMAZON MKTPL*AB12CD", "Amazon", "GENERAL_MERCHANDISE",
+     "GENERAL_MERCHANDISE_ONLINE_MARKETPLACES", ["Shops", "Digital Purchase"], "online",
+     9.0, 120.0, "credit"),
+    ("Netflix.com", "Netflix", "ENTERTAINMENT", "ENTERTAINMENT_TV_AND_MOVIES",
+     ["Service", "Subscription"], "online", 15.49, 15.49, "credit"),
+    ("Shell Oil 5744", "Shell", "TRANSPORTATION", "TRANSPORTATION_GAS",
+     ["Travel", "Gas Stations"], "in store", 25.0, 70.0, "credit"),
+    ("Sweetgreen", "Sweetgreen", "FOOD_AND_DRINK", "FOOD_AND_DRINK_RESTAURANT",
+     ["Food and Drink", "Restaurants"], "in store", 11.0, 19.0, "credit"),
+    ("CITY UTILITIES PAYMENT", None, "RENT_AND_UTILITIES",
+     "RENT_AND_UTILITIES_GAS_AND_ELECTRICITY", ["Service", "Utilities"], "online",
+     60.0, 140.0, "checking"),
+    ("ATM WITHDRAWAL 0042", None, "TRANSFER_OUT", "TRANSFER_OUT_WITHDRAWAL",
+     ["Transfer", "Withdrawal", "ATM"], "other", 20.0, 200.0, "checking"),
+]  # fmt: skip
+_PAYROLL = ("ACME CORP PAYROLL", "ACME Corp", "INCOME", "INCOME_WAGES",
+            ["Transfer", "Payroll"], "other", -2600.0, -2400.0, "checking")  # fmt: skip
+_RENT = ("RENT PAYMENT OAK APTS", None, "RENT_AND_UTILITIES", "RENT_AND_UTILITIES_RENT",
+         ["Payment", "Rent"], "other", 1850.0, 1850.0, "checking")  # fmt: skip
+_CARD_PAYMENT = ("CREDIT CARD PAYMENT", None, "LOAN_PAYMENTS",
+                 "LOAN_PAYMENTS_CREDIT_CARD_PAYMENT", ["Payment", "Credit Card"], "other",
+                 400.0, 900.0, "checking")  # fmt: skip
+_SAVINGS_TRANSFER = ("TRANSFER TO SAVINGS", None, "TRANSFER_OUT", "TRANSFER_OUT_SAVINGS",
+                     ["Transfer", "Credit"], "other", 100.0, 300.0, "checking")  # fmt: skip
+
+
+# --- Errors and the endpoint wrapper --------------------------------------------------------------
+
+
+class PlaidFailure(Exception):
+    """An error answer in the PlaidError shape."""
+
+    def __init__(
+        self,
+        status: int,
+        error_type: str,
+        error_code: str,
+        message: str,
+        display_message: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.error_code = error_code
+        self.message = message
+        self.display_message = display_message
+
+    def body(self, request_id: str) -> dict:
+        return plaid_error(
+            self.error_type, self.error_code, self.message, self.display_message, request_id
+        )
+
+
+def plaid_error(
+    error_type: str,
+    error_code: str,
+    message: str,
+    display_message: str | None,
+    request_id: str | None = None,
+) -> dict:
+    body: dict[str, Any] = {
+        "error_type": error_type,
+        "error_code": error_code,
+        "error_code_reason": None,
+        "error_message": message,
+        "display_message": display_message,
+        "request_id": request_id,
+        "causes": [],
+        "documentation_url": f"https://plaid.com/docs/errors/#{error_code.lower()}",
+        "suggested_action": None,
+    }
+    if request_id is None:
+        del body["request_id"]
+    return body
+
+
+def _missing(*fields: str) -> PlaidFailure:
+    return PlaidFailure(
+        400,
+        "INVALID_REQUEST",
+        "MISSING_FIELDS",
+        f"the following required fields are missing: {', '.join(fields)}",
+    )
+
+
+def _invalid_field(message: str) -> PlaidFailure:
+    return PlaidFailure(400, "INVALID_REQUEST", "INVALID_FIELD", message)
+
+
+def _invalid_access_token() -> PlaidFailure:
+    return PlaidFailure(
+        400,
+        "INVALID_INPUT",
+        "INVALID_ACCESS_TOKEN",
+        "provided access token is in an invalid format or is no longer valid. expected format: "
+        "access-<environment>-<identifier>",
+    )
+
+
+LOGIN_REQUIRED_MESSAGE = (
+    "the login details of this item have changed (credentials, MFA, or required user action) "
+    "and a user login is required to update this information. use Link's update mode to restore "
+    "the item to a good state"
+)
+LOGIN_REQUIRED_DISPLAY = (
+    "The login details of this item have changed (credentials, MFA, or required user action) "
+    "and a user login is required to update this information."
+)
+MUTATION_MESSAGE = (
+    "Underlying transaction data changed since last page was fetched. Please restart "
+    "pagination from last update."
+)
+
+
+@dataclass
+class PlaidCall:
+    """One request: its id, JSON body and the authenticated client."""
+
+    request_id: str
+    body: dict[str, Any]
+    client_id: str
+
+    def text(self, field: str, *, required: bool = True) -> str:
+        value = self.body.get(field)
+        if value is None or value == "":
+            if required:
+                raise _missing(field)
+            return ""
+        if not isinstance(value, str):
+            raise _invalid_field(f"{field} must be a string")
+        return value
+
+    def item(self, endpoint: str, *, needs_login: bool = True) -> tuple[PlaidItem, set[str]]:
+        """The item behind `access_token`, after its faults (429/500) and login state."""
+        token = self.text("access_token")
+        if not token.startswith("access-"):
+            raise _invalid_access_token()
+        item = PlaidItem.objects.filter(
+            access_token=token, client_id=self.client_id, exchanged=True, removed=False
+        ).first()
+        if item is None:
+            raise _invalid_access_token()
+        pending = faults_pending("plaid", item.item_id)
+        if fault_take("plaid", item.item_id, "rate_limit", pending):
+            code = {
+                "transactions/sync": "TRANSACTIONS_SYNC_LIMIT",
+                "accounts/get": "ACCOUNTS_LIMIT",
+            }.get(endpoint, "ITEM_GET_LIMIT")
+            raise PlaidFailure(
+                429,
+                "RATE_LIMIT_EXCEEDED",
+                code,
+                "rate limit exceeded for attempts to access this item. please try again later",
+            )
+        if fault_take("plaid", item.item_id, "server_error", pending):
+            raise PlaidFailure(
+                500,
+                "API_ERROR",
+                "INTERNAL_SERVER_ERROR",
+                "an unexpected error occurred",
+                "Something went wrong. Please try again later.",
+            )
+        if needs_login and item.login_required:
+            raise PlaidFailure(
+                400,
+                "ITEM_ERROR",
+                "ITEM_LOGIN_REQUIRED",
+                LOGIN_REQUIRED_MESSAGE,
+                LOGIN_REQUIRED_DISPLAY,
+            )
+        return item, pending
+
+
+def _cors(response: HttpResponse) -> HttpResponse:
+    # Link's script may be served from another origin than the page that loads it.
+    response["Access-Control-Allow-Origin"] = "*"
+    response["Access-Control-Allow-Headers"] = "Content-Type"
+    response["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+    return response
+
+
+def plaid_endpoint(
+    *, client_auth: bool = True, cors: bool = False
+) -> Callable[[Callable[[PlaidCall], dict]], Callable[[HttpRequest], HttpResponse]]:
+    """Wrap a handler `(PlaidCall) -> dict` into a view: body parsing, auth, errors, request_id."""
+
+    def decorate(handler: Callable[[PlaidCall], dict]) -> Callable[[HttpRequest], HttpResponse]:
+        @csrf_exempt
+        @wraps(handler)
+        def view(request: HttpRequest) -> HttpResponse:
+            request_id = random_base62(15)
+            if cors and request.method == "OPTIONS":
+                return _cors(HttpResponse(status=204))
+            try:
+                if request.method != "POST":
+                    raise PlaidFailure(
+                        405, "INVALID_REQUEST", "INVALID_HTTP_METHOD", "only POST is supported"
+                    )
+                body = json_body(request)
+                if body is None:
+                    raise PlaidFailure(
+                        400,
+                        "INVALID_REQUEST",
+                        "INVALID_BODY",
+                        "body could not be parsed as JSON",
+                    )
+                client_id = ""
+                if client_auth:
+                    client_id = _authenticate(request, body)
+                result = handler(PlaidCall(request_id, body, client_id))
+                response = json_response({**result, "request_id": request_id})
+            except PlaidFailure as failure:
+                response = json_response(failure.body(request_id), status=failure.status)
+            return _cors(response) if cors else response
+
+        return view
+
+    return decorate
+
+
+def _authenticate(request: HttpRequest, body: dict) -> str:
+    client_id = body.get("client_id") or request.headers.get("PLAID-CLIENT-ID") or ""
+    secret = body.get("secret") or request.headers.get("PLAID-SECRET") or ""
+    missing = [name for name, value in (("client_id", client_id), ("secret", secret)) if not value]
+    if missing:
+        raise _missing(*missing)
+    if not isinstance(client_id, str) or settings.SIBLING_SANDBOX_CLIENTS.get(client_id) != secret:
+        raise PlaidFailure(
+            400, "INVALID_INPUT", "INVALID_API_KEYS", "invalid client_id or secret provided"
+        )
+    return client_id
+
+
+# --- Items and accounts ---------------------------------------------------------------------------
+
+
+def item_accounts(item: PlaidItem) -> list[dict]:
+    """The item's accounts as AccountBase objects, stable for its lifetime."""
+    institution = INSTITUTIONS.get(item.institution_id, INSTITUTIONS["ins_sandbox_first"])
+    accounts = []
+    for index, (key, kind, subtype, name) in enumerate(institution["accounts"]):
+        rng = seeded_random("plaid-account", item.item_id, key)
+        if kind == "credit":
+            current = round(rng.uniform(150, 2500), 2)
+            balances = {"available": round(5000 - current, 2), "current": current, "limit": 5000.0}
+        else:
+            current = round(rng.uniform(800, 12000), 2)
+            balances = {"available": current, "current": current, "limit": None}
+        accounts.append(
+            {
+                "account_id": _account_id(item, key),
+                "balances": {
+                    **balances,
+                    "iso_currency_code": "USD",
+                    "unofficial_currency_code": None,
+                    "last_updated_datetime": None,
+                },
+                "mask": f"{(stable_int('plaid-mask', item.item_id, index) % 9000) + 1000}",
+                "name": name,
+                "official_name": f"{institution['name']} {name}",
+                "type": kind,
+                "subtype": subtype,
+            }
+        )
+    return accounts
+
+
+def _account_id(item: PlaidItem, key: str) -> str:
+    return stable_base62(37, "plaid-account-id", item.item_id, key)
+
+
+def _item_error(item: PlaidItem) -> dict | None:
+    if not item.login_required:
+        return None
+    return plaid_error(
+        "ITEM_ERROR", "ITEM_LOGIN_REQUIRED", LOGIN_REQUIRED_MESSAGE, LOGIN_REQUIRED_DISPLAY
+    )
+
+
+def item_resource(item: PlaidItem) -> dict:
+    products = item.products or ["transactions"]
+    return {
+        "item_id": item.item_id,
+        "institution_id": item.institution_id,
+        "institution_name": item.institution_name,
+        "webhook": item.webhook or None,
+        "error": _item_error(item),
+        "available_products": sorted(
+            {"assets", "auth", "balance", "identity", "investments", "liabilities"} - set(products)
+        ),
+        "billed_products": list(products),
+        "products": list(products),
+        "consented_products": list(products),
+        "consent_expiration_time": None,
+        "update_type": "background",
+        "auth_method": None,
+        "created_at": rfc3339(item.created_at),
+    }
+
+
+# --- Transactions ---------------------------------------------------------------------------------
+
+
+def _transaction(
+    item: PlaidItem,
+    accounts: dict[str, str],
+    txn_id: str,
+    merchant: tuple,
+    amount: float,
+    day: date,
+    *,
+    pending: bool = False,
+    pending_transaction_id: str | None = None,
+    authorized: date | None = None,
+) -> dict:
+    name, merchant_name, primary, detailed, category, channel, _, _, account_kind = merchant
+    account_id = accounts.get(account_kind) or accounts["checking"]
+    in_store = channel == "in store"
+    return {
+        "account_id": account_id,
+        "account_owner": None,
+        "amount": amount,
+        "iso_currency_code": "USD",
+        "unofficial_currency_code": None,
+        "authorized_date": (authorized or day).isoformat(),
+        "authorized_datetime": None,
+        "category": category,
+        "category_id": None,
+        "check_number": None,
+        "counterparties": (
+            [
+                {
+                    "name": merchant_name,
+                    "type": "merchant",
+                    "website": None,
+                    "logo_url": None,
+                    "entity_id": None,
+                    "confidence_level": "VERY_HIGH",
+                }
+            ]
+            if merchant_name
+            else []
+        ),
+        "date": day.isoformat(),
+        "datetime": None,
+        "location": {
+            "address": None,
+            "city": "San Francisco" if in_store else None,
+            "region": "CA" if in_store else None,
+            "postal_code": None,
+            "country": "US" if in_store else None,
+            "lat": None,
+            "lon": None,
+            "store_number": None,
+        },
+        "logo_url": None,
+        "merchant_entity_id": None,
+        "merchant_name": merchant_name,
+        "name": name,
+        "original_description": None,
+        "payment_channel": channel,
+        "payment_meta": {
+            "by_order_of": None,
+            "payee": None,
+            "payer": None,
+            "payment_method": None,
+            "payment_processor": None,
+            "ppd_id": None,
+            "reason": None,
+            "reference_number": None,
+        },
+        "pending": pending,
+        "pending_transaction_id": pending_transaction_id,
+        "personal_finance_category": {
+            "primary": primary,
+            "detailed": detailed,
+            "confidence_level": "VERY_HIGH",
+        },
+        "personal_finance_category_icon_url": (
+            f"https://plaid-category-icons.plaid.com/PFC_{primary}.png"
+        ),
+        "transaction_code": None,
+        "transaction_id": txn_id,
+        "transaction_type": "place"
+        if in_store
+        else ("digital" if channel == "online" else "special"),
+        "website": None,
+    }
+
+
+def _amount(rng: Any, merchant: tuple) -> float:
+    low, high = merchant[6], merchant[7]
+    return round(rng.uniform(low, high), 2)
+
+
+def _day_transactions(
+    item: PlaidItem, accounts: dict[str, str], day: date, linked: date
+) -> list[dict]:
+    rng = seeded_random("plaid-day", item.item_id, day.toordinal())
+    chosen: list[tuple] = []
+    if day.day in (1, 15):
+        chosen.append(_PAYROLL)
+    if day.day == 1:
+        chosen.append(_RENT)
+    if day.day == 20:
+        chosen.append(_CARD_PAYMENT)
+    if day.day == 16 and "savings" in accounts:
+        chosen.append(_SAVINGS_TRANSFER)
+    chosen.extend(rng.choice(_MERCHANTS) for _ in range(rng.randint(0, 4)))
+    recent = (linked - day).days < 2
+    transactions = []
+    for index, merchant in enumerate(chosen):
+        amount, pending_draw = _amount(rng, merchant), rng.random()
+        pending = recent and merchant[6] > 0 and pending_draw < 0.5
+        txn_id = stable_base62(37, "plaid-txn", item.item_id, day.toordinal(), index)
+        transactions.append(
+            _transaction(
+                item,
+                accounts,
+                txn_id,
+                merchant,
+                amount,
+                day,
+                pending=pending,
+                authorized=day - timedelta(days=1 if index % 3 == 0 else 0),
+            )
+        )
+    return transactions
+
+
+class Ledger:
+    """Every state of an item's transactions.
+
+    Position 0 is empty, 1 the initial history, k + 1 the state after k activity steps.
+    """
+
+    def __init__(self, item: PlaidItem, ticks: list[datetime]) -> None:
+        self.item = item
+        self.ticks = ticks
+        self.accounts = {a: _account_id(item, a) for a in ("checking", "savings", "credit")}
+        institution = INSTITUTIONS.get(item.institution_id, INSTITUTIONS["ins_sandbox_first"])
+        present = {entry[0] for entry in institution["accounts"]}
+        self.accounts = {k: v for k, v in self.accounts.items() if k in present}
+
+    @property
+    def size(self) -> int:
+        return 1 + len(self.ticks)
+
+    def states(self, *positions: int) -> dict[int, dict[str, dict]]:
+        wanted = set(positions)
+        found: dict[int, dict[str, dict]] = {}
+        if 0 in wanted:
+            found[0] = {}
+        if not wanted - {0}:
+            return found
+        linked = self.item.created_at.date()
+        state: dict[str, dict] = {}
+        for offset in range(HISTORY_DAYS, -1, -1):
+            for txn in _day_transactions(
+                self.item, self.accounts, linked - timedelta(days=offset), linked
+            ):
+                state[txn["transaction_id"]] = txn
+        if 1 in wanted:
+            found[1] = dict(state)
+        for seq, at in enumerate(self.ticks):
+            if len(found) == len(wanted):
+                break
+            self._step(state, seq, at)
+            if seq + 2 in wanted:
+                found[seq + 2] = dict(state)
+        return found
+
+    def _step(self, state: dict[str, dict], seq: int, at: datetime) -> None:
+        """One step of activity: pending ones post, three arrive, two change (in place)."""
+        rng = seeded_random("plaid-tick", self.item.item_id, seq)
+        day = at.date()
+        merchants_by_name = {m[0]: m for m in (*_MERCHANTS, _PAYROLL, _RENT, _CARD_PAYMENT)}
+        pending = sorted(
+            (t for t in state.values() if t["pending"]), key=lambda t: t["transaction_id"]
+        )
+        # Changes pick among recent purchases that existed before this step, so a client sees
+        # them as modified (or removed), never as something it has not been told about.
+        posted = sorted(
+            (t for t in state.values() if not t["pending"] and t["amount"] > 0),
+            key=lambda t: (t["date"], t["transaction_id"]),
+        )[-30:]
+        for old in pending:
+            del state[old["transaction_id"]]
+            posted_id = stable_base62(37, "plaid-posted", self.item.item_id, old["transaction_id"])
+            merchant = merchants_by_name.get(old["name"], _MERCHANTS[0])
+            state[posted_id] = _transaction(
+                self.item,
+                self.accounts,
+                posted_id,
+                merchant,
+                old["amount"],
+                day,
+                pending_transaction_id=old["transaction_id"],
+                authorized=date.fromisoformat(old["date"]),
+            )
+        if not pending and posted:
+            # Nothing was pending: a recent purchase is reversed instead, so something is removed.
+            gone = rng.choice(posted)
+            del state[gone["transaction_id"]]
+            posted.remove(gone)
+        for changed in rng.sample(posted, min(2, len(posted))):
+            updated = copy.deepcopy(changed)
+            updated["amount"] = round(changed["amount"] + rng.uniform(0.5, 6.0), 2)
+            state[updated["transaction_id"]] = updated
+        for index in range(3):
+            merchant = rng.choice(_MERCHANTS)
+            txn_id = stable_base62(37, "plaid-new", self.item.item_id, seq, index)
+            state[txn_id] = _transaction(
+                self.item,
+                self.accounts,
+                txn_id,
+                merchant,
+                _amount(rng, merchant),
+                day,
+                pending=index == 0,
+            )
+
+
+def _ordered(transactions: list[dict]) -> list[dict]:
+    return sorted(transactions, key=lambda t: (t["date"], t["transaction_id"]))
+
+
+def ledger_diff(before: dict[str, dict], after: dict[str, dict]) -> list[tuple[str, dict]]:
+    """The net change between two states, as (kind, entry) in added, modified, removed order."""
+    added = _ordered([t for i, t in after.items() if i not in before])
+    modified = _ordered([t for i, t in after.items() if i in before and before[i] != t])
+    removed = _ordered([t for i, t in before.items() if i not in after])
+    return (
+        [("added", t) for t in added]
+        + [("modified", t) for t in modified]
+        + [
+            ("removed", {"transaction_id": t["transaction_id"], "account_id": t["account_id"]})
+            for t in removed
+        ]
+    )
+
+
+def _cursor_tag(item: PlaidItem) -> str:
+    return stable_base62(8, "plaid-cursor", item.item_id)
+
+
+def _cursor_decode(item: PlaidItem, cursor: str, size: int) -> tuple[int, int, int]:
+    decoded = opaque_decode(cursor)
+    if isinstance(decoded, dict) and decoded.get("i") == _cursor_tag(item):
+        s, e, o = decoded.get("s"), decoded.get("e"), decoded.get("o")
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in (s, e, o)):
+            if 0 <= s <= e <= size and o >= 0:
+                return s, e, o
+    raise _invalid_field("cursor is not valid for this item")
+
+
+def _malform(page: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Two broken transactions: one without `amount`, one with an impossible date."""
+    broken = 0
+    result = []
+    for kind, entry in page:
+        if kind != "removed" and broken < 2:
+            entry = copy.deepcopy(entry)
+            if broken == 0:
+                del entry["amount"]
+            else:
+                entry["date"] = "2024-13-45"
+            broken += 1
+        result.append((kind, entry))
+    return result
+
+
+# --- Views ----------------------------------------------------------------------------------------
+
+
+@plaid_endpoint()
+def link_token_create(call: PlaidCall) -> dict:
+    body = call.body
+    user = body.get("user")
+    missing = [f for f in ("client_name", "language", "country_codes") if not body.get(f)]
+    if not isinstance(user, dict) or not user.get("client_user_id"):
+        missing.append("user.client_user_id")
+    access_token = call.text("access_token", required=False)
+    products = body.get("products") or []
+    if not access_token and not products:
+        missing.append("products")
+    if missing:
+        raise _missing(*missing)
+    if not isinstance(body["country_codes"], list) or not isinstance(products, list):
+        raise _invalid_field("country_codes and products must be lists")
+    if len(str(body["client_name"])) > 30:
+        raise _invalid_field("client_name must be at most 30 characters")
+    webhook = call.text("webhook", required=False)
+    item_id = ""
+    lifetime = LINK_TOKEN_LIFETIME
+    if access_token:
+        item, _ = call.item("link/token/create", needs_login=False)
+        item_id = item.item_id
+        lifetime = UPDATE_LINK_TOKEN_LIFETIME
+    now = timezone.now()
+    token = PlaidLinkToken.objects.create(
+        link_token=f"link-sandbox-{uuid.uuid4()}",
+        client_id=call.client_id,
+        client_user_id=str(user["client_user_id"]),
+        client_name=str(body["client_name"]),
+        products=[str(p) for p in products],
+        webhook=webhook,
+        item_id=item_id,
+        expires_at=now + lifetime,
+        created_at=now,
+    )
+    return {"link_token": token.link_token, "expiration": rfc3339(token.expires_at)}
+
+
+@plaid_endpoint(client_auth=False, cors=True)
+def link_public_token_create(call: PlaidCall) -> dict:
+    """What the Link script calls when the person presses Continue (no client secret needed)."""
+    link = PlaidLinkToken.objects.filter(
+        link_token=call.text("link_token"), expires_at__gt=timezone.now()
+    ).first()
+    if link is None:
+        raise PlaidFailure(
+            400, "INVALID_INPUT", "INVALID_LINK_TOKEN", "provided link token is invalid or expired"
+        )
+    now = timezone.now()
+    if link.item_id:
+        # Update mode: the same item, its login repaired.
+        item = PlaidItem.objects.filter(item_id=link.item_id, removed=False).first()
+        if item is None:
+            raise _invalid_access_token()
+        PlaidItem.objects.filter(pk=item.pk).update(login_required=False)
+        item.login_required = False
+        if link.webhook:
+            PlaidItem.objects.filter(pk=item.pk).update(webhook=link.webhook)
+    else:
+        institution_id = call.text("institution_id")
+        institution = INSTITUTIONS.get(institution_id)
+        if institution is None:
+            raise PlaidFailure(
+                400, "INVALID_INPUT", "INVALID_INSTITUTION", "invalid institution_id provided"
+            )
+        item = _item_create(link, institution_id, institution["name"], now)
+    public = PlaidPublicToken.objects.create(
+        public_token=f"public-sandbox-{uuid.uuid4()}",
+        item_id=item.item_id,
+        expires_at=now + PUBLIC_TOKEN_LIFETIME,
+    )
+    accounts = item_accounts(item)
+    return {
+        "public_token": public.public_token,
+        # Extra, for the Link script's onSuccess metadata.
+        "metadata": {
+            "institution": {"name": item.institution_name, "institution_id": item.institution_id},
+            "accounts": [
+                {
+                    "id": a["account_id"],
+                    "name": a["name"],
+                    "mask": a["mask"],
+                    "type": a["type"],
+                    "subtype": a["subtype"],
+                    "verification_status": None,
+                }
+                for a in accounts
+            ],
+            "link_session_id": str(uuid.uuid4()),
+            "public_token": public.public_token,
+        },
+    }
+
+
+def _item_create(link: PlaidLinkToken, institution_id: str, name: str, now: datetime) -> PlaidItem:
+    for _ in range(5):
+        try:
+            return PlaidItem.objects.create(
+                item_id=random_base62(37),
+                access_token=f"access-sandbox-{uuid.uuid4()}",
+                client_id=link.client_id,
+                client_user_id=link.client_user_id,
+                institution_id=institution_id,
+                institution_name=name,
+                products=link.products or ["transactions"],
+                webhook=link.webhook,
+                created_at=now,
+            )
+        except IntegrityError:
+            continue
+    raise PlaidFailure(500, "API_ERROR", "INTERNAL_SERVER_ERROR", "an unexpected error occurred")
+
+
+@plaid_endpoint()
+def item_public_token_exchange(call: PlaidCall) -> dict:
+    value = call.text("public_token")
+    invalid = PlaidFailure(
+        400,
+        "INVALID_INPUT",
+        "INVALID_PUBLIC_TOKEN",
+        "provided public token is expired, already used or in an invalid format. expected "
+        "format: public-<environment>-<identifier>",
+    )
+    public = PlaidPublicToken.objects.filter(public_token=value).first()
+    if public is None:
+        raise invalid
+    item = PlaidItem.objects.filter(item_id=public.item_id, removed=False).first()
+    if item is None or item.client_id != call.client_id:
+        raise invalid
+    spent = PlaidPublicToken.objects.filter(
+        pk=public.pk, used=False, expires_at__gt=timezone.now()
+    ).update(used=True)
+    if not spent:
+        raise invalid
+    PlaidItem.objects.filter(pk=item.pk).update(exchanged=True)
+    return {"access_token": item.access_token, "item_id": item.item_id}
+
+
+@plaid_endpoint()
+def item_get(call: PlaidCall) -> dict:
+    item, _ = call.item("item/get", needs_login=False)
+    return {
+        "item": item_resource(item),
+        "status": {
+            "transactions": {
+                "last_successful_update": rfc3339(timezone.now()),
+                "last_failed_update": None,
+            },
+        },
+    }
+
+
+@plaid_endpoint()
+def accounts_get(call: PlaidCall) -> dict:
+    item, _ = call.item("accounts/get")
+    return {"accounts": item_accounts(item), "item": item_resource(item)}
+
+
+@plaid_endpoint()
+def item_remove(call: PlaidCall) -> dict:
+    item, _ = call.item("item/remove", needs_login=False)
+    PlaidItem.objects.filter(pk=item.pk).update(removed=True)
+    return {}
+
+
+@plaid_endpoint()
+def item_webhook_update(call: PlaidCall) -> dict:
+    item, _ = call.item("item/webhook/update", needs_login=False)
+    item.webhook = call.text("webhook", required=False)
+    PlaidItem.objects.filter(pk=item.pk).update(webhook=item.webhook)
+    return {"item": item_resource(item)}
+
+
+@plaid_endpoint()
+def transactions_sync(call: PlaidCall) -> dict:
+    """/transactions/sync: `cursor` (omit for everything), `count` 1-500 (default 100)."""
+    count = call.body.get("count", 100)
+    if count is None:
+        count = 100
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 500:
+        raise _invalid_field("count must be an integer between 1 and 500")
+    cursor = call.body.get("cursor") or ""
+    if not isinstance(cursor, str):
+        raise _invalid_field("cursor must be a string")
+    item, pending = call.item("transactions/sync")
+    ledger = Ledger(item, [t.at for t in activity_ticks("plaid", item.item_id)])
+    if cursor:
+        start, end, offset = _cursor_decode(item, cursor, ledger.size)
+        if offset == 0:
+            # A cursor at rest: this call opens a new loop against the newest snapshot.
+            start, end = end, ledger.size
+        elif fault_take("plaid", item.item_id, "plaid_mutation", pending):
+            raise PlaidFailure(
+                400,
+                "TRANSACTIONS_ERROR",
+                "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION",
+                MUTATION_MESSAGE,
+            )
+    else:
+        start, end, offset = 0, ledger.size, 0
+    states = ledger.states(start, end)
+    changes = ledger_diff(states[start], states[end])
+    page = changes[offset : offset + count]
+    has_more = offset + count < len(changes)
+    if any(kind != "removed" for kind, _ in page) and fault_take(
+        "plaid", item.item_id, "malformed", pending
+    ):
+        page = _malform(page)
+    tag = _cursor_tag(item)
+    if has_more:
+        next_cursor = opaque_encode({"i": tag, "s": start, "e": end, "o": offset + count})
+    else:
+        next_cursor = opaque_encode({"i": tag, "s": end, "e": end, "o": 0})
+    return {
+        "added": [entry for kind, entry in page if kind == "added"],
+        "modified": [entry for kind, entry in page if kind == "modified"],
+        "removed": [entry for kind, entry in page if kind == "removed"],
+        "next_cursor": next_cursor,
+        "has_more": has_more,
+        "accounts": item_accounts(item),
+        "transactions_update_status": "HISTORICAL_UPDATE_COMPLETE",
+    }
+
+
+# --- Webhook verification key ---------------------------------------------------------------------
+
+
+def _signing_key_stored() -> SigningKey:
+    stored = SigningKey.objects.filter(purpose=WEBHOOK_KEY_PURPOSE).first()
+    if stored is not None:
+        return stored
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    try:
+        return SigningKey.objects.create(
+            purpose=WEBHOOK_KEY_PURPOSE,
+            kid=str(uuid.uuid4()),
+            private_pem=pem,
+            created_at=timezone.now(),
+        )
+    except IntegrityError:  # another process created it first: use theirs
+        return SigningKey.objects.get(purpose=WEBHOOK_KEY_PURPOSE)
+
+
+def webhook_signing_key() -> tuple[str, ec.EllipticCurvePrivateKey]:
+    """The sandbox's P-256 key for Plaid webhooks: (kid, private key), generated once and stored."""
+    stored = _signing_key_stored()
+    private = serialization.load_pem_private_key(stored.private_pem.encode(), password=None)
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise TypeError("the stored webhook key is not an EC key")
+    return stored.kid, private
+
+
+def webhook_public_jwk() -> dict:
+    """The public half as Plaid's /webhook_verification_key/get returns it (a JWK)."""
+    stored = _signing_key_stored()
+    _, private = webhook_signing_key()
+    numbers = private.public_key().public_numbers()
+
+    def b64(value: int) -> str:
+        return base64.urlsafe_b64encode(value.to_bytes(32, "big")).decode().rstrip("=")
+
+    return {
+        "alg": "ES256",
+        "crv": "P-256",
+        "kid": stored.kid,
+        "kty": "EC",
+        "use": "sig",
+        "x": b64(numbers.x),
+        "y": b64(numbers.y),
+        "created_at": int(stored.created_at.timestamp()),
+        "expired_at": None,
+    }
+
+
+@plaid_endpoint()
+def webhook_verification_key_get(call: PlaidCall) -> dict:
+    key_id = call.text("key_id")
+    jwk = webhook_public_jwk()
+    if key_id != jwk["kid"]:
+        raise PlaidFailure(
+            400,
+            "INVALID_INPUT",
+            "INVALID_WEBHOOK_VERIFICATION_KEY_ID",
+            "invalid key_id provided",
+        )
+    return {"key": jwk}
+
+
+# --- Link script ----------------------------------------------------------------------------------
+
+
+@require_GET
+def link_script(request: HttpRequest) -> HttpResponse:
+    """An imitation of link-initialize.js: `Plaid.create({...}).open()` shows a sandbox dialog."""
+    config = {
+        "endpoint": request.build_absolute_uri(reverse("sandbox:plaid-link-public-token-create")),
+        "institutions": [
+            {"institution_id": key, "name": value["name"]} for key, value in INSTITUTIONS.items()
+        ],
+    }
+    # Escaped so the JSON cannot close a <script> element it may be inlined into.
+    config_json = (
+        json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    )
+    response = render(
+        request,
+        "sandbox/link-initialize.js",
+        {"config_json": config_json},
+        content_type="application/javascript; charset=utf-8",
+    )
+    response["Cache-Control"] = "no-store"
+    return response

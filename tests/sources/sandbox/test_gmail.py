@@ -1,0 +1,171 @@
+import itertools
+import time
+
+import pytest
+
+from sources.sandbox.faults import fault_set
+
+from .conftest import EMAIL, FITBIT_CLIENT, HEALTH_SCOPES, bearer, google_tokens
+
+pytestmark = pytest.mark.django_db
+
+API = "/sandbox/google/gmail/v1/users/me"
+
+
+@pytest.fixture
+def auth(gmail_token):
+    return bearer(gmail_token["access_token"])
+
+
+def all_pages(client, auth, **params):
+    ids, token, pages = [], None, 0
+    while True:
+        query = {**params, **({"pageToken": token} if token else {})}
+        body = client.get(f"{API}/messages", query, **auth).json()
+        pages += 1
+        assert isinstance(body["resultSizeEstimate"], int)
+        ids += [m["id"] for m in body.get("messages", [])]
+        token = body.get("nextPageToken")
+        if not token:
+            return ids, pages
+
+
+def test_profile_and_paging_cover_every_message_once(client, auth):
+    profile = client.get(f"{API}/profile", **auth).json()
+    assert profile["emailAddress"] == EMAIL
+    assert profile["historyId"].isdigit()
+    assert profile["messagesTotal"] > 100 and profile["threadsTotal"] <= profile["messagesTotal"]
+    ids, pages = all_pages(client, auth, maxResults=500)
+    assert len(ids) == len(set(ids)) == profile["messagesTotal"]
+    assert pages >= 2
+    first = client.get(f"{API}/messages", {"maxResults": 10}, **auth).json()
+    assert [m["id"] for m in first["messages"]] == ids[:10]
+    assert set(first["messages"][0]) == {"id", "threadId"}
+
+
+def test_empty_list_omits_messages_and_filters_apply(client, auth):
+    empty = client.get(f"{API}/messages", {"q": "after:2999/01/01"}, **auth).json()
+    assert empty == {"resultSizeEstimate": 0}
+    sent = client.get(f"{API}/messages", {"labelIds": "SENT", "maxResults": 5}, **auth).json()
+    for ref in sent["messages"]:
+        message = client.get(f"{API}/messages/{ref['id']}", {"format": "minimal"}, **auth).json()
+        assert "SENT" in message["labelIds"]
+
+
+def test_message_formats(client, auth):
+    mid = client.get(f"{API}/messages", {"maxResults": 1}, **auth).json()["messages"][0]["id"]
+    full = client.get(f"{API}/messages/{mid}", **auth).json()
+    names = {h["name"] for h in full["payload"]["headers"]}
+    assert {"From", "To", "Subject", "Date"} <= names
+    assert full["internalDate"].isdigit() and full["historyId"].isdigit()
+    assert full["snippet"] and full["sizeEstimate"] > 0 and full["labelIds"]
+    metadata = client.get(
+        f"{API}/messages/{mid}?format=metadata&metadataHeaders=From&metadataHeaders=Subject", **auth
+    ).json()
+    assert [h["name"] for h in metadata["payload"]["headers"]] == ["From", "Subject"]
+    assert "payload" not in client.get(f"{API}/messages/{mid}?format=minimal", **auth).json()
+    assert client.get(f"{API}/messages/{mid}?format=raw", **auth).json()["raw"]
+    assert client.get(f"{API}/messages/0123456789abcdef", **auth).status_code == 404
+    assert client.get(f"{API}/messages/{mid}?format=bogus", **auth).status_code == 400
+
+
+def test_history_follows_new_activity_and_404s_when_stale(client, auth):
+    start = client.get(f"{API}/profile", **auth).json()["historyId"]
+    quiet = client.get(f"{API}/history", {"startHistoryId": start}, **auth).json()
+    assert quiet == {"historyId": start}
+
+    fault_set("google", EMAIL, "new_activity")
+    body = client.get(f"{API}/history", {"startHistoryId": start, "maxResults": 2}, **auth).json()
+    assert len(body["history"]) == 2 and body["nextPageToken"]
+    records = list(body["history"])
+    while body.get("nextPageToken"):
+        body = client.get(
+            f"{API}/history",
+            {"startHistoryId": start, "maxResults": 2, "pageToken": body["nextPageToken"]},
+            **auth,
+        ).json()
+        records += body.get("history", [])
+    ids = [int(r["id"]) for r in records]
+    assert ids == sorted(ids) and ids[0] > int(start)
+    assert any(b - a > 1 for a, b in itertools.pairwise(ids))  # not contiguous
+    assert int(body["historyId"]) == ids[-1]
+    added = [r for r in records if "messagesAdded" in r]
+    deleted = [r for r in records if "messagesDeleted" in r]
+    assert len(added) == 3 and len(deleted) == 1
+    assert any("labelsRemoved" in r for r in records)
+    new_id = added[0]["messagesAdded"][0]["message"]["id"]
+    assert client.get(f"{API}/messages/{new_id}", **auth).status_code == 200
+    gone = deleted[0]["messagesDeleted"][0]["message"]["id"]
+    assert client.get(f"{API}/messages/{gone}", **auth).status_code == 404
+    latest = client.get(f"{API}/messages", {"maxResults": 3}, **auth).json()["messages"]
+    assert {m["id"] for m in latest} == {r["messagesAdded"][0]["message"]["id"] for r in added}
+
+    only_added = client.get(
+        f"{API}/history", {"startHistoryId": start, "historyTypes": "messageAdded"}, **auth
+    ).json()
+    assert len(only_added["history"]) == 3
+
+    stale = client.get(f"{API}/history", {"startHistoryId": "1"}, **auth)
+    assert stale.status_code == 404
+    assert stale.json()["error"]["code"] == 404
+    assert client.get(f"{API}/history", **auth).status_code == 400
+
+
+def test_watch(client, auth):
+    body = client.post(
+        f"{API}/watch",
+        {"topicName": "projects/p/topics/t", "labelIds": ["INBOX"]},
+        content_type="application/json",
+        **auth,
+    ).json()
+    assert body["historyId"].isdigit()
+    days = (int(body["expiration"]) / 1000 - time.time()) / 86400
+    assert 6.9 < days <= 7
+
+
+def test_scope_and_user_checks(client, auth):
+    health_only = google_tokens(client, scope=HEALTH_SCOPES, client_pair=FITBIT_CLIENT)
+    response = client.get(f"{API}/profile", **bearer(health_only["access_token"]))
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["status"] == "PERMISSION_DENIED"
+    assert error["details"][0]["reason"] == "ACCESS_TOKEN_SCOPE_INSUFFICIENT"
+    other = client.get("/sandbox/google/gmail/v1/users/someone@example.com/profile", **auth)
+    assert other.status_code == 403
+    assert client.get(f"/sandbox/google/gmail/v1/users/{EMAIL}/profile", **auth).status_code == 200
+
+
+def test_metadata_scope_refuses_full_format_and_q(client):
+    tokens = google_tokens(client, scope="https://www.googleapis.com/auth/gmail.metadata")
+    auth = bearer(tokens["access_token"])
+    mid = client.get(f"{API}/messages", {"maxResults": 1}, **auth).json()["messages"][0]["id"]
+    assert client.get(f"{API}/messages/{mid}", **auth).status_code == 403
+    assert client.get(f"{API}/messages/{mid}?format=metadata", **auth).status_code == 200
+    assert client.get(f"{API}/messages", {"q": "is:unread"}, **auth).status_code == 403
+
+
+def test_faults_rate_limit_server_error_malformed(client, auth):
+    fault_set("google", EMAIL, "rate_limit", count=2)
+    for _ in range(2):
+        limited = client.get(f"{API}/profile", **auth)
+        assert limited.status_code == 429
+        assert limited["Retry-After"].isdigit()
+        assert limited.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert client.get(f"{API}/profile", **auth).status_code == 200
+
+    fault_set("google", EMAIL, "server_error")
+    failed = client.get(f"{API}/profile", **auth)
+    assert failed.status_code == 500 and failed.json()["error"]["code"] == 500
+    assert client.get(f"{API}/profile", **auth).status_code == 200
+
+    mid = client.get(f"{API}/messages", {"maxResults": 1}, **auth).json()["messages"][0]["id"]
+    fault_set("google", EMAIL, "malformed")
+    broken = client.get(f"{API}/messages/{mid}", **auth).json()
+    assert not broken["internalDate"].isdigit() and "headers" not in broken["payload"]
+    healthy = client.get(f"{API}/messages/{mid}", **auth).json()
+    assert healthy["internalDate"].isdigit() and healthy["payload"]["headers"]
+
+
+def test_missing_bearer_is_401(client):
+    assert client.get(f"{API}/profile").status_code == 401
+    assert client.get(f"{API}/profile", **bearer("ya29.nothing")).status_code == 401

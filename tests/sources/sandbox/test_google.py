@@ -1,0 +1,206 @@
+import pytest
+
+from sources.sandbox.faults import fault_set
+
+from .conftest import (
+    EMAIL,
+    GMAIL_CLIENT,
+    GMAIL_READONLY,
+    REDIRECT_URI,
+    bearer,
+    consent,
+    exchange,
+    google_tokens,
+    pkce_pair,
+)
+
+pytestmark = pytest.mark.django_db
+
+AUTH = "/sandbox/google/o/oauth2/v2/auth"
+INVALID_GRANT = {
+    "error": "invalid_grant",
+    "error_description": "Token has been expired or revoked.",
+}
+
+
+def refresh(client, refresh_token, pair=GMAIL_CLIENT):
+    return client.post(
+        "/sandbox/google/token",
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": pair[0],
+            "client_secret": pair[1],
+        },
+    )
+
+
+def test_consent_page_is_an_accessible_sandbox_form(client):
+    response = client.get(
+        AUTH,
+        {
+            "client_id": GMAIL_CLIENT[0],
+            "redirect_uri": REDIRECT_URI,
+            "response_type": "code",
+            "scope": f"openid email {GMAIL_READONLY}",
+            "state": "s",
+            "access_type": "offline",
+            "prompt": "consent",
+        },
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert '<label for="email">Email</label>' in html
+    assert 'value="sandbox.person@example.com"' in html
+    assert "Sandbox" in html
+    assert "View your email messages and settings" in html
+    assert ">Allow</button>" in html and ">Deny</button>" in html
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"client_id": "nobody"}, "invalid_client"),
+        ({"redirect_uri": ""}, "invalid_request"),
+    ],
+)
+def test_consent_page_rejects_unknown_client_or_missing_redirect(client, params, error):
+    query = {
+        "client_id": GMAIL_CLIENT[0],
+        "redirect_uri": REDIRECT_URI,
+        "response_type": "code",
+        "scope": GMAIL_READONLY,
+        **params,
+    }
+    response = client.get(AUTH, query)
+    assert response.status_code == 400
+    assert error in response.content.decode()
+
+
+def test_deny_redirects_with_access_denied(client):
+    assert consent(client, decision="deny") == {"error": "access_denied", "state": "state-123"}
+
+
+def test_code_flow_refresh_and_single_use_code(client):
+    params = consent(client)
+    assert params["state"] == "state-123"
+    assert params["scope"] == GMAIL_READONLY
+    tokens = exchange(client, params["code"]).json()
+    assert tokens["token_type"] == "Bearer"
+    assert tokens["expires_in"] == 3599
+    assert tokens["scope"] == GMAIL_READONLY
+    assert tokens["refresh_token"]
+
+    again = exchange(client, params["code"])
+    assert again.status_code == 400
+    assert again.json() == INVALID_GRANT
+
+    refreshed = refresh(client, tokens["refresh_token"])
+    assert refreshed.status_code == 200
+    body = refreshed.json()
+    assert "refresh_token" not in body  # Google does not rotate refresh tokens
+    assert body["access_token"] != tokens["access_token"]
+
+    info = client.get("/sandbox/google/oauth2/v3/userinfo", **bearer(body["access_token"]))
+    assert info.status_code == 200
+    user = info.json()
+    assert user["email"] == EMAIL and user["email_verified"] is True
+    assert user["sub"].isdigit() and len(user["sub"]) == 21
+    assert user["given_name"] == "Sandbox" and user["family_name"] == "Person"
+    assert client.get(user["picture"].replace("http://testserver", "")).status_code == 200
+
+
+def test_online_access_gets_no_refresh_token(client):
+    params = consent(client, access_type="online")
+    assert "refresh_token" not in exchange(client, params["code"]).json()
+
+
+def test_token_errors(client):
+    params = consent(client)
+    bad_client = exchange(client, params["code"], client_pair=("sandbox-gmail-client", "wrong"))
+    assert bad_client.status_code == 401
+    assert bad_client.json()["error"] == "invalid_client"
+    assert exchange(client, "4/0-made-up").json() == INVALID_GRANT
+    assert refresh(client, "1//0-made-up").json() == INVALID_GRANT
+    mismatch = exchange(client, params["code"], redirect_uri="http://elsewhere.example/")
+    assert mismatch.status_code == 400
+    assert mismatch.json()["error"] == "redirect_uri_mismatch"
+
+
+def test_basic_auth_and_pkce(client):
+    verifier, challenge = pkce_pair()
+    params = consent(client, code_challenge=challenge, code_challenge_method="S256")
+    import base64
+
+    basic = base64.b64encode(b"sandbox-gmail-client:sandbox-gmail-secret").decode()
+    wrong = client.post(
+        "/sandbox/google/token",
+        {
+            "grant_type": "authorization_code",
+            "code": params["code"],
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": "x" * 50,
+        },
+        HTTP_AUTHORIZATION=f"Basic {basic}",
+    )
+    assert wrong.json() == INVALID_GRANT
+    params = consent(client, code_challenge=challenge, code_challenge_method="S256")
+    right = client.post(
+        "/sandbox/google/token",
+        {
+            "grant_type": "authorization_code",
+            "code": params["code"],
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": verifier,
+        },
+        HTTP_AUTHORIZATION=f"Basic {basic}",
+    )
+    assert right.status_code == 200
+
+
+def test_revoke_refresh_token_ends_access_tokens_too(client):
+    tokens = google_tokens(client)
+    response = client.post("/sandbox/google/revoke", {"token": tokens["refresh_token"]})
+    assert response.status_code == 200 and response.json() == {}
+    assert refresh(client, tokens["refresh_token"]).json() == INVALID_GRANT
+    info = client.get("/sandbox/google/oauth2/v3/userinfo", **bearer(tokens["access_token"]))
+    assert info.status_code == 401
+    again = client.post(f"/sandbox/google/revoke?token={tokens['refresh_token']}")
+    assert again.status_code == 400
+    assert again.json() == {
+        "error": "invalid_token",
+        "error_description": "Token expired or revoked",
+    }
+
+
+def test_expire_access_token_fault_then_refresh_recovers(client):
+    tokens = google_tokens(client)
+    fault_set("google", EMAIL, "expire_access_token")
+    response = client.get(
+        "/sandbox/google/gmail/v1/users/me/profile", **bearer(tokens["access_token"])
+    )
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": {
+            "code": 401,
+            "message": "Invalid Credentials",
+            "errors": [
+                {
+                    "domain": "global",
+                    "reason": "authError",
+                    "locationType": "header",
+                    "location": "Authorization",
+                }
+            ],
+            "status": "UNAUTHENTICATED",
+        }
+    }
+    fresh = refresh(client, tokens["refresh_token"]).json()["access_token"]
+    ok = client.get("/sandbox/google/gmail/v1/users/me/profile", **bearer(fresh))
+    assert ok.status_code == 200
+
+
+def test_revoke_fault_makes_refresh_fail(client):
+    tokens = google_tokens(client)
+    fault_set("google", EMAIL, "revoke")
+    assert refresh(client, tokens["refresh_token"]).json() == INVALID_GRANT

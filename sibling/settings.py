@@ -231,6 +231,9 @@ SIBLING_SANDBOX_CLIENTS = {
     "sandbox-fitbit-client": "sandbox-fitbit-secret",
     "sandbox-plaid-client": "sandbox-plaid-secret",
 }
+# Sandbox clients whose refresh tokens rotate and are single use (as the legacy Fitbit API's
+# were); Google's do not.
+SIBLING_SANDBOX_ROTATING_CLIENTS = set(env.list("SIBLING_SANDBOX_ROTATING_CLIENTS", default=[]))
 
 # --- Accounts and connect flows --------------------------------------------------------------
 LOGIN_URL = "login"

@@ -18,7 +18,8 @@ Status = UserDataSource.Status
 STATUS_TEXT = {
     Status.ACTIVE: "Active",
     Status.PAUSED: "Paused: no new data is fetched until you resume.",
-    Status.ERROR: "Syncing keeps failing. We will keep retrying.",
+    Status.ERROR: "Syncing failed several times in a row, so it has stopped. "
+    "Reconnect to start again.",
     Status.DISCONNECTED: "Disconnected. The data already fetched is kept.",
 }
 
@@ -40,6 +41,8 @@ class ProviderCard:
 def status_text(connection: UserDataSource) -> str:
     if connection.status == Status.REAUTH_REQUIRED:
         return connection.provider_class.reauth_message
+    if connection.status == Status.ERROR and connection.last_error:
+        return f"{STATUS_TEXT[Status.ERROR]} The last error: {connection.last_error}"
     return STATUS_TEXT.get(connection.status, connection.get_status_display())
 
 

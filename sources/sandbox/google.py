@@ -363,8 +363,21 @@ def token(request: HttpRequest) -> HttpResponse:
         ).first()
         if grant is None:
             return invalid_grant()
-        # Google does not rotate refresh tokens: the answer carries no new one.
-        return json_response(_token_body(_issue_access_token(grant)))
+        if client_id not in settings.SIBLING_SANDBOX_ROTATING_CLIENTS:
+            # Google does not rotate refresh tokens: the answer carries no new one.
+            return json_response(_token_body(_issue_access_token(grant)))
+        # A client configured to rotate behaves like the legacy Fitbit API: every refresh
+        # returns a new refresh token and the one used stops working (single use).
+        rotated = random_token("1//0", 48)
+        swapped = GoogleGrant.objects.filter(pk=grant.pk, refresh_token=value).update(
+            refresh_token=rotated
+        )
+        if not swapped:
+            return invalid_grant()
+        grant.refresh_token = rotated
+        body = _token_body(_issue_access_token(grant))
+        body["refresh_token"] = rotated
+        return json_response(body)
 
     return oauth_error("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
 

@@ -201,6 +201,33 @@ def test_concurrent_refreshes_spend_the_refresh_token_once(fitbit_connection):
     assert sync(fitbit_connection).outcome == Outcome.SUCCESS
 
 
+def test_rotating_refresh_tokens_survive_two_concurrent_syncs(fitbit_connection, settings):
+    settings.SIBLING_SANDBOX_ROTATING_CLIENTS = {"sandbox-fitbit-client"}
+    first_refresh_token = fresh(fitbit_connection).credentials["refresh_token"]
+    fault_set("google", fitbit_connection.sandbox_account, "expire_access_token")
+    barrier = threading.Barrier(2)
+    runs = []
+
+    def one_sync():
+        barrier.wait()
+        runs.append(sync(fitbit_connection, trigger=SyncRun.Trigger.MANUAL))
+
+    threads = [threading.Thread(target=one_sync) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # The lease normally keeps a second sync out; here both ran and both needed a new token.
+    assert [r.outcome for r in runs] == [Outcome.SUCCESS, Outcome.SUCCESS], [
+        r.error_message for r in runs
+    ]
+    connection = fresh(fitbit_connection)
+    assert connection.status == Status.ACTIVE
+    assert connection.credentials["refresh_token"] != first_refresh_token  # rotated once
+    fault_set("google", fitbit_connection.sandbox_account, "expire_access_token")
+    assert sync(fitbit_connection).outcome == Outcome.SUCCESS  # the stored token still works
+
+
 def test_invalid_grant_gives_reauth_required_without_retry(fitbit_connection):
     fault_set("google", fitbit_connection.sandbox_account, "revoke")
     fault_set("google", fitbit_connection.sandbox_account, "expire_access_token")

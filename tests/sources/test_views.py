@@ -130,3 +130,12 @@ def test_actions_need_post(signed_in, person):
     connection = UserDataSourceFactory(user=person)
     response = signed_in.get(reverse("sources:action", args=[connection.pk, "pause"]))
     assert response.status_code == 405
+
+
+def test_a_connection_stopped_by_failures_says_why(signed_in, person):
+    UserDataSourceFactory(
+        user=person, status=Status.ERROR, last_error="RescueTime answered 503", next_sync_at=None
+    )
+    page = signed_in.get(reverse("sources:connections")).content.decode()
+    assert "so it has stopped" in page and "RescueTime answered 503" in page
+    assert "Reconnect" in page

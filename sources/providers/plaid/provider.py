@@ -1,12 +1,14 @@
 from typing import Any
 
 import plaid
+from django.conf import settings
 from plaid.api import plaid_api
 from plaid.model.country_code import CountryCode
 from plaid.model.item_public_token_exchange_request import ItemPublicTokenExchangeRequest
 from plaid.model.item_remove_request import ItemRemoveRequest
 from plaid.model.link_token_create_request import LinkTokenCreateRequest
 from plaid.model.link_token_create_request_user import LinkTokenCreateRequestUser
+from plaid.model.link_token_transactions import LinkTokenTransactions
 from plaid.model.products import Products
 
 from sources.providers.base import PlaidLinkProvider, ProviderAuthError, ProviderError, Stream
@@ -74,6 +76,8 @@ class Plaid(PlaidLinkProvider):
             country_codes=[CountryCode("US"), CountryCode("GB")],
             user=LinkTokenCreateRequestUser(client_user_id=client_user_id),
             products=[Products("transactions")],
+            # How much history the first sync gets (Plaid's default is 90 days).
+            transactions=LinkTokenTransactions(days_requested=settings.SIBLING_BACKFILL_DAYS),
             **({"webhook": webhook_url} if webhook_url else {}),
         )
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -23,6 +23,36 @@ class Page:
     payload: Any
     cursor: Any = None
     progress: float | None = None  # 0..1 through a backfill, when the client can tell
+
+
+@dataclass
+class DayWindow:
+    first: date
+    last: date
+    cursor: str | None  # the last complete day reached, to store after this window's page
+    progress: float
+
+
+def day_windows(
+    *, cursor: str | None, start: date, last_day: date, complete_through: date, size_days: int
+) -> Iterator[DayWindow]:
+    """Windows of whole days, from the day after the cursor (or ``start``) through ``last_day``.
+
+    The cursor only moves up to ``complete_through``: later days are still being recorded and
+    are fetched again by the next sync, so a sync with nothing new costs one window.
+    """
+    first = date.fromisoformat(cursor) + timedelta(days=1) if cursor else start
+    total = max(1, (last_day - first).days + 1)
+    window_start = first
+    while window_start <= last_day:
+        window_end = min(window_start + timedelta(days=size_days - 1), last_day)
+        done = min(window_end, complete_through)
+        if done >= window_start:
+            cursor = done.isoformat()
+        yield DayWindow(
+            window_start, window_end, cursor, min(1.0, ((window_end - first).days + 1) / total)
+        )
+        window_start = window_end + timedelta(days=1)
 
 
 class SyncClient:

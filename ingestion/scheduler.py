@@ -16,7 +16,7 @@ from django_q.tasks import async_task
 from pymongo.collection import Collection
 
 from sibling import mongo
-from sibling.queue import broker
+from sibling.queue import broker, schedule_every_minute_ensure
 from sources.models import UserDataSource
 
 Status = UserDataSource.Status
@@ -98,15 +98,4 @@ def _enqueue(connection_id: object, owner: str, trigger: str) -> None:
 
 
 def dispatch_schedule_ensure() -> None:
-    from django_q.models import Schedule
-
-    Schedule.objects.get_or_create(
-        name=DISPATCH_SCHEDULE_NAME,
-        defaults={
-            "func": "ingestion.tasks.dispatch",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-            "next_run": timezone.now(),
-        },
-    )
+    schedule_every_minute_ensure(name=DISPATCH_SCHEDULE_NAME, func="ingestion.tasks.dispatch")

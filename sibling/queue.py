@@ -57,3 +57,20 @@ def broker() -> ForkSafeMongoBroker:
     from sibling.mongo import register_process_local
 
     return register_process_local("q_broker", get_broker)
+
+
+def schedule_every_minute_ensure(*, name: str, func: str) -> None:
+    """A django-q2 schedule that runs func every minute, created once (found by name)."""
+    from django.utils import timezone
+    from django_q.models import Schedule
+
+    Schedule.objects.get_or_create(
+        name=name,
+        defaults={
+            "func": func,
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+            "next_run": timezone.now(),
+        },
+    )

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from sibling.encryption import key_vault_collection
 from sibling.models import WorkerHeartbeat
+from sibling.queue import schedule_every_minute_ensure
 
 HEARTBEAT_SCHEDULE_NAME = "worker-heartbeat"
 
@@ -28,18 +29,8 @@ def worker_heartbeat_record() -> WorkerHeartbeat:
 
 
 def worker_heartbeat_schedule_ensure() -> None:
-    """The schedule that runs the heartbeat task every minute, created once."""
-    from django_q.models import Schedule
-
-    Schedule.objects.get_or_create(
-        name=HEARTBEAT_SCHEDULE_NAME,
-        defaults={
-            "func": "sibling.tasks.worker_heartbeat",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-            "next_run": timezone.now(),
-        },
+    schedule_every_minute_ensure(
+        name=HEARTBEAT_SCHEDULE_NAME, func="sibling.tasks.worker_heartbeat"
     )
 
 

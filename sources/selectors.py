@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from bson import ObjectId
 from bson.errors import InvalidId
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q
 from django.http import Http404
 
 from sources.models import UserDataSource
@@ -65,3 +67,12 @@ def connection_get(*, user: AbstractBaseUser, connection_id: str) -> UserDataSou
     if connection is None:
         raise Http404("No such connection")
     return connection
+
+
+def person_by_login(identifier: str) -> AbstractBaseUser | None:
+    """A person by username or email (for operators' commands)."""
+    return (
+        get_user_model()
+        .objects.filter(Q(username=identifier) | Q(email__iexact=identifier))
+        .first()
+    )

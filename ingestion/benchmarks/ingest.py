@@ -91,7 +91,7 @@ def main() -> int:
             cwd=BASE_DIR,
             env=os.environ.copy(),
         )
-        _wait_http(f"http://127.0.0.1:{port}/healthz")
+        _wait_http(f"http://127.0.0.1:{port}/login/")
         print(json.dumps(run(counter)))
         return 0
     finally:
@@ -115,25 +115,18 @@ def _wait_http(url: str, timeout_s: float = 60) -> None:
 
 
 def _connections() -> list:
-    import requests
+    from django.contrib.auth import get_user_model
 
     from sources.providers.fitbit import Fitbit
     from sources.providers.plaid import Plaid
+    from sources.sandbox.testing import google_credentials, plaid_item_link
     from sources.services import connection_upsert
-    from tests.factories import UserFactory
-    from tests.ingestion.conftest import google_credentials
 
-    person = UserFactory()
+    person = get_user_model().objects.create_user("bench", "bench@example.com")
     connections = []
     items = PLAID_TARGET // 380 + 1  # a sandbox bank holds about 400 transactions (182 days)
     for n in range(items):
-        link_token = Plaid.link_token_create(client_user_id=str(person.pk))
-        public = requests.post(
-            f"{Plaid.url('api')}/link/public_token/create",
-            json={"link_token": link_token, "institution_id": "ins_sandbox_first"},
-            timeout=30,
-        ).json()["public_token"]
-        exchanged = Plaid.public_token_exchange(public)
+        exchanged = plaid_item_link(client_user_id=str(person.pk))
         connections.append(
             connection_upsert(
                 user=person,

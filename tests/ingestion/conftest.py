@@ -2,18 +2,16 @@
 
 import time
 import uuid
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
 
 from ingestion.http import RetryPolicy
 from sources.models import UserDataSource
 from sources.providers.fitbit import Fitbit
 from sources.providers.plaid import Plaid
-from sources.services import connection_upsert, oauth_credentials_from
+from sources.sandbox.testing import google_credentials, plaid_item_link
+from sources.services import connection_upsert
 from tests.factories import UserFactory
-from tests.sources.browsing import forms_of
 
 NO_WAIT = RetryPolicy(sleep=lambda seconds: None)
 
@@ -28,47 +26,6 @@ def sandbox(live_server, settings):
 @pytest.fixture
 def person(db):
     return UserFactory()
-
-
-def google_credentials(provider, email: str) -> dict:
-    """The authorization-code flow against the sandbox, as the connect page runs it."""
-    client = provider.client_credentials()
-    redirect_uri = "http://127.0.0.1/callback"
-    session = requests.Session()
-    consent = session.get(
-        provider.url("authorize"),
-        params={
-            "client_id": client["client_id"],
-            "redirect_uri": redirect_uri,
-            "response_type": "code",
-            "scope": " ".join(("openid", "email", *provider.scopes)),
-            "state": "s",
-            "access_type": "offline",
-            "prompt": "consent",
-        },
-        timeout=10,
-    )
-    form = next(f for f in forms_of(consent.text) if f.has_button("Allow"))
-    email_field = next(name for name in form.fields if "email" in name)
-    answer = session.post(
-        requests.compat.urljoin(consent.url, form.action),
-        data=form.submit_data("Allow", **{email_field: email}),
-        allow_redirects=False,
-        timeout=10,
-    )
-    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
-    token = requests.post(
-        provider.url("token"),
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-            "client_id": client["client_id"],
-            "client_secret": client["client_secret"],
-        },
-        timeout=10,
-    ).json()
-    return oauth_credentials_from(token, uid=email)
 
 
 @pytest.fixture
@@ -88,13 +45,7 @@ def fitbit_connection(sandbox, person):
 
 @pytest.fixture
 def plaid_connection(sandbox, person):
-    link_token = Plaid.link_token_create(client_user_id=str(person.pk))
-    public = requests.post(
-        f"{sandbox.url}/sandbox/plaid/link/public_token/create",
-        json={"link_token": link_token, "institution_id": "ins_sandbox_first"},
-        timeout=10,
-    ).json()["public_token"]
-    exchanged = Plaid.public_token_exchange(public)
+    exchanged = plaid_item_link(client_user_id=str(person.pk))
     connection = connection_upsert(
         user=person,
         provider=Plaid,

@@ -8,7 +8,6 @@ import math
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qs, urlsplit
 
 import bson
 import pytest
@@ -27,7 +26,8 @@ from sources.providers.gmail.client import GmailSyncClient, NotFound, _history_c
 from sources.providers.gmail.processors import page_process
 from sources.providers.gmail.provider import Gmail
 from sources.sandbox.gmail import Mailbox
-from sources.services import connection_upsert, oauth_credentials_from
+from sources.sandbox.testing import google_credentials
+from sources.services import connection_upsert
 from tests.factories import UserFactory
 
 Outcome = SyncRun.Outcome
@@ -245,40 +245,7 @@ def gmail_sandbox(live_server, settings):
 
 
 def oauth_credentials(email: str) -> dict:
-    """The authorization-code flow against the sandbox over HTTP: consent, then the exchange."""
-    client = Gmail.client_credentials()
-    redirect_uri = "http://127.0.0.1/complete/gmail/"
-    params = {
-        "client_id": client["client_id"],
-        "redirect_uri": redirect_uri,
-        "response_type": "code",
-        "scope": " ".join(("openid", "email", *Gmail.scopes)),
-        "state": "s",
-        "access_type": "offline",
-        "prompt": "consent",
-    }
-    assert requests.get(Gmail.url("authorize"), params=params, timeout=10).status_code == 200
-    answer = requests.post(
-        Gmail.url("authorize"),
-        data={**params, "email": email, "decision": "allow"},
-        allow_redirects=False,
-        timeout=10,
-    )
-    assert answer.status_code == 302, answer.text
-    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
-    token = requests.post(
-        Gmail.url("token"),
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-            "client_id": client["client_id"],
-            "client_secret": client["client_secret"],
-        },
-        timeout=10,
-    )
-    assert token.status_code == 200, token.text
-    credentials = oauth_credentials_from(token.json(), uid=email)
+    credentials = google_credentials(Gmail, email)
     assert set(credentials) == {
         "uid",
         "access_token",

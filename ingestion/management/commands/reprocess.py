@@ -1,12 +1,11 @@
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db.models import Q
 
 from ingestion.models import QuarantinedItem, RawPage
 from ingestion.storage import StoreCounts, page_store
 from sources.providers import ProviderNotFound, get_provider
+from sources.selectors import person_by_login
 
 
 class Command(BaseCommand):
@@ -26,11 +25,7 @@ class Command(BaseCommand):
             raise CommandError(f"unknown provider {options['provider']}") from None
         pages = RawPage.objects.filter(provider=provider.id).select_related("connection")
         if options["user"]:
-            user = (
-                get_user_model()
-                .objects.filter(Q(username=options["user"]) | Q(email=options["user"]))
-                .first()
-            )
+            user = person_by_login(options["user"])
             if user is None:
                 raise CommandError("no such person")
             pages = pages.filter(user=user)

@@ -2,13 +2,12 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db.models import Q
 
 from ingestion.models import SyncRun
 from ingestion.runner import connection_sync
 from sources.models import UserDataSource
+from sources.selectors import person_by_login
 
 BAR = 30
 
@@ -58,11 +57,7 @@ class Command(BaseCommand):
                 raise CommandError("not a connection id") from None
         if not options["user"]:
             raise CommandError("give a connection id, or --user (and optionally --provider)")
-        user = (
-            get_user_model()
-            .objects.filter(Q(username=options["user"]) | Q(email=options["user"]))
-            .first()
-        )
+        user = person_by_login(options["user"])
         if user is None:
             raise CommandError("no such person")
         queryset = queryset.filter(user=user)

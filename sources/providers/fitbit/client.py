@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from ingestion.clients import OAuthSyncClient, Page
+from ingestion.clients import OAuthSyncClient, Page, day_windows
 from ingestion.errors import PermanentError, RateLimited
 from ingestion.http import ProviderHttp, response_check, retry_after_s
 from sources.providers import Stream
@@ -60,33 +60,24 @@ class FitbitSyncClient(OAuthSyncClient):
         return http
 
     def pages(self, stream: Stream, cursor: Any) -> Iterator[Page]:
-        # Civil "today" is at most one day ahead of UTC's.
-        last_day = date.today() + timedelta(days=1)
-        complete_through = date.today() - timedelta(days=REFETCH_DAYS)
-        first = (
-            date.fromisoformat(cursor) + timedelta(days=1)
-            if cursor
-            else self.backfill_start().date()
-        )
-        start = first
-        total = max(1, (last_day - first).days + 1)
-        while start <= last_day:
-            end = min(start + timedelta(days=WINDOW_DAYS[stream.name] - 1), last_day)
-            points = self._window(stream.name, start, end)
-            done = min(end, complete_through)
+        for window in day_windows(
+            cursor=cursor,
+            start=self.backfill_start().date(),
+            last_day=date.today() + timedelta(days=1),  # civil "today" is at most a day ahead
+            complete_through=date.today() - timedelta(days=REFETCH_DAYS),
+            size_days=WINDOW_DAYS[stream.name],
+        ):
+            points = self._window(stream.name, window.first, window.last)
             yield Page(
                 payload={
                     "data_type": stream.name,
-                    "first_day": start.isoformat(),
-                    "last_day": end.isoformat(),
+                    "first_day": window.first.isoformat(),
+                    "last_day": window.last.isoformat(),
                     "dataPoints": points,
                 },
-                cursor=done.isoformat() if done >= start else cursor,
-                progress=min(1.0, ((end - first).days + 1) / total),
+                cursor=window.cursor,
+                progress=window.progress,
             )
-            if done >= start:
-                cursor = done.isoformat()
-            start = end + timedelta(days=1)
 
     def _window(self, data_type: str, first: date, last: date) -> list[dict[str, Any]]:
         field = FILTERS[data_type]

@@ -12,7 +12,7 @@ from typing import Any
 
 import requests
 
-from ingestion.clients import Page, SyncClient
+from ingestion.clients import Page, SyncClient, day_windows
 from ingestion.errors import PermanentError, ReauthRequired
 from ingestion.http import ProviderHttp, response_check
 from sources.providers import Stream
@@ -51,17 +51,16 @@ class RescueTimeSyncClient(SyncClient):
             yield from self._days(cursor)
 
     def _hours(self, cursor: str | None) -> Iterator[Page]:
+        # Today is still being recorded: the cursor stops at yesterday, so the next sync
+        # fetches today again.
         today = date.today()
-        last_complete = today - timedelta(days=1)
-        start = (
-            date.fromisoformat(cursor) + timedelta(days=1)
-            if cursor
-            else self.backfill_start().date()
-        )
-        first = start
-        total_days = max(1, (today - first).days + 1)
-        while start <= today:
-            end = min(start + timedelta(days=WINDOW_DAYS - 1), today)
+        for window in day_windows(
+            cursor=cursor,
+            start=self.backfill_start().date(),
+            last_day=today,
+            complete_through=today - timedelta(days=1),
+            size_days=WINDOW_DAYS,
+        ):
             body = self.http.get_json(
                 f"{RescueTime.url('api')}/anapi/data",
                 params={
@@ -70,20 +69,11 @@ class RescueTimeSyncClient(SyncClient):
                     "perspective": "interval",
                     "resolution_time": "hour",
                     "restrict_kind": "activity",
-                    "restrict_begin": start.isoformat(),
-                    "restrict_end": end.isoformat(),
+                    "restrict_begin": window.first.isoformat(),
+                    "restrict_end": window.last.isoformat(),
                 },
             )
-            # Today is still being recorded: the cursor stops at the last complete day, so the
-            # next sync fetches today again.
-            done_through = min(end, last_complete)
-            yield Page(
-                payload=body,
-                cursor=done_through.isoformat() if done_through >= start else cursor,
-                progress=min(1.0, ((end - first).days + 1) / total_days),
-            )
-            cursor = done_through.isoformat() if done_through >= start else cursor
-            start = end + timedelta(days=1)
+            yield Page(payload=body, cursor=window.cursor, progress=window.progress)
 
     def _days(self, cursor: str | None) -> Iterator[Page]:
         body = self.http.get_json(

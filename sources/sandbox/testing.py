@@ -1,0 +1,62 @@
+"""Connections made against the sandbox the way a person's browser makes them, for tests and
+benchmarks: the OAuth code flow through the consent form, and Plaid Link's token steps."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from sources.providers import OAuth2Provider
+from sources.providers.plaid import Plaid
+from sources.services import oauth_credentials_from
+
+REDIRECT_URI = "http://127.0.0.1/callback"
+
+
+def google_credentials(provider: type[OAuth2Provider], email: str) -> dict[str, Any]:
+    """Consent as `email` on the sandbox's page, exchange the code: a connection's credentials."""
+    client = provider.client_credentials()
+    params = {
+        "client_id": client["client_id"],
+        "redirect_uri": REDIRECT_URI,
+        "response_type": "code",
+        "scope": " ".join(("openid", "email", *provider.scopes)),
+        "state": "state",
+        "access_type": "offline",
+        "prompt": "consent",
+    }
+    answer = requests.post(
+        provider.url("authorize"),
+        data={**params, "email": email, "decision": "allow"},
+        allow_redirects=False,
+        timeout=30,
+    )
+    answer.raise_for_status()
+    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+    token = requests.post(
+        provider.url("token"),
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "client_id": client["client_id"],
+            "client_secret": client["client_secret"],
+        },
+        timeout=30,
+    )
+    token.raise_for_status()
+    return oauth_credentials_from(token.json(), uid=email)
+
+
+def plaid_item_link(*, client_user_id: str, institution_id: str = "ins_sandbox_first") -> dict:
+    """A new sandbox bank through Link: {"access_token", "item_id"}."""
+    link_token = Plaid.link_token_create(client_user_id=client_user_id)
+    public = requests.post(
+        f"{Plaid.url('api')}/link/public_token/create",
+        json={"link_token": link_token, "institution_id": institution_id},
+        timeout=30,
+    )
+    public.raise_for_status()
+    return Plaid.public_token_exchange(public.json()["public_token"])

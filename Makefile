@@ -10,13 +10,14 @@ export DEBUG ?= 1
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install browser run db db-stop migrate test bench lint format lock clean
+.PHONY: help install browser run db db-stop migrate test bench bench-webhooks lint format lock clean
 
 help:
 	@echo "make run      install, start the embedded database, migrate, start web + workers"
 	@echo "make test     install and run the whole test suite"
 	@echo "make lint     ruff check and ruff format --check"
 	@echo "make bench    the ingestion benchmark (prints one JSON line last)"
+	@echo "make bench-webhooks  the webhook load benchmark (prints one JSON line last)"
 	@echo "make db       start the embedded database (127.0.0.1:27117, data in var/mongo)"
 	@echo "make db-stop  stop it cleanly"
 	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
@@ -51,6 +52,9 @@ test: install browser
 
 bench: install
 	$(PY) -m ingestion.benchmarks.ingest
+
+bench-webhooks: install
+	$(PY) -m ingestion.benchmarks.webhooks
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,13 +1,17 @@
+import json
 from datetime import timedelta
 
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.utils.html import format_html
 
 from ingestion import selectors
-from ingestion.models import QuarantinedItem, SyncRun
+from ingestion.models import QuarantinedItem, SyncRun, WebhookEvent
+from ingestion.webhooks import webhook_event_enqueue
 
 
 @admin.register(SyncRun)
@@ -107,3 +111,61 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "runs": selectors.runs_by_outcome(),
     }
     return render(request, "admin/ingestion/dashboard.html", context)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    list_display = (
+        "received_at",
+        "provider",
+        "event_type",
+        "status",
+        "verified",
+        "deliveries",
+        "attempts",
+        "error",
+    )
+    list_filter = ("provider", "status", "verified")
+    date_hierarchy = "received_at"
+    exclude = ("payload",)
+    readonly_fields = (
+        "provider",
+        "event_type",
+        "dedup_key",
+        "received_at",
+        "verified",
+        "status",
+        "deliveries",
+        "attempts",
+        "error",
+        "user",
+        "connection",
+        "processed_at",
+    )
+    actions = ("replay",)
+
+    @admin.display(description="payload")
+    def payload_view(self, obj: WebhookEvent) -> str:
+        if obj.payload is None:
+            return "not kept"
+        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, default=str))
+
+    @admin.display(description="payload")
+    def payload_hidden(self, obj: WebhookEvent) -> str:
+        return "hidden: encrypted, shown only to staff allowed to see webhook payloads"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> tuple:
+        allowed = request.user.has_perm("ingestion.view_webhook_payload")
+        return (*self.readonly_fields, "payload_view" if allowed else "payload_hidden")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Replay (process again)")
+    def replay(self, request: HttpRequest, queryset: QuerySet) -> None:
+        replayed = 0
+        for event in queryset.exclude(status=WebhookEvent.Status.REJECTED):
+            WebhookEvent.objects.filter(pk=event.pk).update(status=WebhookEvent.Status.ACCEPTED)
+            webhook_event_enqueue(event)
+            replayed += 1
+        self.message_user(request, f"{replayed} events queued for processing again.")

@@ -78,6 +78,11 @@ class SyncClient:
     def pages(self, stream: Stream, cursor: Any) -> Iterator[Page]:
         raise NotImplementedError
 
+    def pages_between(self, stream: Stream, first: date, last: date) -> Iterator[Page]:
+        """The pages of exactly these days (for a notification that names them); the pages
+        carry no cursor. Providers whose notifications name days implement it."""
+        raise NotImplementedError
+
     def backfill_start(self) -> datetime:
         return timezone.now() - timedelta(days=settings.SIBLING_BACKFILL_DAYS)
 

@@ -134,11 +134,17 @@ class ProviderHttp:
         self.session = requests.Session()
 
     def get_json(self, url: str, *, params: Any = None) -> Any:
+        return self.request_json("GET", url, params=params)
+
+    def post_json(self, url: str, *, body: Any) -> Any:
+        return self.request_json("POST", url, body=body)
+
+    def request_json(self, method: str, url: str, *, params: Any = None, body: Any = None) -> Any:
         def once() -> Any:
             headers = {"Authorization": f"Bearer {self.bearer()}"} if self.bearer else {}
             try:
-                response = self.session.get(
-                    url, params=params, headers=headers, timeout=HTTP_TIMEOUT_S
+                response = self.session.request(
+                    method, url, params=params, json=body, headers=headers, timeout=HTTP_TIMEOUT_S
                 )
             except (requests.Timeout, requests.ConnectionError) as err:
                 raise TransientError(f"{self.provider_name} could not be reached") from err

@@ -84,7 +84,7 @@ class QuarantinedItem(models.Model):
     """An item a processor refused, with the reason; the item itself is encrypted."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
-    connection = models.ForeignKey(UserDataSource, on_delete=models.CASCADE)
+    connection = models.ForeignKey(UserDataSource, null=True, on_delete=models.CASCADE)
     provider = models.CharField(max_length=40)
     stream = models.CharField(max_length=40)
     kind = models.CharField(max_length=40, blank=True)
@@ -101,3 +101,79 @@ class QuarantinedItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}: {self.reason}"
+
+
+class WebhookEvent(models.Model):
+    """One delivery from a provider (or Sibling's own apps): stored first, answered at once,
+    processed by a task. A redelivery of the same event (same dedup key) only counts another
+    delivery on the first one; it has no second effect.
+    """
+
+    class Status(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        DUPLICATE = "duplicate", "Duplicate"
+        REJECTED = "rejected", "Rejected"
+        PROCESSING = "processing", "Processing"
+        PROCESSED = "processed", "Processed"
+        FAILED = "failed", "Failed"
+
+    provider = models.CharField(max_length=40)
+    dedup_key = models.CharField(max_length=128)
+    event_type = models.CharField(max_length=100, blank=True)
+    received_at = models.DateTimeField()
+    verified = models.BooleanField(default=False)
+    status = models.CharField(max_length=20, choices=Status.choices)
+    deliveries = models.PositiveIntegerField(default=1)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    # Who it concerns, once processing has found out.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE
+    )
+    connection = models.ForeignKey(UserDataSource, null=True, blank=True, on_delete=models.SET_NULL)
+    # Encrypted before the person is known, under the webhooks' own data key.
+    payload = EncryptedField(owner="system:webhooks", null=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "dedup_key"], name="webhook_dedup")
+        ]
+        indexes = [
+            models.Index(fields=["provider", "status", "-received_at"], name="webhook_status"),
+            models.Index(fields=["status", "received_at"], name="webhook_queue"),
+            models.Index(fields=["user", "-received_at"], name="webhook_user"),
+        ]
+        permissions = [("view_webhook_payload", "Can see decrypted webhook payloads")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.event_type or 'event'} {self.pk} ({self.status})"
+
+
+class ApiToken(models.Model):
+    """A person's token for Sibling's own apps (the events API).
+
+    Only the SHA-256 digest is stored: the token is shown once when it is made, and a database
+    read does not hand out working tokens. The prefix lets people tell their tokens apart.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    digest = models.CharField(max_length=64)
+    prefix = models.CharField(max_length=8)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["digest"], name="api_token_digest")]
+        indexes = [models.Index(fields=["user", "-created_at"], name="api_token_user")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

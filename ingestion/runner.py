@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -46,10 +46,13 @@ def connection_sync(
     lease_owner: str = "",
     policy: RetryPolicy | None = None,
     on_page: Callable[[SyncRun, str, float | None], None] | None = None,
+    window: tuple[str, date, date] | None = None,
 ) -> SyncRun | None:
     """Sync one connection now. Returns its SyncRun, or None when it may not sync.
 
     ``on_page(run, stream, progress)`` is called after each stored page (progress bars).
+    ``window=(stream, first_day, last_day)`` fetches exactly those days of one stream (what a
+    provider's notification names) and leaves cursors and schedule alone.
     """
     connection = UserDataSource.objects.filter(pk=connection_id).first()
     if connection is None or connection.status != Status.ACTIVE:
@@ -73,7 +76,7 @@ def connection_sync(
         started_at=timezone.now(),
     )
     with log_context(provider=connection.provider, connection=connection.pk, run=run.pk):
-        return _run(connection, run, trigger, policy, on_page)
+        return _run(connection, run, trigger, policy, on_page, window)
 
 
 def _run(
@@ -82,6 +85,7 @@ def _run(
     trigger: str,
     policy: RetryPolicy | None,
     on_page: Callable[[SyncRun, str, float | None], None] | None,
+    window: tuple[str, date, date] | None,
 ) -> SyncRun:
     provider = connection.provider_class
     counter = CallCounter()
@@ -92,9 +96,17 @@ def _run(
     counts = StoreCounts()
     backfilling = connection.backfill_progress is not None
     logger.info("sync started (%s)", trigger)
+    if window is None:
+        plan = [
+            (stream, client.pages(stream, connection.cursors.get(stream.name)))
+            for stream in provider.streams
+        ]
+    else:
+        stream = next(s for s in provider.streams if s.name == window[0])
+        plan = [(stream, client.pages_between(stream, window[1], window[2]))]
     try:
-        for stream in provider.streams:
-            for page in client.pages(stream, connection.cursors.get(stream.name)):
+        for stream, pages in plan:
+            for page in pages:
                 processed = processor(stream.name, page.payload)
                 raw = raw_page_store(
                     connection=connection, stream=stream.name, payload=page.payload, run=run
@@ -119,7 +131,7 @@ def _run(
                 if on_page is not None:
                     on_page(run, stream.name, page.progress)
         run.outcome = Outcome.PARTIAL if counts.quarantined else Outcome.SUCCESS
-        _succeeded(connection, counts)
+        _succeeded(connection, counts, reschedule=window is None)
     except ReauthRequired as err:
         run.outcome = Outcome.FAILED
         _failed(run, err)
@@ -167,16 +179,19 @@ def _failed(run: SyncRun, err: Exception) -> None:
     run.error_message = str(err)[:500] if isinstance(err, SyncError) else "unexpected error"
 
 
-def _succeeded(connection: UserDataSource, counts: StoreCounts) -> None:
+def _succeeded(connection: UserDataSource, counts: StoreCounts, *, reschedule: bool) -> None:
     now = timezone.now()
-    UserDataSource.objects.filter(pk=connection.pk).update(
-        last_success_at=now,
-        last_error="",
-        consecutive_failures=0,
-        backfill_progress=None,
-        next_sync_at=now + timedelta(seconds=connection.sync_interval),
-        records_stored=F("records_stored") + counts.created - counts.deleted,
-    )
+    changes: dict[str, Any] = {
+        "last_success_at": now,
+        "last_error": "",
+        "consecutive_failures": 0,
+        "records_stored": F("records_stored") + counts.created - counts.deleted,
+    }
+    if reschedule:
+        changes.update(
+            backfill_progress=None, next_sync_at=now + timedelta(seconds=connection.sync_interval)
+        )
+    UserDataSource.objects.filter(pk=connection.pk).update(**changes)
 
 
 def _failure_record(connection: UserDataSource, err: Exception) -> None:

@@ -16,7 +16,7 @@ from django_q.tasks import async_task
 from pymongo.collection import Collection
 
 from sibling import mongo
-from sibling.queue import broker, schedule_every_minute_ensure
+from sibling.queue import broker, schedule_ensure
 from sources.models import UserDataSource
 
 Status = UserDataSource.Status
@@ -98,4 +98,4 @@ def _enqueue(connection_id: object, owner: str, trigger: str) -> None:
 
 
 def dispatch_schedule_ensure() -> None:
-    schedule_every_minute_ensure(name=DISPATCH_SCHEDULE_NAME, func="ingestion.tasks.dispatch")
+    schedule_ensure(name=DISPATCH_SCHEDULE_NAME, func="ingestion.tasks.dispatch")

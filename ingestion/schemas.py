@@ -7,6 +7,7 @@ pipeline (processors, storage, reprocessing) reads this registry and needs no ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -38,6 +39,8 @@ class Kind:
     category: str
     fields: dict[str, FieldSpec]
     schema_version: int = 1
+    # Rules beyond types (ranges, orderings), given the checked data; raises InvalidItem.
+    check: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def collection(self) -> str:
@@ -140,11 +143,14 @@ def record_validate(record: Record) -> Record:
         raise InvalidItem(f"{kind.name}: missing external id")
     if not isinstance(record.occurred_at, datetime):
         raise InvalidItem(f"{kind.name}: occurred_at is not a datetime")
+    data = data_validate(kind, record.data)
+    if kind.check is not None:
+        kind.check(data)
     return Record(
         kind=record.kind,
         external_id=record.external_id,
         occurred_at=as_utc(record.occurred_at),
-        data=data_validate(kind, record.data),
+        data=data,
     )
 
 
@@ -257,5 +263,90 @@ kind_register(
             "distracting_hours": S(NUMBER, required=False, nullable=True),
             "software_development_hours": S(NUMBER, required=False, nullable=True),
         },
+    )
+)
+
+
+# --- Sent by Sibling's own apps (the events API) -----------------------------------------------
+
+
+def _int_between(data: dict[str, Any], name: str, low: int, high: int, kind: str) -> None:
+    value = data.get(name)
+    if value is not None and not low <= value <= high:
+        raise InvalidItem(f"{kind}: {name} must be between {low} and {high}")
+
+
+def _mood_rating_check(data: dict[str, Any]) -> None:
+    _int_between(data, "rating", 1, 5, "mood_rating")
+
+
+def _note_check(data: dict[str, Any]) -> None:
+    if any(not isinstance(tag, str) for tag in data.get("tags") or []):
+        raise InvalidItem("note: tags must be strings")
+
+
+def _sleep_log_check(data: dict[str, Any]) -> None:
+    if data["end"] <= data["start"]:
+        raise InvalidItem("sleep_log: end must be after start")
+    _int_between(data, "quality", 1, 5, "sleep_log")
+
+
+def _screen_time_check(data: dict[str, Any]) -> None:
+    try:
+        day = date.fromisoformat(data["date"])
+    except ValueError:
+        raise InvalidItem("screen_time: date is not YYYY-MM-DD") from None
+    # fromisoformat also takes "20240105" and week dates; only the extended form is meant.
+    if day.isoformat() != data["date"]:
+        raise InvalidItem("screen_time: date is not YYYY-MM-DD")
+    if data["seconds"] < 0:
+        raise InvalidItem("screen_time: seconds must not be negative")
+
+
+kind_register(
+    Kind(
+        "mood_rating",
+        "volunteered",
+        {
+            "rating": S(int),
+            "note": S(str, required=False, nullable=True, sensitive=True),
+        },
+        check=_mood_rating_check,
+    )
+)
+kind_register(
+    Kind(
+        "note",
+        "volunteered",
+        {
+            "text": S(str, sensitive=True),
+            "tags": S(list, required=False),
+        },
+        check=_note_check,
+    )
+)
+kind_register(
+    Kind(
+        "sleep_log",
+        "volunteered",
+        {
+            "start": S(datetime),
+            "end": S(datetime),
+            "quality": S(int, required=False),
+        },
+        check=_sleep_log_check,
+    )
+)
+kind_register(
+    Kind(
+        "screen_time",
+        "behavioral",
+        {
+            "date": S(str),
+            "app": S(str, sensitive=True),
+            "seconds": S(int),
+            "device": S(str, required=False),
+        },
+        check=_screen_time_check,
     )
 )

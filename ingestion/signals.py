@@ -13,9 +13,16 @@ def setup_after_migrate(sender: Any, app_config: Any = None, **kwargs: Any) -> N
         return
     from ingestion.scheduler import dispatch_schedule_ensure
     from ingestion.storage import indexes_ensure
+    from sibling.queue import schedule_ensure
+    from sources.providers.gmail.tasks import SCHEDULE_NAME as GMAIL_WATCH
 
     indexes_ensure()
     dispatch_schedule_ensure()
+    # Safety net for the throttled drain requests of ingestion.webhooks.
+    schedule_ensure(name="webhook-drain", func="ingestion.tasks.webhook_drain")
+    schedule_ensure(
+        name=GMAIL_WATCH, func="sources.providers.gmail.tasks.watch_renew_all", minutes=24 * 60
+    )
 
 
 @receiver(connection_data_erase, sender=UserDataSource, dispatch_uid="ingestion.erase")

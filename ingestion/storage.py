@@ -90,23 +90,30 @@ def raw_page_store(
 
 def page_store(
     *,
-    connection: UserDataSource,
+    connection: UserDataSource | None,
     stream: str,
     processed: ProcessedPage,
     raw_page_id: Any = None,
     run: SyncRun | None = None,
+    user_id: Any = None,
+    provider: str = "",
 ) -> StoreCounts:
-    """Upsert the page's records, delete its removed ones, quarantine its invalid items."""
+    """Upsert the page's records, delete its removed ones, quarantine its invalid items.
+
+    Records come from a connection, or (Sibling's own apps, the events API) from a person
+    directly: then ``user_id`` and ``provider`` name them and ``connection`` is None.
+    """
     counts = StoreCounts()
     now = timezone.now()
-    user_id = connection.user_id
+    if connection is not None:
+        user_id, provider = connection.user_id, connection.provider
     writes: dict[str, list[Any]] = defaultdict(list)
     for record in processed.records:
         kind = kind_get(record.kind)
         plain = {k: v for k, v in record.data.items() if k not in kind.sensitive_fields}
         secret = {k: v for k, v in record.data.items() if k in kind.sensitive_fields}
         document: dict[str, Any] = {
-            "connection": connection.pk,
+            "connection": connection.pk if connection is not None else None,
             "occurred_at": record.occurred_at,
             "data": plain,
             "sealed": value_encrypt(secret, owner_id=user_id) if secret else None,
@@ -116,7 +123,7 @@ def page_store(
         }
         key = {
             "user": user_id,
-            "provider": connection.provider,
+            "provider": provider,
             "kind": record.kind,
             "external_id": record.external_id,
         }
@@ -129,7 +136,7 @@ def page_store(
             DeleteOne(
                 {
                     "user": user_id,
-                    "provider": connection.provider,
+                    "provider": provider,
                     "kind": kind_name,
                     "external_id": external_id,
                 }
@@ -146,7 +153,7 @@ def page_store(
                 QuarantinedItem(
                     user_id=user_id,
                     connection=connection,
-                    provider=connection.provider,
+                    provider=provider,
                     stream=stream,
                     kind=item.kind or "",
                     reason=item.reason[:300],

@@ -77,7 +77,14 @@ def client_encryption() -> ClientEncryption:
     return mongo.register_process_local("client_encryption", _client_encryption_new)
 
 
+SYSTEM_PREFIX = "system:"
+
+
 def data_key_alt_name(owner_id: Any) -> str:
+    """``user:<id>`` for a person; a ``system:<name>`` owner (data not yet tied to a person,
+    such as an incoming webhook) names its own key."""
+    if isinstance(owner_id, str) and owner_id.startswith(SYSTEM_PREFIX):
+        return owner_id
     return f"user:{owner_id}"
 
 

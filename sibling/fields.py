@@ -1,9 +1,10 @@
 """Model fields whose values are encrypted with their owner's data key.
 
 The owner is named by ``owner`` (a field of the model, by default ``user``; ``"pk"`` for the
-person's own row). Values are encrypted in ``pre_save``, so only ``Model.save()`` and
-``bulk_create()`` write them; a write that would bypass encryption (``QuerySet.update()`` with a
-plaintext value) raises instead of storing plaintext. Reads hand plaintext to the application.
+person's own row; ``"system:<name>"`` for data not yet tied to a person). Values are encrypted
+in ``pre_save``, so only ``Model.save()`` and ``bulk_create()`` write them; a write that would
+bypass encryption (``QuerySet.update()`` with a plaintext value) raises instead of storing
+plaintext. Reads hand plaintext to the application.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from django.db import models
 
-from sibling.encryption import is_ciphertext, value_decrypt, value_encrypt
+from sibling.encryption import SYSTEM_PREFIX, is_ciphertext, value_decrypt, value_encrypt
 
 
 class PlaintextWriteError(TypeError):
@@ -49,6 +50,8 @@ class EncryptedField(models.Field):
     def owner_id(self, instance: models.Model) -> Any:
         if self.owner == "pk":
             return instance.pk
+        if self.owner.startswith(SYSTEM_PREFIX):
+            return self.owner
         return getattr(instance, instance._meta.get_field(self.owner).attname)
 
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:

@@ -58,6 +58,12 @@ def register_process_local(name: str, factory: Any) -> Any:
     return _client(name, factory)
 
 
+def process_local_forget(name: str) -> None:
+    """Drop a per-process singleton (it is rebuilt on next use); it is not closed."""
+    with _lock:
+        _inherited.append(_clients.pop(name, None))
+
+
 def _forget_if_forked() -> None:
     global _owner_pid
     if _owner_pid != os.getpid():

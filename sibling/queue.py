@@ -59,8 +59,8 @@ def broker() -> ForkSafeMongoBroker:
     return register_process_local("q_broker", get_broker)
 
 
-def schedule_every_minute_ensure(*, name: str, func: str) -> None:
-    """A django-q2 schedule that runs func every minute, created once (found by name)."""
+def schedule_ensure(*, name: str, func: str, minutes: int = 1) -> None:
+    """A django-q2 schedule that runs func every `minutes`, created once (found by name)."""
     from django.utils import timezone
     from django_q.models import Schedule
 
@@ -69,7 +69,7 @@ def schedule_every_minute_ensure(*, name: str, func: str) -> None:
         defaults={
             "func": func,
             "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
+            "minutes": minutes,
             "repeats": -1,
             "next_run": timezone.now(),
         },

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from sibling.encryption import key_vault_collection
 from sibling.models import WorkerHeartbeat
-from sibling.queue import schedule_every_minute_ensure
+from sibling.queue import schedule_ensure
 
 HEARTBEAT_SCHEDULE_NAME = "worker-heartbeat"
 
@@ -29,9 +29,7 @@ def worker_heartbeat_record() -> WorkerHeartbeat:
 
 
 def worker_heartbeat_schedule_ensure() -> None:
-    schedule_every_minute_ensure(
-        name=HEARTBEAT_SCHEDULE_NAME, func="sibling.tasks.worker_heartbeat"
-    )
+    schedule_ensure(name=HEARTBEAT_SCHEDULE_NAME, func="sibling.tasks.worker_heartbeat")
 
 
 @dataclass

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "sibling.apps.MongoSocialAuthConfig",
     "sibling.apps.MongoDjangoQConfig",
     "rest_framework",
+    "drf_spectacular",
     "sibling.apps.SiblingConfig",
     "sources.apps.SourcesConfig",
     "sources.sandbox.apps.SandboxConfig",
@@ -234,6 +235,47 @@ SIBLING_SANDBOX_CLIENTS = {
 # Sandbox clients whose refresh tokens rotate and are single use (as the legacy Fitbit API's
 # were); Google's do not.
 SIBLING_SANDBOX_ROTATING_CLIENTS = set(env.list("SIBLING_SANDBOX_ROTATING_CLIENTS", default=[]))
+
+# --- Webhooks ------------------------------------------------------------------------------------
+# Where providers deliver: SIBLING_PUBLIC_URL + /webhooks/<provider>/ (Plaid's is sent with each
+# link token; Gmail's is the Pub/Sub push endpoint; Google Health's is the subscriber endpoint).
+# Gmail pushes carry a Google-signed OIDC token for this audience from this service account.
+GMAIL_PUSH_AUDIENCE = env.str("GMAIL_PUSH_AUDIENCE", default="")
+GMAIL_PUSH_SERVICE_ACCOUNT = env.str(
+    "GMAIL_PUSH_SERVICE_ACCOUNT",
+    default="gmail-push@sibling-sandbox.iam.gserviceaccount.com"
+    if SIBLING_PROVIDERS["gmail"]["sandbox"]
+    else "",
+)
+GMAIL_PUSH_TOPIC = env.str(
+    "GMAIL_PUSH_TOPIC",
+    default="projects/sibling-sandbox/topics/gmail"
+    if SIBLING_PROVIDERS["gmail"]["sandbox"]
+    else "",
+)
+# The Google Health API subscriber's secret (sent in Authorization) and, where configured, the
+# PEM public key of its notification signatures.
+FITBIT_WEBHOOK_SECRET = env.str(
+    "FITBIT_WEBHOOK_SECRET",
+    default="Bearer sandbox-health-webhook-secret"
+    if SIBLING_PROVIDERS["fitbit"]["sandbox"]
+    else "",
+)
+FITBIT_WEBHOOK_PUBLIC_KEY = env.str("FITBIT_WEBHOOK_PUBLIC_KEY", default="")
+PLAID_WEBHOOK_KEY_CACHE_S = 24 * 3600
+
+# --- Events API (REST framework, OpenAPI schema at /api/schema/) ------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sibling events API",
+    "DESCRIPTION": "Sibling's own apps send a person's behavioral and volunteered events.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The published schema describes the events API only, not admin or internal views.
+    "PREPROCESSING_HOOKS": ["ingestion.api.schema_endpoints_filter"],
+}
 
 # --- Accounts and connect flows --------------------------------------------------------------
 LOGIN_URL = "login"

@@ -7,3 +7,6 @@ class SourcesConfig(AppConfig):
     name = "sources"
     verbose_name = "Sources"
     default_auto_field = "django_mongodb_backend.fields.ObjectIdAutoField"
+
+    def ready(self) -> None:
+        from sources.providers.gmail import signals  # noqa: F401

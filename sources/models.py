@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.crypto import salted_hmac
 
 from sibling.fields import EncryptedField
 from sources.providers import get_provider, provider_choices
@@ -38,6 +39,11 @@ class UserDataSource(models.Model):
     next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
+    # Something the person should act on soon (a bank consent about to expire), not an error.
+    notice = models.CharField(max_length=300, blank=True)
+    # A keyed hash of the account's address, so a notification that names only the address
+    # (Gmail's push) finds its connection without storing the address in the clear.
+    external_lookup = models.CharField(max_length=64, blank=True, db_index=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     records_stored = models.PositiveIntegerField(default=0)
     backfill_progress = models.FloatField(
@@ -69,6 +75,12 @@ class UserDataSource(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} connection {self.pk}"
+
+    @staticmethod
+    def lookup_key(address: str) -> str:
+        return salted_hmac(
+            "sibling.connection-lookup", address.strip().lower(), algorithm="sha256"
+        ).hexdigest()
 
     @property
     def provider_class(self) -> type[Provider]:

@@ -69,6 +69,9 @@ def connection_upsert(
         connection.cursors = {}
     connection.credentials = credentials
     connection.account_label = account_label or connection.account_label
+    if "@" in (account_label or ""):
+        connection.external_lookup = UserDataSource.lookup_key(account_label)
+    connection.notice = ""
     connection.granted_scopes = granted_scopes or []
     connection.sandbox = provider.sandboxed()
     connection.status = Status.ACTIVE

@@ -17,16 +17,14 @@ machine is shared.
 from __future__ import annotations
 
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 from pymongo import monitoring
 
-BASE_DIR = Path(__file__).resolve().parents[2]
+from ingestion.benchmarks.harness import app_under_gunicorn
+
 PLAID_TARGET = 20_000
 HEALTH_DAYS = 90
 DISPATCH_TOTAL, DISPATCH_DUE = 10_000, 100
@@ -49,69 +47,15 @@ class CommandCounter(monitoring.CommandListener):
 
 
 def main() -> int:
-    from sibling.embedded import EphemeralServer, free_port
-    from sibling.master_key import master_key_generate
-
-    server = EphemeralServer().start()
-    port = free_port()
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "sibling.settings",
-            "DEBUG": "1",
-            "MONGODB_URI": server.uri,
-            "MONGODB_NAME": "bench",
-            "SIBLING_MASTER_KEY": os.environ.get("SIBLING_MASTER_KEY") or master_key_generate(),
-            "SIBLING_SANDBOX_BASE_URL": f"http://127.0.0.1:{port}/sandbox",
-            "SIBLING_BACKFILL_DAYS": str(HEALTH_DAYS),
-            "SIBLING_SYNC_ON_DUE": "0",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    web = None
-    try:
-        import django
-
-        counter = CommandCounter()
-        monitoring.register(counter)
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        web = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                "sibling.wsgi",
-                "--workers",
-                "2",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--log-level",
-                "warning",
-            ],
-            cwd=BASE_DIR,
-            env=os.environ.copy(),
-        )
-        _wait_http(f"http://127.0.0.1:{port}/login/")
+    counter = CommandCounter()
+    monitoring.register(counter)  # before any client exists
+    with app_under_gunicorn(
+        database="bench",
+        gunicorn_args=["--workers", "2"],
+        env={"SIBLING_BACKFILL_DAYS": str(HEALTH_DAYS)},
+    ):
         print(json.dumps(run(counter)))
-        return 0
-    finally:
-        if web is not None:
-            web.terminate()
-            web.wait(timeout=30)
-        server.stop()
-
-
-def _wait_http(url: str, timeout_s: float = 60) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=2)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer")
+    return 0
 
 
 def _connections() -> list:

@@ -59,6 +59,8 @@ class Provider:
     # function (stream name, raw page) -> ingestion.schemas.ProcessedPage.
     client_path: ClassVar[str] = ""
     processor_path: ClassVar[str] = ""
+    # The function that processes this provider's stored webhook events (ingestion.webhooks).
+    webhook_handler_path: ClassVar[str] = ""
 
     @classmethod
     def sync_client_class(cls) -> Any:

@@ -13,7 +13,8 @@ or the RescueTime key. Two kinds of fault:
   revoked, refresh answers invalid_grant; Plaid: the item needs a new login, ITEM_LOGIN_REQUIRED,
   until update-mode Link or `fault_clear`; RescueTime: the key is unknown until `fault_clear`),
   `new_activity` (Google/Plaid: `count` steps of new mail or transactions, some changed, some
-  removed);
+  removed; then, best effort, the provider's webhook: SYNC_UPDATES_AVAILABLE to a Plaid item's
+  webhook URL, a Gmail push for a watched mailbox; see webhooks.py);
 - consumed by the account's next `count` API calls: `rate_limit` (429), `server_error` (5xx),
   `malformed` (the next data page carries a few broken items), `plaid_mutation` (the next
   /transactions/sync call that continues a pagination loop fails with
@@ -91,6 +92,10 @@ def fault_set(provider: str, account: str, fault: str, count: int = 1) -> None:
             google_account_ensure(account)
         for _ in range(count):
             activity_tick_add(provider, account)
+        # Imported here: the webhook senders build on the provider modules, which import this one.
+        from .webhooks import activity_webhooks_send
+
+        activity_webhooks_send(provider, account)
 
 
 def fault_clear(provider: str, account: str, fault: str | None = None) -> None:

@@ -36,6 +36,7 @@ from .common import (
 )
 from .faults import activity_ticks, fault_take, google_account_ensure
 from .google import GoogleCaller, api_error, display_names, google_caller, insufficient_scope
+from .models import GmailWatch
 
 SERVICE = "gmail.googleapis.com"
 HISTORY_DAYS = 90
@@ -632,7 +633,7 @@ def history_list(request: HttpRequest, user_id: str) -> HttpResponse:
 @csrf_exempt
 @require_POST
 def watch(request: HttpRequest, user_id: str) -> HttpResponse:
-    """users.watch: pretend to publish to the topic; pushes are not sent by the sandbox."""
+    """users.watch: remember the topic; `new_activity` then pushes (see webhooks.py)."""
     caller = _caller(request, user_id)
     if isinstance(caller, HttpResponse):
         return caller
@@ -642,8 +643,24 @@ def watch(request: HttpRequest, user_id: str) -> HttpResponse:
         return _bad_request(
             "Invalid topicName does not match projects/SOME-ANDROID-PROJECT/topics/*"
         )
+    label_ids = (body or {}).get("labelIds") or []
+    if not isinstance(label_ids, list) or not all(isinstance(x, str) for x in label_ids):
+        return _bad_request("labelIds must be a list of strings")
     mailbox = Mailbox.load(caller.email)
-    expiration = epoch_ms(timezone.now() + WATCH_LIFETIME)
+    now = timezone.now()
+    expires_at = now + WATCH_LIFETIME
+    # Calling watch again renews it; the push endpoint set up for the mailbox is kept.
+    GmailWatch.objects.update_or_create(
+        email=caller.email,
+        defaults={"topic_name": topic, "label_ids": label_ids, "expires_at": expires_at},
+        create_defaults={
+            "topic_name": topic,
+            "label_ids": label_ids,
+            "expires_at": expires_at,
+            "created_at": now,
+        },
+    )
+    expiration = epoch_ms(expires_at)
     return json_response({"historyId": str(mailbox.history_id), "expiration": str(expiration)})
 
 
@@ -653,4 +670,5 @@ def stop(request: HttpRequest, user_id: str) -> HttpResponse:
     caller = _caller(request, user_id)
     if isinstance(caller, HttpResponse):
         return caller
+    GmailWatch.objects.filter(email=caller.email).delete()
     return HttpResponse(status=204)

@@ -159,12 +159,38 @@ class Fault(models.Model):
 
 
 class SigningKey(models.Model):
-    """Key material generated once per purpose (e.g. the Plaid webhook verification key)."""
+    """Key material generated once per purpose (e.g. the Plaid webhook verification key).
 
-    purpose = models.CharField(max_length=40, unique=True)
+    `purpose` names the current key. A rotated key keeps its kid but moves to the purpose
+    `<purpose>:expired:<kid>` with `expired_at` set, so the current key stays unique per purpose
+    while verifiers can still fetch the old one and see that it expired.
+    """
+
+    purpose = models.CharField(max_length=120, unique=True)
     kid = models.CharField(max_length=64, unique=True)
     private_pem = models.TextField()
     created_at = models.DateTimeField()
+    expired_at = models.DateTimeField(null=True, blank=True, default=None)
 
     def __str__(self) -> str:
         return f"{self.purpose} ({self.kid})"
+
+
+class GmailWatch(models.Model):
+    """A mailbox's `users.watch`: where Gmail would publish, and where the sandbox pushes.
+
+    Gmail itself only knows the topic; the push endpoint and audience belong to the Pub/Sub
+    subscription. Blank means the sandbox's default receiver (from SIBLING_PUBLIC_URL, read at
+    send time).
+    """
+
+    email = models.CharField(max_length=320, unique=True)
+    topic_name = models.CharField(max_length=300)
+    label_ids = models.JSONField(default=list)
+    push_endpoint = models.TextField(blank=True, default="")
+    audience = models.TextField(blank=True, default="")
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"watch {self.email} -> {self.topic_name}"

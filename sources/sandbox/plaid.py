@@ -26,7 +26,6 @@ from datetime import date, datetime, timedelta
 from functools import wraps
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.db import IntegrityError
@@ -49,6 +48,7 @@ from .common import (
     stable_int,
 )
 from .faults import activity_ticks, fault_take, faults_pending
+from .keys import private_key_of, signing_key_by_kid, signing_key_rotate, signing_key_stored
 from .models import PlaidItem, PlaidLinkToken, PlaidPublicToken, SigningKey
 
 LINK_TOKEN_LIFETIME = timedelta(hours=4)
@@ -879,40 +879,33 @@ def transactions_sync(call: PlaidCall) -> dict:
 
 
 def _signing_key_stored() -> SigningKey:
-    stored = SigningKey.objects.filter(purpose=WEBHOOK_KEY_PURPOSE).first()
-    if stored is not None:
-        return stored
-    private = ec.generate_private_key(ec.SECP256R1())
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    try:
-        return SigningKey.objects.create(
-            purpose=WEBHOOK_KEY_PURPOSE,
-            kid=str(uuid.uuid4()),
-            private_pem=pem,
-            created_at=timezone.now(),
-        )
-    except IntegrityError:  # another process created it first: use theirs
-        return SigningKey.objects.get(purpose=WEBHOOK_KEY_PURPOSE)
+    return signing_key_stored(WEBHOOK_KEY_PURPOSE, "ec")
+
+
+def _ec_private(stored: SigningKey) -> ec.EllipticCurvePrivateKey:
+    private = private_key_of(stored)
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise TypeError("the stored webhook key is not an EC key")
+    return private
 
 
 def webhook_signing_key() -> tuple[str, ec.EllipticCurvePrivateKey]:
     """The sandbox's P-256 key for Plaid webhooks: (kid, private key), generated once and stored."""
     stored = _signing_key_stored()
-    private = serialization.load_pem_private_key(stored.private_pem.encode(), password=None)
-    if not isinstance(private, ec.EllipticCurvePrivateKey):
-        raise TypeError("the stored webhook key is not an EC key")
-    return stored.kid, private
+    return stored.kid, _ec_private(stored)
 
 
-def webhook_public_jwk() -> dict:
-    """The public half as Plaid's /webhook_verification_key/get returns it (a JWK)."""
-    stored = _signing_key_stored()
-    _, private = webhook_signing_key()
-    numbers = private.public_key().public_numbers()
+def webhook_signing_key_rotate() -> str:
+    """Expire the current webhook key (still served, with `expired_at`) and start a new one.
+
+    Returns the new kid. Webhooks signed with the old key then carry an expired kid, which a
+    receiver must refuse.
+    """
+    return signing_key_rotate(WEBHOOK_KEY_PURPOSE, "ec").kid
+
+
+def _jwk(stored: SigningKey) -> dict:
+    numbers = _ec_private(stored).public_key().public_numbers()
 
     def b64(value: int) -> str:
         return base64.urlsafe_b64encode(value.to_bytes(32, "big")).decode().rstrip("=")
@@ -926,15 +919,26 @@ def webhook_public_jwk() -> dict:
         "x": b64(numbers.x),
         "y": b64(numbers.y),
         "created_at": int(stored.created_at.timestamp()),
-        "expired_at": None,
+        "expired_at": int(stored.expired_at.timestamp()) if stored.expired_at else None,
     }
+
+
+def webhook_public_jwk() -> dict:
+    """The current public key as Plaid's /webhook_verification_key/get returns it (a JWK)."""
+    return _jwk(_signing_key_stored())
+
+
+def webhook_public_jwk_by_kid(kid: str) -> dict | None:
+    """The JWK of a current or expired webhook key, or None for a kid the sandbox never made."""
+    stored = signing_key_by_kid(WEBHOOK_KEY_PURPOSE, kid)
+    return _jwk(stored) if stored is not None else None
 
 
 @plaid_endpoint()
 def webhook_verification_key_get(call: PlaidCall) -> dict:
     key_id = call.text("key_id")
-    jwk = webhook_public_jwk()
-    if key_id != jwk["kid"]:
+    jwk = webhook_public_jwk_by_kid(key_id)
+    if jwk is None:
         raise PlaidFailure(
             400,
             "INVALID_INPUT",

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import faults, gmail, google, health, plaid, rescuetime
+from . import faults, gmail, google, health, plaid, rescuetime, webhooks
 
 app_name = "sandbox"
 
@@ -15,6 +15,7 @@ urlpatterns = [
     path("google/token", google.token, name="google-token"),
     path("google/revoke", google.revoke, name="google-revoke"),
     path("google/oauth2/v3/userinfo", google.userinfo, name="google-userinfo"),
+    path("google/oauth2/v3/certs", webhooks.google_certs, name="google-certs"),
     path("google/avatar/<str:sub>.svg", google.avatar, name="google-avatar"),
     # Gmail API v1
     path(f"{_GMAIL}/profile", gmail.profile, name="gmail-profile"),
@@ -34,6 +35,11 @@ urlpatterns = [
         f"{_HEALTH}/dataTypes/<str:data_type>/dataPoints:dailyRollUp",
         health.daily_roll_up,
         name="health-daily-roll-up",
+    ),
+    path(
+        "google/health/webhook-public-key.pem",
+        webhooks.health_public_key,
+        name="health-webhook-public-key",
     ),
     # Plaid
     path("plaid/link-initialize.js", plaid.link_script, name="plaid-link-script"),
@@ -67,4 +73,5 @@ urlpatterns = [
     ),
     # Test and development control
     path("_faults", faults.faults_api, name="faults"),
+    path("_webhooks", webhooks.webhooks_api, name="webhooks"),
 ]

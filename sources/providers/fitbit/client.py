@@ -67,17 +67,27 @@ class FitbitSyncClient(OAuthSyncClient):
             complete_through=date.today() - timedelta(days=REFETCH_DAYS),
             size_days=WINDOW_DAYS[stream.name],
         ):
-            points = self._window(stream.name, window.first, window.last)
             yield Page(
-                payload={
-                    "data_type": stream.name,
-                    "first_day": window.first.isoformat(),
-                    "last_day": window.last.isoformat(),
-                    "dataPoints": points,
-                },
+                payload=self._payload(stream.name, window.first, window.last),
                 cursor=window.cursor,
                 progress=window.progress,
             )
+
+    def pages_between(self, stream: Stream, first: date, last: date) -> Iterator[Page]:
+        size = timedelta(days=WINDOW_DAYS[stream.name])
+        start = first
+        while start <= last:
+            end = min(start + size - timedelta(days=1), last)
+            yield Page(payload=self._payload(stream.name, start, end))
+            start = end + timedelta(days=1)
+
+    def _payload(self, data_type: str, first: date, last: date) -> dict[str, Any]:
+        return {
+            "data_type": data_type,
+            "first_day": first.isoformat(),
+            "last_day": last.isoformat(),
+            "dataPoints": self._window(data_type, first, last),
+        }
 
     def _window(self, data_type: str, first: date, last: date) -> list[dict[str, Any]]:
         field = FILTERS[data_type]

@@ -29,6 +29,7 @@ class Fitbit(GoogleProvider):
     urls = {**GOOGLE_URLS, "api": "https://health.googleapis.com/v4"}
     client_path = "sources.providers.fitbit.client.FitbitSyncClient"
     processor_path = "sources.providers.fitbit.processors.page_process"
+    webhook_handler_path = "sources.providers.fitbit.webhooks.event_handle"
     sandbox_paths = {**GOOGLE_SANDBOX_PATHS, "api": "/google/health/v4"}
 
     @classmethod

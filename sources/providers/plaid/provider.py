@@ -38,6 +38,7 @@ class Plaid(PlaidLinkProvider):
     reauth_message = "Your bank asks you to sign in again."
     client_path = "sources.providers.plaid.client.PlaidSyncClient"
     processor_path = "sources.providers.plaid.processors.page_process"
+    webhook_handler_path = "sources.providers.plaid.webhooks.event_handle"
     default_sync_interval_s = 6 * 3600
 
     @classmethod
@@ -69,7 +70,7 @@ class Plaid(PlaidLinkProvider):
         return ProviderError(message)
 
     @classmethod
-    def link_token_create(cls, *, client_user_id: str, webhook_url: str | None = None) -> str:
+    def link_token_create(cls, *, client_user_id: str) -> str:
         request = LinkTokenCreateRequest(
             client_name="Sibling",
             language="en",
@@ -78,7 +79,7 @@ class Plaid(PlaidLinkProvider):
             products=[Products("transactions")],
             # How much history the first sync gets (Plaid's default is 90 days).
             transactions=LinkTokenTransactions(days_requested=settings.SIBLING_BACKFILL_DAYS),
-            **({"webhook": webhook_url} if webhook_url else {}),
+            webhook=f"{settings.SIBLING_PUBLIC_URL}/webhooks/plaid/",
         )
         try:
             return cls.api().link_token_create(request)["link_token"]

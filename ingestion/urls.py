@@ -1,0 +1,17 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from ingestion import views
+from ingestion.api import EventsCreateApi
+
+app_name = "ingestion"
+urlpatterns = [
+    path("settings/api-tokens/", views.api_tokens, name="api_tokens"),
+    path(
+        "settings/api-tokens/<str:token_id>/revoke/",
+        views.api_token_revoke_view,
+        name="api_token_revoke",
+    ),
+    path("api/events/", EventsCreateApi.as_view(), name="events_create"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+]

@@ -1,0 +1,129 @@
+"""Google Health API webhooks: the subscriber handshake, the secret, the signature.
+
+https://developers.google.com/health/webhooks: two verification probes (with our secret in
+Authorization -> 201, without -> 401); notifications carry the secret and, where configured, an
+ECDSA P-256 signature of the body (documented under two header names; both are accepted). They
+name the person, the data type and the intervals, never values.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from datetime import date
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from ingestion.models import WebhookEvent
+from ingestion.notifications import connection_window_fetch, event_concerns
+from ingestion.webhooks import IncomingEvent, WebhookReceiver, WebhookRejected
+from sources.models import UserDataSource
+from sources.providers.fitbit.provider import Fitbit
+
+SIGNATURE_HEADERS = ("X-HEALTHAPI-SIGNATURE", "GOOGLE-HEALTH-API-SIGNATURE")
+STREAMS = {"steps": "steps", "heart-rate": "heart-rate", "sleep": "sleep"}
+
+
+def _secret_matches(request: HttpRequest) -> bool:
+    secret = settings.FITBIT_WEBHOOK_SECRET
+    given = request.headers.get("Authorization", "")
+    return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
+
+
+def _public_key() -> ec.EllipticCurvePublicKey | None:
+    pem = settings.FITBIT_WEBHOOK_PUBLIC_KEY
+    if not pem:
+        return None
+    key = serialization.load_pem_public_key(pem.encode())
+    return key if isinstance(key, ec.EllipticCurvePublicKey) else None
+
+
+def _is_probe(body: bytes) -> bool:
+    try:
+        return json.loads(body) == {"type": "verification"}
+    except ValueError:
+        return False
+
+
+class FitbitWebhookReceiver(WebhookReceiver):
+    provider_id = "fitbit"
+    success_status = 204
+
+    def verify(self, request: HttpRequest, body: bytes) -> None:
+        if not _secret_matches(request):
+            raise WebhookRejected("missing or wrong secret")
+        key = _public_key()
+        if key is None or _is_probe(body):
+            return
+        signature = next(
+            (request.headers[h] for h in SIGNATURE_HEADERS if h in request.headers), ""
+        )
+        try:
+            key.verify(base64.b64decode(signature), body, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, binascii.Error, ValueError):
+            raise WebhookRejected("bad signature") from None
+
+    def intercept(self, request: HttpRequest, payload: Any) -> HttpResponse | None:
+        if payload == {"type": "verification"}:
+            return JsonResponse({}, status=201)  # the secret was checked in verify()
+        return None
+
+    def events(self, payload: Any, body: bytes) -> list[IncomingEvent]:
+        # Documented as one object; batched arrays have been reported: accept both.
+        items = payload if isinstance(payload, list) else [payload]
+        events = []
+        for item in items:
+            data = item["data"]
+            canonical = json.dumps(item, sort_keys=True, separators=(",", ":")).encode()
+            events.append(
+                IncomingEvent(
+                    dedup_key=hashlib.sha256(canonical).hexdigest(),
+                    event_type=f"{data['dataType']}.{data.get('operation', 'UPSERT')}",
+                    payload=data,
+                )
+            )
+        return events
+
+
+def _days(intervals: list[dict[str, Any]]) -> tuple[date, date]:
+    days = []
+    for interval in intervals:
+        civil = interval.get("civilIso8601TimeInterval") or interval.get("civilDateTimeInterval")
+        if isinstance(civil, dict):
+            for key in ("startTime", "endTime", "start", "end"):
+                value = civil.get(key)
+                if isinstance(value, str):
+                    days.append(date.fromisoformat(value[:10]))
+                elif isinstance(value, dict) and "date" in value:
+                    d = value["date"]
+                    days.append(date(int(d["year"]), int(d["month"]), int(d["day"])))
+        physical = interval.get("physicalTimeInterval") or {}
+        for key in ("startTime", "endTime"):
+            if isinstance(physical.get(key), str):
+                days.append(date.fromisoformat(physical[key][:10]))
+    if not days:
+        raise ValueError("the notification names no interval")
+    return min(days), max(days)
+
+
+def event_handle(event: WebhookEvent) -> None:
+    payload = event.payload or {}
+    connection = UserDataSource.objects.filter(
+        provider=Fitbit.id, external_account_id=str(payload.get("healthUserId", ""))
+    ).first()
+    if not event_concerns(event, connection):
+        return
+    stream = STREAMS.get(str(payload.get("dataType", "")))
+    if stream is None:
+        event.error = f"unhandled data type {payload.get('dataType')}"
+        return
+    first, last = _days(payload.get("intervals") or [])
+    connection_window_fetch(connection, stream=stream, first=first, last=last)

@@ -140,9 +140,8 @@ class WebhookEvent(models.Model):
             models.UniqueConstraint(fields=["provider", "dedup_key"], name="webhook_dedup")
         ]
         indexes = [
-            models.Index(fields=["provider", "status", "-received_at"], name="webhook_status"),
+            # Few indexes: every delivery pays for each one before it is answered.
             models.Index(fields=["status", "received_at"], name="webhook_queue"),
-            models.Index(fields=["user", "-received_at"], name="webhook_user"),
         ]
         permissions = [("view_webhook_payload", "Can see decrypted webhook payloads")]
 

@@ -4,7 +4,7 @@ from bson import ObjectId
 
 from ingestion.runner import connection_sync
 from ingestion.scheduler import dispatch_due_syncs
-from ingestion.webhooks import webhook_event_process, webhook_events_drain
+from ingestion.webhooks import webhook_events_drain
 
 
 def dispatch() -> int:
@@ -14,11 +14,6 @@ def dispatch() -> int:
 def sync_connection(connection_id: str, lease_owner: str = "", trigger: str = "schedule") -> str:
     run = connection_sync(ObjectId(connection_id), trigger=trigger, lease_owner=lease_owner)
     return run.outcome if run else "skipped"
-
-
-def webhook_process(event_id: str) -> str:
-    event = webhook_event_process(ObjectId(event_id))
-    return event.status if event else "missing"
 
 
 def webhook_drain() -> int:

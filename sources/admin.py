@@ -72,7 +72,11 @@ class UserDataSourceAdmin(admin.ModelAdmin):
 
     @admin.display(description="credentials")
     def credentials_state(self, obj: UserDataSource) -> str:
-        return "stored, encrypted" if obj.credentials else "none"
+        if not obj.credentials:
+            return "none"
+        # The provider declares which keys are secrets; only the others are shown.
+        shown = obj.provider_class.credentials_redacted(obj.credentials)
+        return "stored, encrypted: " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items()))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # connections are made by people through the connect flows

@@ -19,7 +19,7 @@ from tests.testapp.models import Vault
 
 pytestmark = pytest.mark.django_db
 
-SECRET_TEXT = "ya29.refresh-token-of-person-a"
+SECRET_TEXT = "sandbox-refresh-token-of-person-a"
 
 
 def _raw(raw_db, obj):

@@ -34,7 +34,7 @@ _BLOB_RANDOM = 2
 RANDOM = Algorithm.AEAD_AES_256_CBC_HMAC_SHA_512_Random
 DETERMINISTIC = Algorithm.AEAD_AES_256_CBC_HMAC_SHA_512_Deterministic
 
-_CODEC_OPTIONS = CodecOptions(tz_aware=True, uuid_representation=UuidRepresentation.STANDARD)
+CODEC_OPTIONS = CodecOptions(tz_aware=True, uuid_representation=UuidRepresentation.STANDARD)
 _key_ids: dict[str, Binary] = {}
 _key_ids_lock = threading.Lock()
 
@@ -68,7 +68,7 @@ def _client_encryption_new() -> ClientEncryption:
         settings.SIBLING_KMS_PROVIDERS,
         settings.SIBLING_KEY_VAULT_NAMESPACE,
         mongo.plain_client(),
-        _CODEC_OPTIONS,
+        CODEC_OPTIONS,
     )
 
 

@@ -110,7 +110,8 @@ SIBLING_KMS_PROVIDER = env.str("SIBLING_KMS_PROVIDER", default="local")
 SIBLING_KEY_VAULT_NAMESPACE = env.str(
     "SIBLING_KEY_VAULT_NAMESPACE", default="encryption.__keyVault"
 )
-if SIBLING_KMS_PROVIDER == "local":
+# A local key may be named ("local:2027"), which lets a rotation hold the old and the new one.
+if SIBLING_KMS_PROVIDER.split(":")[0] == "local":
     _kms_credentials = {
         "key": master_key_load(
             configured=env.str("SIBLING_MASTER_KEY", default=""),

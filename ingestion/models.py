@@ -176,3 +176,20 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class ErasureRecord(models.Model):
+    """That an erasure happened, and how much it removed; nothing about whom.
+
+    ``subject`` is a keyed hash of the person's id: it lets staff confirm a given erasure request
+    was carried out without the record naming anyone.
+    """
+
+    subject = models.CharField(max_length=64, db_index=True)
+    erased_at = models.DateTimeField()
+    counts = models.JSONField(default=dict)
+    revoke_failures = models.JSONField(default=list)
+    key_destroyed = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"erasure {self.pk} at {self.erased_at:%Y-%m-%d %H:%M}"

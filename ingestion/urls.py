@@ -12,6 +12,7 @@ urlpatterns = [
         views.api_token_revoke_view,
         name="api_token_revoke",
     ),
+    path("settings/privacy/", views.privacy, name="privacy"),
     path("api/events/", EventsCreateApi.as_view(), name="events_create"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -15,7 +16,8 @@ from ingestion.authentication import (
     api_token_revoke,
     api_tokens_of,
 )
-from ingestion.forms import ApiTokenForm
+from ingestion.erasure import person_erase
+from ingestion.forms import ApiTokenForm, EraseForm
 
 
 @never_cache  # the answer to a creation holds the token itself
@@ -42,3 +44,15 @@ def api_token_revoke_view(request: HttpRequest, token_id: str) -> HttpResponse:
     api_token_revoke(token=token)
     messages.success(request, f"The token “{token.name}” is revoked; apps using it are refused.")
     return redirect("ingestion:api_tokens")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def privacy(request: HttpRequest) -> HttpResponse:
+    """Delete all my data: grants revoked, everything deleted, the data key destroyed."""
+    form = EraseForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        report = person_erase(user=request.user)
+        logout(request)
+        return render(request, "ingestion/erased.html", {"report": report})
+    return render(request, "ingestion/privacy.html", {"form": form})

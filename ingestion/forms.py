@@ -1,4 +1,7 @@
+from datetime import timedelta
+
 from django import forms
+from django.utils import timezone
 
 
 class ApiTokenForm(forms.Form):
@@ -24,3 +27,92 @@ class EraseForm(forms.Form):
         if value != self.PHRASE:
             raise forms.ValidationError(f'Type "{self.PHRASE}" to confirm.')
         return value
+
+
+class MoodRatingForm(forms.Form):
+    """A mood rating volunteered on the My data page (kind ``mood_rating``)."""
+
+    kind = "mood_rating"
+    rating = forms.TypedChoiceField(
+        label="How do you feel?",
+        choices=[(n, f"{n}") for n in range(1, 6)],
+        coerce=int,
+        widget=forms.RadioSelect,
+        help_text="1 is very low, 5 is very good.",
+    )
+    note = forms.CharField(
+        label="Note (optional)",
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+
+    def event_data(self) -> dict:
+        data: dict = {"rating": self.cleaned_data["rating"]}
+        if self.cleaned_data["note"]:
+            data["note"] = self.cleaned_data["note"]
+        return data
+
+
+class NoteForm(forms.Form):
+    """A free-text note volunteered on the My data page (kind ``note``)."""
+
+    kind = "note"
+    text = forms.CharField(
+        label="Note",
+        max_length=10000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+
+    def event_data(self) -> dict:
+        return {"text": self.cleaned_data["text"]}
+
+
+class SleepLogForm(forms.Form):
+    """A night's sleep logged by hand on the My data page (kind ``sleep_log``)."""
+
+    kind = "sleep_log"
+    start = forms.DateTimeField(
+        label="Went to sleep",
+        help_text="Date and time (UTC).",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    end = forms.DateTimeField(
+        label="Woke up",
+        help_text="Date and time (UTC).",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    quality = forms.TypedChoiceField(
+        label="Sleep quality (optional)",
+        choices=[("", "Not rated"), *[(n, f"{n}") for n in range(1, 6)]],
+        coerce=int,
+        empty_value=None,
+        required=False,
+        help_text="1 is very poor, 5 is very good.",
+    )
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        start, end = cleaned.get("start"), cleaned.get("end")
+        if start and end:
+            if end <= start:
+                self.add_error("end", "The wake-up time must be after the time you went to sleep.")
+            elif end - start > SLEEP_LOG_MAX:
+                self.add_error("end", "A sleep log covers at most 24 hours.")
+            elif end > timezone.now() + CLOCK_SKEW:
+                self.add_error("end", "The wake-up time cannot be in the future.")
+        return cleaned
+
+    def event_data(self) -> dict:
+        data: dict = {"start": self.cleaned_data["start"], "end": self.cleaned_data["end"]}
+        if self.cleaned_data["quality"] is not None:
+            data["quality"] = self.cleaned_data["quality"]
+        return data
+
+
+SLEEP_LOG_MAX = timedelta(hours=24)
+# A phone's clock a little ahead of the server's is not a sleep log from the future.
+CLOCK_SKEW = timedelta(minutes=5)
+VOLUNTEERED_FORMS: dict[str, type[forms.Form]] = {
+    form.kind: form for form in (MoodRatingForm, NoteForm, SleepLogForm)
+}

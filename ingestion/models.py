@@ -193,3 +193,39 @@ class ErasureRecord(models.Model):
 
     def __str__(self) -> str:
         return f"erasure {self.pk} at {self.erased_at:%Y-%m-%d %H:%M}"
+
+
+class AccessLedgerEntry(models.Model):
+    """Each time someone sees a person's decrypted data, exports it or replays their events:
+    who, what, when and why. The person reads their own ledger."""
+
+    class Action(models.TextChoices):
+        VIEW = "view", "Viewed decrypted data"
+        EXPORT = "export", "Exported data"
+        REPLAY = "replay", "Replayed events"
+
+    subject = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="ledger_entries",
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="ledger_actions",
+    )
+    actor_is_staff = models.BooleanField(default=False)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    scope = models.CharField(max_length=200)
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["subject", "-created_at"], name="ledger_subject")]
+        verbose_name_plural = "access ledger entries"
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} ({self.scope}) at {self.created_at:%Y-%m-%d %H:%M}"

@@ -13,6 +13,8 @@ urlpatterns = [
         name="api_token_revoke",
     ),
     path("settings/privacy/", views.privacy, name="privacy"),
+    path("my-data/", views.my_data, name="my_data"),
+    path("my-data/export/", views.my_data_export, name="my_data_export"),
     path("api/events/", EventsCreateApi.as_view(), name="events_create"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
 ]

@@ -1,15 +1,21 @@
-"""People's page for their API tokens (Settings, API tokens)."""
+"""People's pages: API tokens (Settings, API tokens), privacy, and My data with its export."""
 
 from __future__ import annotations
+
+import uuid
+from datetime import UTC
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
+from ingestion import mydata
 from ingestion.authentication import (
     api_token_create,
     api_token_get,
@@ -17,7 +23,10 @@ from ingestion.authentication import (
     api_tokens_of,
 )
 from ingestion.erasure import person_erase
-from ingestion.forms import ApiTokenForm, EraseForm
+from ingestion.events import events_accept
+from ingestion.export import export_response
+from ingestion.forms import VOLUNTEERED_FORMS, ApiTokenForm, EraseForm
+from ingestion.ledger import Action, ledger_of, ledger_record
 
 
 @never_cache  # the answer to a creation holds the token itself
@@ -55,4 +64,72 @@ def privacy(request: HttpRequest) -> HttpResponse:
         report = person_erase(user=request.user)
         logout(request)
         return render(request, "ingestion/erased.html", {"report": report})
-    return render(request, "ingestion/privacy.html", {"form": form})
+    ledger = ledger_of(user=request.user)
+    return render(request, "ingestion/privacy.html", {"form": form, "ledger": ledger})
+
+
+@never_cache  # the page shows decrypted records
+@login_required
+@require_http_methods(["GET", "POST"])
+def my_data(request: HttpRequest) -> HttpResponse:
+    """What Sibling holds about the person, and volunteered entries added by hand."""
+    entry = request.POST.get("entry") if request.method == "POST" else None
+    forms = {
+        kind: form_class(request.POST if kind == entry else None, prefix=kind)
+        for kind, form_class in VOLUNTEERED_FORMS.items()
+    }
+    if request.method == "POST":
+        form = forms.get(entry or "")
+        if form is None:
+            messages.error(request, "Choose what to add.")
+        elif form.is_valid():
+            result = events_accept(user=request.user, events=[_volunteered_event(form)])
+            if result.accepted:
+                messages.success(request, "Saved. It appears below once it has been processed.")
+                return redirect("ingestion:my_data")
+            # The form checks what the schema checks; this answers anything it missed.
+            for rejection in result.rejected:
+                form.add_error(None, rejection.reason)
+    counts = mydata.record_counts(user=request.user)
+    kinds = [(c.collection, kind) for c in counts for kind in sorted({r.kind for r in c.rows})]
+    chart = mydata.records_per_day(user=request.user)
+    context = {
+        "counts": counts,
+        "total": sum(c.total for c in counts),
+        "latest": mydata.latest_records(user=request.user, kinds=kinds),
+        "chart": chart,
+        "chart_total": sum(bar.n for bar in chart),
+        "chart_days": mydata.CHART_DAYS,
+        "forms": forms,
+    }
+    status = 400 if entry and forms.get(entry) is not None and forms[entry].errors else 200
+    return render(request, "ingestion/my_data.html", context, status=status)
+
+
+def _volunteered_event(form: Any) -> dict[str, Any]:
+    """One event as the events API takes it, with a client id of its own."""
+    data = {
+        name: value.astimezone(UTC).isoformat() if hasattr(value, "astimezone") else value
+        for name, value in form.event_data().items()
+    }
+    occurred_at = data.get("start") or timezone.now().astimezone(UTC).isoformat()
+    return {
+        "id": f"web-{uuid.uuid4()}",
+        "kind": form.kind,
+        "occurred_at": occurred_at,
+        "data": data,
+    }
+
+
+@login_required
+@require_POST
+def my_data_export(request: HttpRequest) -> StreamingHttpResponse:
+    """The person's data as a ZIP, streamed as it is written."""
+    ledger_record(
+        subject_id=request.user.pk,
+        actor=request.user,
+        action=Action.EXPORT,
+        scope="all my data (My data page)",
+        reason="Downloaded by you from My data",
+    )
+    return export_response(user=request.user)

@@ -21,6 +21,8 @@ urlpatterns = [
     path("connect/", include("social_django.urls", namespace="social")),
     path("", include("ingestion.urls")),
     path("admin/sync-health/", ingestion_admin.dashboard, name="sync_dashboard"),
+    path("admin/privacy/", ingestion_admin.privacy_search, name="privacy_search"),
+    path("admin/privacy/<str:user_id>/", ingestion_admin.person_privacy, name="person_privacy"),
     path("admin/", admin.site.urls),
     path("webhooks/plaid/", PlaidWebhookReceiver.as_view(), name="webhook_plaid"),
     path("webhooks/gmail/", GmailWebhookReceiver.as_view(), name="webhook_gmail"),

@@ -293,7 +293,10 @@ def test_health_notification_with_a_bad_signature_or_secret_is_401(client, hooks
     assert garbage.status_code == 401
 
 
-def test_staff_replay_processes_an_event_again(client, hooks, plaid_connection):
+def test_staff_replay_and_payload_need_a_reason_and_are_in_the_ledger(
+    client, hooks, plaid_connection
+):
+    from ingestion.models import AccessLedgerEntry
     from tests.factories import UserFactory
 
     body = sandbox_hooks.plaid_webhook_body(
@@ -301,15 +304,27 @@ def test_staff_replay_processes_an_event_again(client, hooks, plaid_connection):
     )
     plaid_post(client, body)
     event = WebhookEvent.objects.get(provider="plaid")
-    client.force_login(
-        UserFactory(is_staff=True, is_superuser=True),
-        backend="django.contrib.auth.backends.ModelBackend",
-    )
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(staff, backend="django.contrib.auth.backends.ModelBackend")
+    changelist = "/admin/ingestion/webhookevent/"
+    asked = client.post(changelist, {"action": "replay", "_selected_action": [str(event.pk)]})
+    assert "Why replay these events?" in asked.content.decode()
+    event.refresh_from_db()
+    assert event.attempts == 1  # nothing replayed without a reason
     client.post(
-        "/admin/ingestion/webhookevent/",
-        {"action": "replay", "_selected_action": [str(event.pk)]},
+        changelist,
+        {"action": "replay", "_selected_action": [str(event.pk)], "reason": "support ticket 42"},
     )
     event.refresh_from_db()
     assert event.attempts == 2 and event.status == Status.PROCESSED
-    page = client.get(f"/admin/ingestion/webhookevent/{event.pk}/change/").content.decode()
-    assert plaid_connection.sandbox_account in page  # a superuser may see the payload
+
+    detail = f"/admin/ingestion/webhookevent/{event.pk}/change/"
+    hidden = client.get(detail).content.decode()
+    assert plaid_connection.sandbox_account not in hidden and "Show payload" in hidden
+    shown = client.get(detail, {"reason": "checking the item id"}).content.decode()
+    assert plaid_connection.sandbox_account in shown
+    entries = AccessLedgerEntry.objects.filter(subject=plaid_connection.user).order_by("created_at")
+    assert [(e.action, e.reason, e.actor_id) for e in entries] == [
+        ("replay", "support ticket 42", staff.pk),
+        ("view", "checking the item id", staff.pk),
+    ]

@@ -51,6 +51,23 @@ def person_erase(*, user: AbstractBaseUser) -> ErasureReport:
     """Erase everything Sibling holds about this person, their account included."""
     report = ErasureReport()
     user_id = user.pk
+    collections = sorted(set(CATEGORY_COLLECTIONS.values()))
+    traces = (
+        ("raw_pages", RawPage),
+        ("quarantined", QuarantinedItem),
+        ("webhook_events", WebhookEvent),
+        ("sync_runs", SyncRun),
+        ("api_tokens", ApiToken),
+        ("linked_accounts", UserSocialAuth),
+    )
+    # Counted first: deleting connections already takes their records and history with them.
+    report.counts["connections"] = UserDataSource.objects.filter(user=user).count()
+    report.counts["records"] = sum(
+        records_collection(name).count_documents({"user": user_id}) for name in collections
+    )
+    for label, model in traces:
+        report.counts[label] = model.objects.filter(user_id=user_id).count()
+
     for connection in UserDataSource.objects.filter(user=user):
         if connection.status == UserDataSource.Status.DISCONNECTED:
             connection.delete()
@@ -58,20 +75,10 @@ def person_erase(*, user: AbstractBaseUser) -> ErasureReport:
             result = connection_disconnect(connection=connection, delete_data=True)
             if result.revoke_error:
                 report.revoke_failures.append(result.provider_name)
-        report.counts["connections"] += 1
-    for name in sorted(set(CATEGORY_COLLECTIONS.values())):
-        report.counts["records"] += (
-            records_collection(name).delete_many({"user": user_id}).deleted_count
-        )
-    for label, model in (
-        ("raw_pages", RawPage),
-        ("quarantined", QuarantinedItem),
-        ("webhook_events", WebhookEvent),
-        ("sync_runs", SyncRun),
-        ("api_tokens", ApiToken),
-        ("linked_accounts", UserSocialAuth),
-    ):
-        report.counts[label] += model.objects.filter(user_id=user_id).delete()[0]
+    for name in collections:
+        records_collection(name).delete_many({"user": user_id})
+    for _label, model in traces:
+        model.objects.filter(user_id=user_id).delete()
     report.key_destroyed = _data_key_destroy(user_id)
     user.delete()
     ErasureRecord.objects.create(

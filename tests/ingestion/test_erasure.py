@@ -97,6 +97,7 @@ def test_delete_all_my_data(client, plaid_connection, rescuetime_connection, per
     erasure = ErasureRecord.objects.get()
     assert erasure.subject == erasure_subject(person.pk) and erasure.key_destroyed
     assert erasure.counts["connections"] == 2 and erasure.counts["records"] > 0
+    assert erasure.counts["sync_runs"] == 2 and erasure.counts["quarantined"] > 0
     assert client.get(reverse("sources:connections")).status_code == 302  # signed out
 
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
 from pymongo.collection import Collection
 
-from ingestion.models import QuarantinedItem, RawPage, SyncRun
+from ingestion.models import QuarantinedItem, RawPage, SyncRun, WebhookEvent
 from ingestion.schemas import CATEGORY_COLLECTIONS, ProcessedPage, kind_get
 from sibling import mongo
 from sibling.encryption import value_encrypt
@@ -188,4 +188,5 @@ def connection_records_delete(*, connection: UserDataSource) -> int:
         deleted += result.deleted_count
     RawPage.objects.filter(connection=connection).delete()
     QuarantinedItem.objects.filter(connection=connection).delete()
+    WebhookEvent.objects.filter(connection=connection).delete()
     return deleted

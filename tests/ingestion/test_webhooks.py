@@ -138,6 +138,12 @@ def test_plaid_sync_updates_available_syncs_once_even_when_redelivered(hooks, pl
     assert raw["payload"].subtype == 6
     assert plaid_connection.sandbox_account.encode() not in bytes(raw["payload"])
 
+    # Deleting this source's data takes its events too.
+    from sources.services import connection_disconnect
+
+    connection_disconnect(connection=fresh(plaid_connection), delete_data=True)
+    assert not WebhookEvent.objects.filter(pk=event.pk).exists()
+
 
 def test_plaid_login_required_and_revocation(client, hooks, plaid_connection):
     error = sandbox_hooks.plaid_webhook_body(

@@ -1,16 +1,12 @@
 import json
-from datetime import timedelta
 from typing import Any
 
-from bson import ObjectId
-from bson.errors import InvalidId
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
 from django.utils.html import format_html
 
 from ingestion import selectors
@@ -21,6 +17,7 @@ from ingestion.models import AccessLedgerEntry, QuarantinedItem, SyncRun, Webhoo
 from ingestion.schemas import CATEGORY_COLLECTIONS
 from ingestion.storage import records_collection
 from ingestion.webhooks import webhook_event_enqueue
+from sibling.lookups import object_or_404
 from sources.models import UserDataSource
 
 
@@ -96,17 +93,14 @@ class SyncRunInline(admin.TabularInline):
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     days = 14
-    today = timezone.now().date()
-    labels = [(today - timedelta(days=offset)).isoformat() for offset in range(days - 1, -1, -1)]
+    labels = selectors.day_labels(days)
     per_day = selectors.records_per_day(days)
-    peak = max((n for series in per_day.values() for n in series.values()), default=0) or 1
+    # One scale for every provider, so their bars compare.
+    peak = max((n for series in per_day.values() for n in series.values()), default=0)
     chart = [
         {
             "provider": provider,
-            "bars": [
-                {"day": day, "n": series.get(day, 0), "pct": round(100 * series.get(day, 0) / peak)}
-                for day in labels
-            ],
+            "bars": selectors.day_bars(series, labels, peak=peak),
             "total": sum(series.values()),
         }
         for provider, series in sorted(per_day.items())
@@ -265,10 +259,7 @@ def privacy_search(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 def person_privacy(request: HttpRequest, user_id: str) -> HttpResponse:
     """A person's privacy view: connections, record counts, ledger; export and erasure."""
-    try:
-        person = get_object_or_404(get_user_model(), pk=ObjectId(user_id))
-    except InvalidId:
-        raise Http404("No such person") from None
+    person = object_or_404(get_user_model().objects.all(), user_id, what="person")
     error = ""
     if request.method == "POST":
         reason = request.POST.get("reason", "").strip()

@@ -15,17 +15,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from bson import ObjectId
-from bson.errors import InvalidId
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Q
-from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from ingestion.models import ApiToken
+from sibling.lookups import object_or_404
 
 TOKEN_PREFIX = "sib_"  # noqa: S105 (a public marker, not a secret)
 # Writing last_used_at on every request would turn each API call into two writes.
@@ -58,14 +56,7 @@ def api_tokens_of(*, user: AbstractBaseUser) -> list[ApiToken]:
 
 def api_token_get(*, user: AbstractBaseUser, token_id: str) -> ApiToken:
     """The person's own token, or 404: another person's id looks like a missing one."""
-    try:
-        pk = ObjectId(token_id)
-    except (InvalidId, TypeError):
-        raise Http404("No such token") from None
-    token = ApiToken.objects.filter(pk=pk, user=user).first()
-    if token is None:
-        raise Http404("No such token")
-    return token
+    return object_or_404(ApiToken.objects.filter(user=user), token_id, what="token")
 
 
 def api_token_revoke(*, token: ApiToken) -> None:

@@ -25,9 +25,8 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from ingestion.models import SyncRun
-from ingestion.mydata import record_decrypt
 from ingestion.schemas import CATEGORY_COLLECTIONS
-from ingestion.storage import records_collection
+from ingestion.storage import record_decode, records_collection
 from sibling.fields import EncryptedField
 from sources.models import UserDataSource
 
@@ -209,7 +208,7 @@ def _records(user: AbstractBaseUser, collection: str) -> Iterator[dict[str, Any]
     )
     with cursor:
         for document in cursor:
-            record = record_decrypt(document, owner_id=user.pk)
+            record = record_decode(document, owner_id=user.pk)
             record.pop("sealed", None)
             record["id"] = record.pop("_id")
             yield record

@@ -17,8 +17,8 @@ from django.utils import timezone
 from pymongo import DESCENDING
 
 from ingestion.schemas import CATEGORY_COLLECTIONS, InvalidItem, kind_get
+from ingestion.selectors import DayBar, day_bars, day_labels
 from ingestion.storage import record_decode, records_collection
-from sibling.encryption import value_decrypt
 from sources.providers import ProviderNotFound, get_provider
 
 LATEST_PER_KIND = 10
@@ -94,13 +94,6 @@ class LatestRecord:
         return kind_label(self.kind)
 
 
-@dataclass
-class DayBar:
-    day: str
-    n: int
-    pct: int
-
-
 def record_counts(*, user: AbstractBaseUser) -> list[CategoryCounts]:
     """Per category, the person's records counted by provider and kind: one aggregation per
     collection."""
@@ -117,13 +110,6 @@ def record_counts(*, user: AbstractBaseUser) -> list[CategoryCounts]:
         counts.total = sum(row.n for row in counts.rows)
         result.append(counts)
     return result
-
-
-def record_decrypt(document: dict[str, Any], *, owner_id: Any) -> dict[str, Any]:
-    """A raw record with its sealed fields decrypted (under the owner's key only) into data."""
-    sealed = document.get("sealed")
-    plain = value_decrypt(sealed, owner_id=owner_id) if sealed is not None else None
-    return record_decode({**document, "sealed": plain})
 
 
 def latest_records(
@@ -146,7 +132,7 @@ def latest_records(
                 occurred_at=document["occurred_at"],
                 kind=kind,
                 provider=document["provider"],
-                details=_details(kind, record_decrypt(document, owner_id=user.pk)["data"]),
+                details=_details(kind, record_decode(document, owner_id=user.pk)["data"]),
             )
             for document in cursor
         ]
@@ -172,12 +158,7 @@ def records_per_day(*, user: AbstractBaseUser, days: int = CHART_DAYS) -> list[D
     for collection in CATEGORY_COLLECTIONS.values():
         for row in records_collection(collection).aggregate(pipeline):
             per_day[row["_id"]] = per_day.get(row["_id"], 0) + row["n"]
-    labels = [(first + timedelta(days=offset)).isoformat() for offset in range(days)]
-    peak = max((per_day.get(day, 0) for day in labels), default=0) or 1
-    return [
-        DayBar(day=day, n=per_day.get(day, 0), pct=round(100 * per_day.get(day, 0) / peak))
-        for day in labels
-    ]
+    return day_bars(per_day, day_labels(days))
 
 
 def _details(kind: str, data: dict[str, Any]) -> list[tuple[str, str]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, timedelta
 
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDay
@@ -24,6 +26,29 @@ def connections_failing(limit: int = 50) -> list[UserDataSource]:
         .select_related("user")
         .order_by("-consecutive_failures", "-updated_at")[:limit]
     )
+
+
+@dataclass
+class DayBar:
+    day: str
+    n: int
+    pct: int  # height relative to the busiest day shown
+
+
+def day_labels(days: int) -> list[str]:
+    """The last `days` UTC days, oldest first, as YYYY-MM-DD."""
+    today = timezone.now().astimezone(UTC).date()
+    return [(today - timedelta(days=offset)).isoformat() for offset in range(days - 1, -1, -1)]
+
+
+def day_bars(per_day: Mapping[str, int], labels: list[str], *, peak: int = 0) -> list[DayBar]:
+    """A bar for every day (zero when empty); heights relative to `peak`, by default the
+    busiest of these days (charts that share a scale pass theirs)."""
+    peak = peak or max((per_day.get(day, 0) for day in labels), default=0) or 1
+    return [
+        DayBar(day=day, n=per_day.get(day, 0), pct=round(100 * per_day.get(day, 0) / peak))
+        for day in labels
+    ]
 
 
 def records_per_day(days: int = 14) -> dict[str, dict[str, int]]:

@@ -21,7 +21,7 @@ from pymongo.collection import Collection
 from ingestion.models import QuarantinedItem, RawPage, SyncRun, WebhookEvent
 from ingestion.schemas import CATEGORY_COLLECTIONS, ProcessedPage, kind_get
 from sibling import mongo
-from sibling.encryption import value_encrypt
+from sibling.encryption import value_decrypt, value_encrypt
 from sources.models import UserDataSource
 
 
@@ -167,10 +167,12 @@ def page_store(
     return counts
 
 
-def record_decode(document: dict[str, Any]) -> dict[str, Any]:
-    """A stored record as the application reads it: sealed fields back inside ``data``."""
-    sealed = document.get("sealed") or {}
-    return {**document, "data": {**document.get("data", {}), **sealed}}
+def record_decode(document: dict[str, Any], *, owner_id: Any) -> dict[str, Any]:
+    """A raw record as the application reads it: its sealed fields decrypted (under the owner's
+    key only) and merged back into ``data``."""
+    sealed = document.get("sealed")
+    plain = value_decrypt(sealed, owner_id=owner_id) if sealed is not None else {}
+    return {**document, "sealed": plain, "data": {**document.get("data", {}), **plain}}
 
 
 def connection_records_delete(*, connection: UserDataSource) -> int:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bson import ObjectId
-from bson.errors import InvalidId
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q
-from django.http import Http404
 
+from sibling.lookups import object_or_404
 from sources.models import UserDataSource
 from sources.providers import PROVIDERS, Provider
 
@@ -59,14 +57,7 @@ def connection_cards(*, user: AbstractBaseUser) -> list[ProviderCard]:
 
 def connection_get(*, user: AbstractBaseUser, connection_id: str) -> UserDataSource:
     """The person's own connection, or 404: another person's id looks like a missing one."""
-    try:
-        pk = ObjectId(connection_id)
-    except (InvalidId, TypeError):
-        raise Http404("No such connection") from None
-    connection = UserDataSource.objects.filter(pk=pk, user=user).first()
-    if connection is None:
-        raise Http404("No such connection")
-    return connection
+    return object_or_404(UserDataSource.objects.filter(user=user), connection_id, what="connection")
 
 
 def person_by_login(identifier: str) -> AbstractBaseUser | None:

@@ -19,7 +19,6 @@ from ingestion.http import RetryPolicy
 from ingestion.models import QuarantinedItem, SyncRun
 from ingestion.runner import connection_sync
 from ingestion.storage import record_decode
-from sibling.encryption import value_decrypt
 from sibling.mongo import plain_database
 from sources.models import UserDataSource
 from sources.providers.gmail.client import GmailSyncClient, NotFound, _history_changes, gmail_check
@@ -341,9 +340,7 @@ def message_from_sandbox(connection: UserDataSource, message_id: str) -> dict:
 
 def decoded(document: dict, owner_id) -> dict:
     """plain_database() does not decrypt: unseal as the application would read it."""
-    return record_decode(
-        {**document, "sealed": value_decrypt(document["sealed"], owner_id=owner_id)}
-    )
+    return record_decode(document, owner_id=owner_id)
 
 
 def backfilled(connection: UserDataSource, window_start: datetime) -> tuple[SyncRun, set[str]]:

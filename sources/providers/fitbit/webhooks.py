@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -39,7 +40,12 @@ def _secret_matches(request: HttpRequest) -> bool:
 
 
 def _public_key() -> ec.EllipticCurvePublicKey | None:
-    pem = settings.FITBIT_WEBHOOK_PUBLIC_KEY
+    return _load_public_key(settings.FITBIT_WEBHOOK_PUBLIC_KEY)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_public_key(pem: str) -> ec.EllipticCurvePublicKey | None:
+    # Parsed once per key, not on every notification.
     if not pem:
         return None
     key = serialization.load_pem_public_key(pem.encode())

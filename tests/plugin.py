@@ -31,6 +31,7 @@ def pytest_load_initial_conftests(
     if not os.environ.get("MONGODB_URI"):
         _server = EphemeralServer().start()
         os.environ["MONGODB_URI"] = _server.uri
+        os.environ["SIBLING_TEST_EMBEDDED"] = "1"  # for tests of the embedded server's ways
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -134,7 +134,7 @@ SIBLING_KMS_PROVIDERS = {SIBLING_KMS_PROVIDER: _kms_credentials}
 
 DATABASES = {
     "default": {
-        "ENGINE": "django_mongodb_backend",
+        "ENGINE": "sibling.db",
         "HOST": _database_uri,
         "NAME": MONGODB_NAME,
         "OPTIONS": {

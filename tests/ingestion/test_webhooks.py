@@ -5,12 +5,22 @@ import base64
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.utils import timezone
 
 from ingestion.models import SyncRun, WebhookEvent
 from ingestion.runner import connection_sync
+from ingestion.webhooks import (
+    STALE_CLAIM,
+    IncomingEvent,
+    webhook_event_process,
+    webhook_event_store,
+    webhook_events_drain,
+)
 from sibling.mongo import plain_database
 from sources.models import UserDataSource
 from sources.sandbox import webhooks as sandbox_hooks
@@ -114,6 +124,45 @@ def test_unknown_event_type_and_unknown_item_are_answered_200(client, hooks, pla
     errors = set(WebhookEvent.objects.values_list("error", flat=True))
     assert "no connection for this account" in errors
     assert any(e.startswith("unhandled event type") for e in errors)
+
+
+# --- Processing ---------------------------------------------------------------------------------
+
+
+def _stored_event(key: str) -> WebhookEvent:
+    incoming = IncomingEvent(
+        dedup_key=key,
+        event_type="TRANSACTIONS.SYNC_UPDATES_AVAILABLE",
+        payload={"item_id": "item-nobody-has"},
+    )
+    return webhook_event_store(provider="plaid", event=incoming, enqueue=False)[0]
+
+
+def test_each_event_is_processed_once_when_drains_race():
+    events = [_stored_event(f"race-{n}") for n in range(20)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: webhook_events_drain(), range(4)))
+    for event in events:
+        event.refresh_from_db()
+        assert event.status == Status.PROCESSED and event.attempts == 1
+
+
+def test_a_claim_left_by_a_killed_worker_is_taken_again_once_stale():
+    abandoned, busy = _stored_event("abandoned"), _stored_event("busy")
+    long_ago = timezone.now() - STALE_CLAIM - timedelta(minutes=1)
+    WebhookEvent.objects.filter(pk=abandoned.pk).update(
+        status=Status.PROCESSING, processed_at=long_ago
+    )
+    WebhookEvent.objects.filter(pk=busy.pk).update(
+        status=Status.PROCESSING, processed_at=timezone.now()
+    )
+
+    assert webhook_events_drain() == 1
+    abandoned.refresh_from_db()
+    busy.refresh_from_db()
+    assert abandoned.status == Status.PROCESSED and abandoned.attempts == 1
+    assert busy.status == Status.PROCESSING and busy.attempts == 0
+    assert webhook_event_process(busy.pk).status == Status.PROCESSING  # not claimed twice
 
 
 # --- Plaid end to end ---------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 The owner is named by ``owner`` (a field of the model, by default ``user``; ``"pk"`` for the
 person's own row; ``"system:<name>"`` for data not yet tied to a person). Values are encrypted
-in ``pre_save``, so only ``Model.save()`` and ``bulk_create()`` write them; a write that would
-bypass encryption (``QuerySet.update()`` with a plaintext value) raises instead of storing
-plaintext. Reads hand plaintext to the application.
+in ``pre_save``, so only ``Model.save()``, ``bulk_create()`` and ``sibling.writes.model_insert()``
+write them; a write that would bypass encryption (``QuerySet.update()`` with a plaintext value)
+raises instead of storing plaintext. Reads hand plaintext to the application.
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 
 A webhook is answered only once it is stored, so each delivery waits for its own insert. On a
 busy receiver many deliveries wait at once, and most of what each single insert costs the
-server is per command, not per document (on the embedded server: 1 ms for one document, 3 ms
-for eight). :func:`model_insert` therefore coalesces the inserts that concurrent threads of one
-process ask for into one unordered ``insert_many`` (group commit). Nobody waits for a batch to
-fill: the first caller writes at once, and whoever arrives while that write is in flight goes
-into the next one. Every caller still returns only after its own document is acknowledged,
-and learns on its own whether it was a duplicate.
+server is per command, not per document (on the embedded server, about 1 ms for one document
+and 3 ms for eight). :func:`model_insert` therefore coalesces the inserts that concurrent
+threads of one process ask for into one unordered ``insert_many`` (group commit). Nobody waits
+for a batch to fill: the first caller writes at once, and whoever arrives while that write is
+in flight goes into the next one. Every caller still returns only after its own document is
+acknowledged, and learns on its own whether it was a duplicate.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, connections, models
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connections, models
 from pymongo.errors import BulkWriteError
 
 from sibling import mongo
@@ -25,9 +25,9 @@ DUPLICATE_KEY = 11000
 MAX_BATCH = 100
 
 
-def model_document(instance: models.Model, *, using: str = "default") -> dict[str, Any]:
+def model_document(instance: models.Model) -> dict[str, Any]:
     """The document the ORM would insert for a new instance (encrypted fields encrypted)."""
-    connection = connections[using]
+    connection = connections[DEFAULT_DB_ALIAS]
     document = {}
     for model_field in instance._meta.concrete_fields:
         if model_field.primary_key:
@@ -37,17 +37,17 @@ def model_document(instance: models.Model, *, using: str = "default") -> dict[st
     return document
 
 
-def model_insert(instance: models.Model, *, using: str = "default") -> None:
+def model_insert(instance: models.Model) -> None:
     """Insert a new instance as ``save()`` would (without signals), sharing the write with
     other threads inserting into the same collection. Raises IntegrityError on a duplicate
     key, as ``save()`` does."""
-    document = model_document(instance, using=using)
+    document = model_document(instance)
     table = instance._meta.db_table
-    inserter = mongo.register_process_local(f"inserter:{using}:{table}", lambda: _Inserter(table))
+    inserter = mongo.register_process_local(f"inserter:{table}", lambda: _Inserter(table))
     inserter.insert(document)  # sets document["_id"]
     instance.pk = document["_id"]
     instance._state.adding = False
-    instance._state.db = using
+    instance._state.db = DEFAULT_DB_ALIAS
 
 
 @dataclass

@@ -105,17 +105,21 @@ class _Inserter:
         try:
             collection.insert_many([pending.document for pending in batch], ordered=False)
         except BulkWriteError as err:
+            # Only a duplicate key is an IntegrityError (callers read it as "already stored");
+            # any other refusal is a failed write.
             for write_error in err.details.get("writeErrors", []):
                 pending = batch[write_error["index"]]
                 if write_error.get("code") == DUPLICATE_KEY:
                     pending.error = IntegrityError(f"duplicate key in {self._table}")
                 else:
-                    pending.error = IntegrityError(
-                        f"write refused in {self._table} (code {write_error.get('code')})"
+                    pending.error = DatabaseError(
+                        f"insert into {self._table} refused (code {write_error.get('code')})"
                     )
             if err.details.get("writeConcernErrors"):
                 for pending in batch:
-                    pending.error = pending.error or IntegrityError("write concern not met")
+                    pending.error = pending.error or DatabaseError(
+                        f"insert into {self._table} not acknowledged by the write concern"
+                    )
         except Exception as err:  # the connection: nobody in the batch knows what was stored
             for pending in batch:
                 pending.error = DatabaseError(f"insert into {self._table} failed")

@@ -95,3 +95,18 @@ def test_a_failed_write_fails_each_caller_of_its_batch_and_nobody_hangs(monkeypa
     writes.model_insert(_event("after"))  # the inserter is usable again
     assert WebhookEvent.objects.filter(dedup_key="after").exists()
     assert not WebhookEvent.objects.filter(dedup_key__startswith="f").exists()
+
+
+def test_a_refusal_other_than_a_duplicate_is_a_database_error_not_integrity_error(raw_db):
+    """Callers read IntegrityError as "already stored"; a document the server refuses for any
+    other reason must not look like that."""
+    raw_db.create_collection("scratch_validated", validator={"$jsonSchema": {"required": ["x"]}})
+    inserter = writes._Inserter("scratch_validated")
+    try:
+        inserter.insert({"x": 1})
+        with pytest.raises(DatabaseError) as refused:
+            inserter.insert({"y": 2})
+        assert not isinstance(refused.value, IntegrityError)
+        assert raw_db["scratch_validated"].count_documents({}) == 1
+    finally:
+        raw_db.drop_collection("scratch_validated")

@@ -27,10 +27,8 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django_q.conf import Conf
 from django_q.tasks import async_task
-from pymongo.collection import Collection
 
 from ingestion.models import WebhookEvent
-from sibling import mongo
 from sibling.queue import broker
 from sibling.writes import model_insert
 
@@ -113,14 +111,11 @@ def webhook_events_drain(*, limit: int = 1000) -> int:
             .order_by("received_at")
             .values_list("pk", flat=True)[:100]
         )
-        # Through pymongo: the ORM wraps ``__lt`` in a null check the embedded server cannot
-        # answer from the status index.
-        batch += [
-            found["_id"]
-            for found in _events()
-            .find({"status": Status.PROCESSING.value, "processed_at": {"$lt": stale}}, {"_id": 1})
-            .limit(100)
-        ]
+        batch += list(
+            WebhookEvent.objects.filter(
+                status=Status.PROCESSING, processed_at__lt=stale
+            ).values_list("pk", flat=True)[:100]
+        )
         if not batch:
             break
         for event_id in batch:
@@ -151,10 +146,6 @@ def _delivery_count(*, provider: str, dedup_key: str) -> Any | None:
     stored = WebhookEvent.objects.filter(provider=provider, dedup_key=dedup_key)
     stored.update(deliveries=F("deliveries") + 1)
     return stored.values_list("pk", flat=True).first()
-
-
-def _events() -> Collection:
-    return mongo.plain_database()[WebhookEvent._meta.db_table]
 
 
 @method_decorator(csrf_exempt, name="dispatch")

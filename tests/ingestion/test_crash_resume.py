@@ -4,13 +4,16 @@ the sandbox's record set: nothing lost, nothing duplicated."""
 import os
 import signal
 import sys
+from types import SimpleNamespace
 
 import pytest
+from django.utils import timezone
 
 from ingestion.models import RawPage, SyncRun
 from ingestion.runner import connection_sync
 from ingestion.storage import records_collection
 from sources.providers.fitbit import Fitbit
+from sources.sandbox import health as sandbox_health
 from sources.services import connection_upsert
 from tests.factories import UserFactory
 from tests.helpers import BASE_DIR, kill_group, project_env, start_process
@@ -27,9 +30,13 @@ def _records(connection) -> dict[tuple[str, str], dict]:
 
 
 def test_sigkill_mid_backfill_then_restart_ends_with_the_sandbox_record_set(
-    fitbit_connection, sandbox, settings
+    fitbit_connection, sandbox, settings, monkeypatch
 ):
     settings.SIBLING_BACKFILL_DAYS = 30
+    # Today's data in the sandbox grows with the clock (a sample every 5 minutes): the synced
+    # copies and the reference must see the same moment of it.
+    frozen = timezone.now()
+    monkeypatch.setattr(sandbox_health, "timezone", SimpleNamespace(now=lambda: frozen))
     env = project_env(SIBLING_SANDBOX_BASE_URL=f"{sandbox.url}/sandbox", SIBLING_BACKFILL_DAYS="30")
     worker = start_process(
         [sys.executable, str(BASE_DIR / "manage.py"), "sync", str(fitbit_connection.pk)], env

@@ -293,7 +293,8 @@ def test_health_handshake_answers_201_with_the_secret_and_401_without(hooks, set
 def test_health_notification_fetches_exactly_the_named_days(hooks, fitbit_connection, settings):
     settings.FITBIT_WEBHOOK_PUBLIC_KEY = sandbox_hooks.health_public_key_pem()
     cursors = fresh(fitbit_connection).cursors
-    day = (fitbit_connection.created_at.date()).isoformat()
+    # A whole day in the past in any time zone (the sandbox account's today is local).
+    day = (fitbit_connection.created_at - timedelta(days=2)).date().isoformat()
     body = sandbox_hooks.health_notification_body(
         fitbit_connection.external_account_id, "steps", [(day, day)]
     )

@@ -143,7 +143,10 @@ class WebhookEvent(models.Model):
             # Few indexes: every delivery pays for each one before it is answered.
             models.Index(fields=["status", "received_at"], name="webhook_queue"),
         ]
-        permissions = [("view_webhook_payload", "Can see decrypted webhook payloads")]
+        permissions = [
+            ("view_webhook_payload", "Can see decrypted webhook payloads"),
+            ("replay_webhookevent", "Can replay webhook events"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.provider} {self.event_type or 'event'} {self.pk} ({self.status})"
@@ -226,6 +229,12 @@ class AccessLedgerEntry(models.Model):
     class Meta:
         indexes = [models.Index(fields=["subject", "-created_at"], name="ledger_subject")]
         verbose_name_plural = "access ledger entries"
+        # Admin's privacy views (a person's page, data requests) check these.
+        permissions = [
+            ("view_person_privacy", "Can see a person's privacy page (connections, ledger)"),
+            ("export_person_data", "Can export a person's decrypted data"),
+            ("erase_person", "Can erase a person (staff accounts: superusers only)"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} ({self.scope}) at {self.created_at:%Y-%m-%d %H:%M}"

@@ -54,6 +54,11 @@ class UserDataSource(models.Model):
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     refresh_lock_until = models.DateTimeField(null=True, blank=True)
+    # Days that providers' notifications named and no sync has fetched yet, merged per stream
+    # ({stream: {"first": "YYYY-MM-DD", "last": "YYYY-MM-DD"}}): kept here, not only in a task,
+    # so a window asked for while another sync holds the lease, or lost with a killed worker,
+    # is fetched after it rather than dropped.
+    pending_windows = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -72,6 +77,12 @@ class UserDataSource(models.Model):
             models.Index(fields=["status", "next_sync_at"], name="source_due"),
         ]
         verbose_name = "connection"
+        # What admin actions need beyond seeing connections (changing a connection's fields is
+        # the ordinary change permission).
+        permissions = [
+            ("sync_userdatasource", "Can sync, pause, resume and resync connections"),
+            ("disconnect_userdatasource", "Can disconnect connections"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.provider} connection {self.pk}"

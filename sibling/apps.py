@@ -40,4 +40,8 @@ class SiblingConfig(AppConfig):
     default_auto_field = OBJECT_ID_AUTO_FIELD
 
     def ready(self) -> None:
-        from sibling import mongo, signals  # noqa: F401  (fork hooks, post_migrate setup)
+        from sibling import (  # noqa: F401  (deploy checks, fork hooks, post_migrate setup)
+            checks,
+            mongo,
+            signals,
+        )

@@ -187,7 +187,11 @@ SIBLING_METRICS_TOKEN = env.str("SIBLING_METRICS_TOKEN", default="")
 # built-in sandbox (sources/sandbox, mounted under /sandbox/), which cannot be enabled with DEBUG
 # off. `<PROVIDER>_SANDBOX=0/1` forces the choice in development.
 PORT = env.int("PORT", default=8000)
-SIBLING_PUBLIC_URL = env.str("SIBLING_PUBLIC_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
+# Where providers reach Sibling (webhook URLs, the Gmail push audience). Required with DEBUG off:
+# no silent fallback there, and `check --deploy` fails without it (sibling.checks).
+SIBLING_PUBLIC_URL = env.str(
+    "SIBLING_PUBLIC_URL", default=f"http://127.0.0.1:{PORT}" if DEBUG else ""
+).rstrip("/")
 SIBLING_SANDBOX_ALLOWED = DEBUG
 SIBLING_SANDBOX_BASE_URL = env.str(
     "SIBLING_SANDBOX_BASE_URL", default=f"{SIBLING_PUBLIC_URL}/sandbox"

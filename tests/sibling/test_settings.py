@@ -42,6 +42,7 @@ PRODUCTION = {
     "DEBUG": "0",
     "SECRET_KEY": "x9!production-like-secret-key-that-is-long-and-random-7Hq2Lm0pZr4Vt8",
     "ALLOWED_HOSTS": "sibling.example.com",
+    "SIBLING_PUBLIC_URL": "https://sibling.example.com",
 }
 
 
@@ -63,6 +64,55 @@ def test_deploy_check_passes_with_production_values():
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def deploy_check(
+    *, unset: tuple[str, ...] = (), **overrides: str
+) -> subprocess.CompletedProcess[str]:
+    env = project_env(**{**PRODUCTION, **overrides})
+    for name in unset:
+        env.pop(name, None)
+    return subprocess.run(
+        [*MANAGE, "check", "--deploy"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_deploy_check_fails_without_a_public_url_when_debug_is_off():
+    # Before, a missing SIBLING_PUBLIC_URL silently became http://127.0.0.1:8000: Plaid's webhook
+    # URL and the Gmail push audience pointed at the server itself.
+    result = deploy_check(unset=("SIBLING_PUBLIC_URL",))
+    assert result.returncode != 0
+    assert "sibling.E001" in result.stderr
+    assert "SIBLING_PUBLIC_URL is not set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["http://sibling.example.com", "sibling.example.com", "https://", "ftp://x.example"]
+)
+def test_deploy_check_fails_for_a_public_url_that_is_not_https(url):
+    result = deploy_check(SIBLING_PUBLIC_URL=url)
+    assert result.returncode != 0
+    assert "sibling.E002" in result.stderr
+    assert "SIBLING_PUBLIC_URL must be an https:// URL" in result.stderr
+
+
+def test_development_keeps_the_local_public_url_without_a_check_error():
+    script = "from django.conf import settings; print(settings.SIBLING_PUBLIC_URL)"
+    env = project_env(DEBUG="1", PORT="8123")
+    env.pop("SIBLING_PUBLIC_URL", None)
+    shown = subprocess.run(
+        [*MANAGE, "shell", "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip().splitlines()[-1] == "http://127.0.0.1:8123"
+    checked = subprocess.run(
+        [*MANAGE, "check", "--deploy"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "sibling.E00" not in checked.stdout + checked.stderr
 
 
 def test_the_provider_sandbox_cannot_be_enabled_without_debug():

@@ -1,13 +1,20 @@
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.decorators import staff_member_required
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_permission_codename, get_user_model
+from django.contrib.auth.decorators import permission_required
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
-from django.utils.html import format_html
+from django.urls import URLPattern, path, reverse
+from django.views.decorators.cache import never_cache
 
 from ingestion import selectors
 from ingestion.erasure import person_erase
@@ -19,6 +26,36 @@ from ingestion.storage import records_collection
 from ingestion.webhooks import webhook_event_enqueue
 from sibling.lookups import object_or_404
 from sources.models import UserDataSource
+
+# Who may do what in the views below (declared in the models' Meta.permissions).
+DASHBOARD_PERMISSION = "sources.view_userdatasource"
+PRIVACY_VIEW_PERMISSION = "ingestion.view_person_privacy"
+PRIVACY_EXPORT_PERMISSION = "ingestion.export_person_data"
+PRIVACY_ERASE_PERMISSION = "ingestion.erase_person"
+PAYLOAD_PERMISSION = "ingestion.view_webhook_payload"
+
+ERASE_STAFF_REFUSED = "Only a superuser may erase a staff or superuser account."
+ERASE_SELF_REFUSED = "Your own account is erased from your own data page, not from here."
+ERASE_CONFIRM_WRONG = "Type the person's username to confirm the erasure."
+ERASE_REAUTH_FAILED = "Your own password is needed to confirm an erasure; it was not right."
+PAYLOAD_REASON_MISSING = "Give the reason for seeing this payload (it goes in the person's ledger)."
+
+
+def staff_view(permission: str) -> Callable[[Callable], Callable]:
+    """Admin pages outside ModelAdmin: people who are not staff are sent to the admin login;
+    staff without ``permission`` get 403. Never cached: the pages show personal data."""
+
+    def decorate(view: Callable) -> Callable:
+        checked = permission_required(permission, raise_exception=True)(view)
+        return staff_member_required(never_cache(checked))
+
+    return decorate
+
+
+def action_permitted(request: HttpRequest, opts: Any, action: str) -> bool:
+    """The model permission an admin action declares, named like Django's own
+    (``<app>.<action>_<model>``)."""
+    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
 
 
 @admin.register(SyncRun)
@@ -90,8 +127,9 @@ class SyncRunInline(admin.TabularInline):
         return super().get_queryset(request).order_by("-started_at")
 
 
-@staff_member_required
+@staff_view(DASHBOARD_PERMISSION)
 def dashboard(request: HttpRequest) -> HttpResponse:
+    """Sync health: for staff who may see connections (the page is about them)."""
     days = 14
     labels = selectors.day_labels(days)
     per_day = selectors.records_per_day(days)
@@ -150,44 +188,79 @@ class WebhookEventAdmin(admin.ModelAdmin):
     change_form_template = "admin/ingestion/webhookevent/change_form.html"
 
     @admin.display(description="payload")
-    def payload_view(self, obj: WebhookEvent) -> str:
-        if obj.payload is None:
-            return "not kept"
-        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, default=str))
-
-    @admin.display(description="payload")
     def payload_hidden(self, obj: WebhookEvent) -> str:
-        return "hidden: encrypted; staff allowed to see webhook payloads give a reason to see it"
+        return "encrypted; shown on its own page to staff allowed to see webhook payloads"
+
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.model._meta
+        reveal = path(
+            "<path:object_id>/payload/",
+            self.admin_site.admin_view(self.payload_view),
+            name=f"{opts.app_label}_{opts.model_name}_payload",
+        )
+        return [reveal, *super().get_urls()]
+
+    def payload_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The decrypted payload, for a reason given by POST (CSRF-checked, never in a URL,
+        so it stays out of logs and history); every showing goes in the person's ledger."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        event = self.get_object(request, unquote(object_id))
+        if event is None:
+            raise Http404("No such event")
+        if not (
+            self.has_view_permission(request, event) and request.user.has_perm(PAYLOAD_PERMISSION)
+        ):
+            raise PermissionDenied
+        reason = request.POST.get("reason", "").strip()
+        if not reason:
+            messages.error(request, PAYLOAD_REASON_MISSING)
+            opts = self.model._meta
+            return redirect(
+                reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[quote(event.pk)])
+            )
+        ledger_record(
+            subject_id=event.user_id,
+            actor=request.user,
+            action=Action.VIEW,
+            scope=f"webhook event {event.pk} payload",
+            reason=reason,
+        )
+        payload = None
+        if event.payload is not None:
+            payload = json.dumps(event.payload, indent=2, default=str)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Payload of {event}",
+            "opts": self.model._meta,
+            "original": event,
+            "payload": payload,
+            "reason": reason,
+        }
+        return render(request, "admin/ingestion/webhookevent/payload.html", context)
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
     ) -> HttpResponse:
-        # Personal data is shown only with a reason, and every showing is in the ledger.
-        reason = request.GET.get("reason", "").strip()
-        allowed = request.user.has_perm("ingestion.view_webhook_payload")
-        request.payload_revealed = False  # type: ignore[attr-defined]
-        if reason and allowed:
-            event = self.get_object(request, object_id)
-            if event is not None:
-                ledger_record(
-                    subject_id=event.user_id,
-                    actor=request.user,
-                    action=Action.VIEW,
-                    scope=f"webhook event {event.pk} payload",
-                    reason=reason,
-                )
-                request.payload_revealed = True  # type: ignore[attr-defined]
+        allowed = request.user.has_perm(PAYLOAD_PERMISSION)
         context = {**(extra_context or {}), "can_reveal": allowed}
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> tuple:
-        shown = getattr(request, "payload_revealed", False)
-        return (*self.readonly_fields, "payload_view" if shown else "payload_hidden")
+        return (*self.readonly_fields, "payload_hidden")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description="Replay (process again)")
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Nothing on an event is edited by hand (a saved form would also overwrite the worker's
+        # concurrent status updates); staff act on events through Replay.
+        return False
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        return action_permitted(request, self.model._meta, "replay")
+
+    @admin.action(description="Replay (process again)", permissions=["replay"])
     def replay(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         reason = request.POST.get("reason", "").strip()
         if not reason:
@@ -241,7 +314,7 @@ class AccessLedgerEntryAdmin(admin.ModelAdmin):
         return False
 
 
-@staff_member_required
+@staff_view(PRIVACY_VIEW_PERMISSION)
 def privacy_search(request: HttpRequest) -> HttpResponse:
     """Find a person (by email or username) to answer a data request."""
     query = request.GET.get("q", "").strip()
@@ -256,14 +329,47 @@ def privacy_search(request: HttpRequest) -> HttpResponse:
     return render(request, "admin/ingestion/privacy_search.html", {**context, "people": people})
 
 
-@staff_member_required
+@dataclass(frozen=True)
+class PrivacyRights:
+    """What one staff member may do on one person's privacy page."""
+
+    export: bool
+    erase: bool
+    # Why the erasure is not offered although the staff member holds the permission.
+    erase_refused: str = ""
+
+
+def privacy_rights(*, actor: AbstractBaseUser, person: AbstractBaseUser) -> PrivacyRights:
+    export = actor.has_perm(PRIVACY_EXPORT_PERMISSION)
+    if not actor.has_perm(PRIVACY_ERASE_PERMISSION):
+        return PrivacyRights(export=export, erase=False)
+    if person.pk == actor.pk:
+        return PrivacyRights(export=export, erase=False, erase_refused=ERASE_SELF_REFUSED)
+    # A staff account erased by another staff member would be a way around the superusers.
+    if (person.is_staff or person.is_superuser) and not actor.is_superuser:
+        return PrivacyRights(export=export, erase=False, erase_refused=ERASE_STAFF_REFUSED)
+    return PrivacyRights(export=export, erase=True)
+
+
+@staff_view(PRIVACY_VIEW_PERMISSION)
 def person_privacy(request: HttpRequest, user_id: str) -> HttpResponse:
-    """A person's privacy view: connections, record counts, ledger; export and erasure."""
+    """A person's privacy view: connections, record counts, ledger; export and erasure.
+
+    Seeing the page needs ``view_person_privacy``; exporting adds ``export_person_data``,
+    erasing ``erase_person`` and the acting staff member's own password (staff and superuser
+    accounts only by a superuser). Anything else is 403.
+    """
     person = object_or_404(get_user_model().objects.all(), user_id, what="person")
+    rights = privacy_rights(actor=request.user, person=person)
     error = ""
     if request.method == "POST":
         reason = request.POST.get("reason", "").strip()
-        if request.POST.get("action") == "export":
+        action = request.POST.get("action")
+        if action not in ("export", "erase"):
+            error = "Choose export or erasure."
+        elif not getattr(rights, action):
+            raise PermissionDenied
+        elif action == "export":
             if not reason:
                 error = "Give the reason for this export (it goes in the person's ledger)."
             else:
@@ -275,13 +381,14 @@ def person_privacy(request: HttpRequest, user_id: str) -> HttpResponse:
                     reason=reason,
                 )
                 return export_response(user=person)
-        elif request.POST.get("action") == "erase":
-            if request.POST.get("confirm", "").strip() != person.get_username():
-                error = "Type the person's username to confirm the erasure."
-            else:
-                report = person_erase(user=person)
-                messages.success(request, f"The person was erased: {dict(report.counts)}.")
-                return redirect("admin:index")
+        elif request.POST.get("confirm", "").strip() != person.get_username():
+            error = ERASE_CONFIRM_WRONG
+        elif not request.user.check_password(request.POST.get("password", "")):
+            error = ERASE_REAUTH_FAILED
+        else:
+            report = person_erase(user=person)
+            messages.success(request, f"The person was erased: {dict(report.counts)}.")
+            return redirect("admin:index")
     counts = {
         name: records_collection(name).count_documents({"user": person.pk})
         for name in sorted(set(CATEGORY_COLLECTIONS.values()))
@@ -294,5 +401,6 @@ def person_privacy(request: HttpRequest, user_id: str) -> HttpResponse:
         "counts": counts,
         "ledger": ledger_of(user=person),
         "error": error,
+        "rights": rights,
     }
     return render(request, "admin/ingestion/person_privacy.html", context)

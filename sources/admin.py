@@ -3,7 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from ingestion.admin import SyncRunInline
+from ingestion.admin import SyncRunInline, action_permitted
 from sources import services
 from sources.models import UserDataSource
 
@@ -38,6 +38,10 @@ class UserDataSourceAdmin(admin.ModelAdmin):
     actions = ("sync_now", "pause", "resume", "full_resync", "disconnect_keep_data")
     # Credentials and the account label are never shown; the detail page says they are stored.
     exclude = ("credentials", "account_label")
+    # What staff with the change permission may edit by hand; everything else (the status, the
+    # leases, the lookup hash, fields added later) changes only through the actions and the
+    # services behind them, which keep a connection's state consistent.
+    editable_fields = ("sync_interval", "next_sync_at", "notice")
     readonly_fields = (
         "user",
         "provider",
@@ -78,31 +82,44 @@ class UserDataSourceAdmin(admin.ModelAdmin):
         shown = obj.provider_class.credentials_redacted(obj.credentials)
         return "stored, encrypted: " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items()))
 
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> tuple:
+        shown = tuple(self.readonly_fields)
+        hidden = {"id", *self.exclude, *self.editable_fields, *shown}
+        rest = tuple(f.name for f in self.model._meta.concrete_fields if f.name not in hidden)
+        return (*shown, *rest)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # connections are made by people through the connect flows
+
+    def has_sync_permission(self, request: HttpRequest) -> bool:
+        return action_permitted(request, self.model._meta, "sync")
+
+    def has_disconnect_permission(self, request: HttpRequest) -> bool:
+        return action_permitted(request, self.model._meta, "disconnect")
 
     def _apply(self, request: HttpRequest, queryset: QuerySet, service: object, done: str) -> None:
         changed = sum(1 for connection in queryset if service(connection=connection))
         self.message_user(request, f"{done}: {changed} of {queryset.count()}.", messages.SUCCESS)
 
-    @admin.action(description="Sync now")
+    @admin.action(description="Sync now", permissions=["sync"])
     def sync_now(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._apply(request, queryset, services.connection_sync_now, "Due now")
 
-    @admin.action(description="Pause")
+    @admin.action(description="Pause", permissions=["sync"])
     def pause(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._apply(request, queryset, services.connection_pause, "Paused")
 
-    @admin.action(description="Resume")
+    @admin.action(description="Resume", permissions=["sync"])
     def resume(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._apply(request, queryset, services.connection_resume, "Resumed")
 
-    @admin.action(description="Full resync (forget cursors)")
+    @admin.action(description="Full resync (forget cursors)", permissions=["sync"])
     def full_resync(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._apply(request, queryset, services.connection_full_resync, "Resync scheduled")
 
-    @admin.action(description="Disconnect (revoke access, keep data)")
+    @admin.action(description="Disconnect (revoke access, keep data)", permissions=["disconnect"])
     def disconnect_keep_data(self, request: HttpRequest, queryset: QuerySet) -> None:
         for connection in queryset:
             services.connection_disconnect(connection=connection, delete_data=False)
         self.message_user(request, "Disconnected.", messages.SUCCESS)
+

@@ -12,6 +12,36 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.django.Password("correct horse battery staple")
 
 
+# What a view-only staff member holds: the lists and details, the dashboard, the privacy page.
+STAFF_VIEW_PERMISSIONS = (
+    "sources.view_userdatasource",
+    "ingestion.view_syncrun",
+    "ingestion.view_webhookevent",
+    "ingestion.view_quarantineditem",
+    "ingestion.view_person_privacy",
+)
+
+
+class StaffFactory(UserFactory):
+    """A staff member (not a superuser) holding exactly ``permissions``, each "app.codename":
+    ``StaffFactory(permissions=STAFF_VIEW_PERMISSIONS)``."""
+
+    username = factory.Sequence(lambda n: f"staff{n}")
+    is_staff = True
+
+    @factory.post_generation
+    def permissions(
+        self, create: bool, extracted: tuple[str, ...] | None, **kwargs: object
+    ) -> None:
+        from django.contrib.auth.models import Permission
+
+        for name in extracted or ():
+            app_label, codename = name.split(".")
+            self.user_permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+
+
 class UserDataSourceFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = "sources.UserDataSource"

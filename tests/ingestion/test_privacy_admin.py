@@ -11,6 +11,7 @@ from ingestion.models import AccessLedgerEntry, ErasureRecord
 from tests.factories import UserDataSourceFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
+PASSWORD = "correct horse battery staple"  # every factory user's
 
 
 @pytest.fixture
@@ -61,10 +62,17 @@ def test_a_staff_export_needs_a_reason_and_the_person_sees_it(staff_client, clie
     assert "data request #7" in page and "Sibling staff" in page
 
 
-def test_erasure_from_admin_needs_the_username(staff_client, subject):
+def test_erasure_from_admin_needs_the_username_and_the_staff_members_password(
+    staff_client, subject
+):
     url = reverse("person_privacy", args=[subject.pk])
-    refused = staff_client.post(url, {"action": "erase", "confirm": "someone else"})
+    refused = staff_client.post(
+        url, {"action": "erase", "confirm": "someone else", "password": PASSWORD}
+    )
     assert "Type the person" in refused.content.decode()
-    staff_client.post(url, {"action": "erase", "confirm": subject.username})
+    unconfirmed = staff_client.post(url, {"action": "erase", "confirm": subject.username})
+    assert "Your own password" in unconfirmed.content.decode()
+    assert get_user_model().objects.filter(pk=subject.pk).exists()
+    staff_client.post(url, {"action": "erase", "confirm": subject.username, "password": PASSWORD})
     assert not get_user_model().objects.filter(pk=subject.pk).exists()
     assert ErasureRecord.objects.get().counts["connections"] == 1

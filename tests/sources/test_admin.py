@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from sources.models import UserDataSource
-from tests.factories import UserDataSourceFactory, UserFactory
+from tests.factories import StaffFactory, UserDataSourceFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 Status = UserDataSource.Status
@@ -60,3 +60,43 @@ def test_actions(staff, action, before, after):
         assert connection.cursors == {} and connection.backfill_progress == 0.0
     if action in ("sync_now", "resume", "full_resync"):
         assert connection.next_sync_at is not None
+
+
+def test_disconnect_action_revokes_and_keeps_the_connection_row(staff):
+    connection = UserDataSourceFactory()
+    staff.post(
+        reverse("admin:sources_userdatasource_changelist"),
+        {"action": "disconnect_keep_data", "_selected_action": [str(connection.pk)]},
+    )
+    connection.refresh_from_db()
+    assert connection.status == Status.DISCONNECTED and connection.credentials is None
+
+
+def test_staff_who_may_change_edit_only_the_schedule_and_notice(client):
+    editor = StaffFactory(
+        permissions=("sources.view_userdatasource", "sources.change_userdatasource")
+    )
+    client.force_login(editor, backend="django.contrib.auth.backends.ModelBackend")
+    connection = UserDataSourceFactory()
+    url = reverse("admin:sources_userdatasource_change", args=[connection.pk])
+    page = client.get(url).content.decode()
+    for editable in ("sync_interval", "next_sync_at_0", "notice"):
+        assert f'name="{editable}"' in page, editable
+    # State changes go through the actions (and their services), never a hand-edited field.
+    for fixed in ("status", "lease_owner", "lease_expires_at_0", "external_lookup", "cursors"):
+        assert f'name="{fixed}"' not in page, fixed
+    client.post(
+        url,
+        {
+            "sync_interval": "600",
+            "next_sync_at_0": "",
+            "next_sync_at_1": "",
+            "notice": "",
+            "status": "disconnected",
+            "runs-TOTAL_FORMS": "0",
+            "runs-INITIAL_FORMS": "0",
+            "_save": "Save",
+        },
+    )
+    connection.refresh_from_db()
+    assert (connection.sync_interval, connection.status) == (600, Status.ACTIVE)

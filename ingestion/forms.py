@@ -1,6 +1,8 @@
 from datetime import timedelta
+from typing import Any
 
 from django import forms
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils import timezone
 
 
@@ -15,18 +17,48 @@ class ApiTokenForm(forms.Form):
 
 
 class EraseForm(forms.Form):
+    """Delete all my data: the phrase, and the person's own password.
+
+    The password makes a session left open (or stolen) not enough to erase an account.
+    """
+
     PHRASE = "delete my data"
+    REFUSED = "That is not your password. Nothing was deleted."
+    CANNOT_CONFIRM = (
+        "Your account has no password, so this cannot be confirmed here. Nothing was deleted."
+    )
     confirm = forms.CharField(
         label=f'To confirm, type "{PHRASE}"',
         max_length=50,
         widget=forms.TextInput(attrs={"autocomplete": "off"}),
     )
+    password = forms.CharField(
+        label="Your password",
+        strip=False,
+        max_length=4096,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+
+    def __init__(self, *args: Any, user: AbstractBaseUser, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+        # Set when the password was checked and was wrong (the view counts those).
+        self.password_refused = False
 
     def clean_confirm(self) -> str:
         value = self.cleaned_data["confirm"].strip().lower()
         if value != self.PHRASE:
             raise forms.ValidationError(f'Type "{self.PHRASE}" to confirm.')
         return value
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        if not self.user.has_usable_password():
+            raise forms.ValidationError(self.CANNOT_CONFIRM)
+        if not self.user.check_password(password):
+            self.password_refused = True
+            raise forms.ValidationError(self.REFUSED)
+        return password
 
 
 class MoodRatingForm(forms.Form):

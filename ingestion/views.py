@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
@@ -14,6 +15,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
+from django_ratelimit.core import get_usage
 
 from ingestion import mydata
 from ingestion.authentication import (
@@ -55,17 +57,49 @@ def api_token_revoke_view(request: HttpRequest, token_id: str) -> HttpResponse:
     return redirect("ingestion:api_tokens")
 
 
+ERASE_TOO_MANY_WRONG_PASSWORDS = "Too many wrong passwords. Nothing was deleted; try again later."
+
+
+def _erase_password_usage(request: HttpRequest, *, increment: bool) -> dict[str, Any] | None:
+    """Wrong passwords given to the erase form, per person, on the login's per-username budget:
+    otherwise the form would be a way around the login's limit for guessing a password."""
+    rate = getattr(settings, "SIBLING_LOGIN_RATE_USERNAME", "10/10m")
+    return get_usage(
+        request, group="erase-password", key="user", rate=rate, method="POST", increment=increment
+    )
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def privacy(request: HttpRequest) -> HttpResponse:
-    """Delete all my data: grants revoked, everything deleted, the data key destroyed."""
-    form = EraseForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        report = person_erase(user=request.user)
-        logout(request)
-        return render(request, "ingestion/erased.html", {"report": report})
-    ledger = ledger_of(user=request.user)
-    return render(request, "ingestion/privacy.html", {"form": form, "ledger": ledger})
+    """Delete all my data (the phrase and the person's password): grants revoked, everything
+    deleted, the data key destroyed."""
+    form = EraseForm(request.POST or None, user=request.user)
+    if request.method == "POST":
+        usage = _erase_password_usage(request, increment=False)
+        if usage and usage["count"] >= usage["limit"]:
+            response = _privacy_page(
+                request,
+                EraseForm(user=request.user),
+                status=429,
+                refusal=ERASE_TOO_MANY_WRONG_PASSWORDS,
+            )
+            response["Retry-After"] = str(max(1, int(usage["time_left"])))
+            return response
+        if form.is_valid():
+            report = person_erase(user=request.user)
+            logout(request)
+            return render(request, "ingestion/erased.html", {"report": report})
+        if form.password_refused:
+            _erase_password_usage(request, increment=True)
+    return _privacy_page(request, form)
+
+
+def _privacy_page(
+    request: HttpRequest, form: EraseForm, *, status: int = 200, refusal: str = ""
+) -> HttpResponse:
+    context = {"form": form, "ledger": ledger_of(user=request.user), "refusal": refusal}
+    return render(request, "ingestion/privacy.html", context, status=status)
 
 
 @never_cache  # the page shows decrypted records

@@ -19,6 +19,7 @@ from sources.models import UserDataSource
 from sources.providers.plaid import Plaid
 from sources.sandbox.faults import fault_set
 from tests.ingestion.conftest import NO_WAIT, fresh
+from tests.sources.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,9 +63,11 @@ def test_delete_all_my_data(client, plaid_connection, rescuetime_connection, per
     email = person.email.encode()
 
     client.force_login(person, backend="django.contrib.auth.backends.ModelBackend")
-    refused = client.post(reverse("ingestion:privacy"), {"confirm": "yes"})
+    refused = client.post(reverse("ingestion:privacy"), {"confirm": "yes", "password": PASSWORD})
     assert refused.status_code == 200 and UserDataSource.objects.filter(user=person).exists()
-    page = client.post(reverse("ingestion:privacy"), {"confirm": "delete my data"})
+    page = client.post(
+        reverse("ingestion:privacy"), {"confirm": "delete my data", "password": PASSWORD}
+    )
     assert page.status_code == 200 and "Your data was deleted" in page.content.decode()
 
     # Nothing anywhere names the person or holds their plaintext.

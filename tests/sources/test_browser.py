@@ -1,5 +1,6 @@
 """In a real browser (Debian's chromium driven by Playwright): a new person signs up, connects
-Fitbit through the sandbox's consent page, and sees the connection active."""
+Fitbit through the sandbox's consent page, and sees the connection active; a view-only staff
+member walks admin and is offered nothing to change."""
 
 import os
 import re
@@ -9,6 +10,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from sources.models import UserDataSource
+from tests.factories import STAFF_VIEW_PERMISSIONS, StaffFactory, UserDataSourceFactory
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags chromium keeps dialling hosts this machine cannot reach.
@@ -65,3 +67,33 @@ def test_new_person_signs_up_connects_fitbit_and_sees_it_active(browser, sandbox
 
     stored = UserDataSource.objects.get(user__username="lin", provider="fitbit")
     assert stored.status == UserDataSource.Status.ACTIVE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_view_only_staff_member_walks_admin_and_is_offered_no_action(browser, live_server):
+    connection = UserDataSourceFactory()
+    StaffFactory(username="vera", permissions=STAFF_VIEW_PERMISSIONS)
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/admin/login/")
+    page.get_by_label("Username").fill("vera")
+    page.get_by_label("Password").fill("correct horse battery staple")
+    page.get_by_role("button", name="Log in").click()
+
+    page.locator("#content-main").get_by_role("link", name="Connections", exact=True).click()
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    # Without the sync and disconnect permissions Django offers no action at all.
+    expect(page.locator("select[name=action]")).to_have_count(0)
+    expect(page.get_by_text("Sync now")).to_have_count(0)
+
+    page.locator("#result_list tbody a").first.click()
+    expect(page.get_by_role("heading", name="View connection")).to_be_visible()
+    expect(page).to_have_url(re.compile(f"/{connection.pk}/change/$"))
+    expect(page.locator("#userdatasource_form input[type=text]")).to_have_count(0)
+    expect(page.locator("input[name=_save]")).to_have_count(0)
+
+    page.goto(f"{live_server.url}/admin/")
+    page.get_by_role("link", name="Sync health").click()
+    expect(page.get_by_role("heading", name="Connections by status")).to_be_visible()
+    context.close()

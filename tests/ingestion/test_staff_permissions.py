@@ -7,6 +7,7 @@ import zipfile
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
@@ -300,3 +301,13 @@ def test_a_payload_is_revealed_by_a_posted_reason_never_one_in_the_url(superuser
     assert "no-store" in shown["Cache-Control"]
     entry = AccessLedgerEntry.objects.get(subject=event.user)
     assert (entry.action, entry.reason) == ("view", "checking the item id")
+
+
+def test_revealing_a_payload_needs_the_csrf_token(admin_rows):
+    browser = log_in(
+        Client(enforce_csrf_checks=True), UserFactory(is_staff=True, is_superuser=True)
+    )
+    event = admin_rows["ingestion_webhookevent"]
+    reveal = reverse("admin:ingestion_webhookevent_payload", args=[event.pk])
+    assert browser.post(reveal, {"reason": "forged form"}).status_code == 403
+    assert not AccessLedgerEntry.objects.exists()

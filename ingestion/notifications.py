@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import date
+import logging
+from datetime import date, timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from ingestion.models import SyncRun, WebhookEvent
-from ingestion.runner import connection_sync
-from ingestion.scheduler import connection_sync_enqueue
+from ingestion.scheduler import connection_sync_enqueue, window_queue, windows_fetch_enqueue
 from sources.models import UserDataSource
 
+logger = logging.getLogger(__name__)
 Status = UserDataSource.Status
 
 
@@ -32,19 +34,52 @@ def connection_sync_request(connection: UserDataSource) -> bool:
     UserDataSource.objects.filter(pk=connection.pk, status=Status.ACTIVE).update(
         next_sync_at=timezone.now()
     )
-    # If a sync holds the lease now, the dispatch starts the next one when it is released.
+    # If a sync holds the lease now, the connection stays due and its release starts the next.
     return connection_sync_enqueue(connection_id=connection.pk, trigger=SyncRun.Trigger.WEBHOOK)
+
+
+def window_bounds(first: date, last: date) -> tuple[date, date] | None:
+    """The days of a requested window that may be fetched: at most the backfill horizon back,
+    never in the future (today plus one day, as a person's civil "today" can be a day ahead of
+    UTC). None when nothing of it is left."""
+    today = timezone.now().date()
+    earliest = today - timedelta(days=settings.SIBLING_BACKFILL_DAYS)
+    latest = today + timedelta(days=1)
+    if last < first:
+        first, last = last, first
+    bounded = (max(first, earliest), min(last, latest))
+    return bounded if bounded[0] <= bounded[1] else None
 
 
 def connection_window_fetch(
     connection: UserDataSource, *, stream: str, first: date, last: date
-) -> SyncRun | None:
-    """Fetch exactly the days a notification names, now, in this task."""
+) -> bool:
+    """Fetch exactly the days a notification names, in a task of its own.
+
+    The days are queued on the connection first (merged with what waits for the same stream),
+    then a task fetches them under the connection's lease. If another sync holds the lease, they
+    stay queued and its release starts the fetch: never beside it, never dropped. A window beyond
+    the bounds (``window_bounds``) is clamped and logged. False when nothing was queued.
+    """
     if connection.status != Status.ACTIVE:
-        return None
-    return connection_sync(
-        connection.pk, trigger=SyncRun.Trigger.WEBHOOK, window=(stream, first, last)
-    )
+        return False
+    bounded = window_bounds(first, last)
+    if bounded != (min(first, last), max(first, last)):
+        # Counts only: dates of a person's activity stay out of the logs.
+        asked = abs((last - first).days) + 1
+        kept = (bounded[1] - bounded[0]).days + 1 if bounded else 0
+        logger.warning(
+            "%s window for connection %s clamped: %d days asked, %d kept",
+            stream,
+            connection.pk,
+            asked,
+            kept,
+        )
+    if bounded is None:
+        return False
+    window_queue(connection_id=connection.pk, stream=stream, first=bounded[0], last=bounded[1])
+    windows_fetch_enqueue(connection_id=connection.pk)
+    return True
 
 
 def connection_reauth_required(connection: UserDataSource) -> None:

@@ -8,9 +8,10 @@ cursor. A sync killed anywhere resumes from the last stored page, losing and dup
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import date, timedelta
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db.models import F
@@ -19,13 +20,28 @@ from django.utils import timezone
 from ingestion.errors import Deferred, ReauthRequired, SyncError
 from ingestion.http import CallCounter, RetryPolicy
 from ingestion.models import SyncRun
+from ingestion.scheduler import (
+    connection_claim,
+    connection_lease_release,
+    connection_lease_renew,
+    connection_sync_enqueue,
+    window_done,
+    windows_fetch_enqueue,
+    windows_pending,
+)
 from ingestion.storage import StoreCounts, page_store, raw_page_store
 from sibling.logs import log_context
 from sources.models import UserDataSource
 
+if TYPE_CHECKING:
+    from ingestion.clients import Page
+    from sources.providers.base import Stream
+
 logger = logging.getLogger(__name__)
 Status = UserDataSource.Status
 Outcome = SyncRun.Outcome
+# A long sync renews its lease at most this often (and at least four times per lease).
+LEASE_RENEW_S = 60
 # Seconds before retrying a failed connection, by consecutive failures (then the last one).
 FAILURE_BACKOFF_S = (60, 300, 900, 3600, 6 * 3600)
 
@@ -39,6 +55,29 @@ def _cursor_commit(connection: UserDataSource, stream: str, cursor: Any) -> None
     UserDataSource.objects.filter(pk=connection.pk).update(cursors=connection.cursors)
 
 
+class LeaseLost(SyncError):
+    """This sync's lease expired and another sync took the connection: stop, touch nothing."""
+
+
+class _Lease:
+    """The lease this run holds, renewed as pages are stored (at most once per LEASE_RENEW_S)."""
+
+    def __init__(self, connection_id: Any, owner: str) -> None:
+        self.connection_id, self.owner = connection_id, owner
+        self._renewed = time.monotonic()
+
+    def keep(self) -> None:
+        every = min(LEASE_RENEW_S, settings.SIBLING_SYNC_LEASE_S / 4)
+        if time.monotonic() - self._renewed < every:
+            return
+        if not connection_lease_renew(connection_id=self.connection_id, owner=self.owner):
+            raise LeaseLost("the sync's lease expired and another sync took the connection")
+        self._renewed = time.monotonic()
+
+    def release(self) -> bool:
+        return connection_lease_release(connection_id=self.connection_id, owner=self.owner)
+
+
 def connection_sync(
     connection_id: Any,
     *,
@@ -46,27 +85,39 @@ def connection_sync(
     lease_owner: str = "",
     policy: RetryPolicy | None = None,
     on_page: Callable[[SyncRun, str, float | None], None] | None = None,
-    window: tuple[str, date, date] | None = None,
+    windows: bool = False,
 ) -> SyncRun | None:
-    """Sync one connection now. Returns its SyncRun, or None when it may not sync.
+    """Sync one connection now, holding its lease. Returns its SyncRun, or None when it may not
+    sync (not active, another sync holds the lease, or no window waits).
 
+    ``lease_owner`` is the token of a lease the caller claimed (``connection_claim``); without
+    one the runner claims the lease itself through the same claim, whether or not the connection
+    is due. The runner never runs beside another holder, and releases only its own lease.
     ``on_page(run, stream, progress)`` is called after each stored page (progress bars).
-    ``window=(stream, first_day, last_day)`` fetches exactly those days of one stream (what a
-    provider's notification names) and leaves cursors and schedule alone.
+    ``windows`` fetches the days that notifications queued on the connection
+    (``pending_windows``) instead of its streams, and leaves cursors and schedule alone.
     """
+    if not lease_owner:
+        lease_owner = connection_claim(connection_id=connection_id, due=False) or ""
+        if not lease_owner:
+            return None  # not active, or another sync holds the lease
     connection = UserDataSource.objects.filter(pk=connection_id).first()
-    if connection is None or connection.status != Status.ACTIVE:
-        return None
-    if lease_owner and connection.lease_owner != lease_owner:
+    if connection is None or connection.lease_owner != lease_owner:
         return None  # the lease expired and someone else holds it now
-    # A run still "running" here was cut off (a killed worker); say so.
+    lease = _Lease(connection.pk, lease_owner)
+    pending = windows_pending(connection_id=connection.pk) if windows else {}
+    if connection.status != Status.ACTIVE or (windows and not pending):
+        _release(connection, lease, windows=windows, succeeded=True)
+        return None
+    # This run holds the lease, so a run of this connection still "running" belongs to a sync
+    # whose lease expired (a killed worker, or one that lost its lease): say so.
     SyncRun.objects.filter(connection=connection, outcome=Outcome.RUNNING).update(
         outcome=Outcome.FAILED,
         ended_at=timezone.now(),
         error_class="Interrupted",
         error_message="the worker stopped during the sync",
     )
-    if not connection.cursors and trigger == SyncRun.Trigger.SCHEDULE:
+    if not connection.cursors and trigger == SyncRun.Trigger.SCHEDULE and not windows:
         trigger = SyncRun.Trigger.BACKFILL
     run = SyncRun.objects.create(
         connection=connection,
@@ -76,7 +127,50 @@ def connection_sync(
         started_at=timezone.now(),
     )
     with log_context(provider=connection.provider, connection=connection.pk, run=run.pk):
-        return _run(connection, run, trigger, policy, on_page, window)
+        try:
+            return _run(
+                connection, run, trigger, policy, on_page, lease, pending if windows else None
+            )
+        finally:
+            _release(
+                connection,
+                lease,
+                windows=windows,
+                succeeded=run.outcome in (Outcome.SUCCESS, Outcome.PARTIAL),
+            )
+
+
+def _release(connection: UserDataSource, lease: _Lease, *, windows: bool, succeeded: bool) -> None:
+    """Give the lease back, then start what waited for it: queued windows, a requested sync."""
+    if not lease.release():
+        return  # not ours any more: whoever holds it now starts what waits
+    # A failed window run leaves its windows queued for the next sync's release, rather than
+    # retrying at once against a provider that just failed.
+    if (succeeded or not windows) and windows_pending(connection_id=connection.pk):
+        windows_fetch_enqueue(connection_id=connection.pk)
+    # A sync asked for while this one ran ("Sync now", a provider's notification) kept the
+    # connection due; start it now rather than at the next dispatch.
+    if settings.SIBLING_SYNC_ON_DUE:
+        connection_sync_enqueue(connection_id=connection.pk, trigger=SyncRun.Trigger.SCHEDULE)
+
+
+def _plan(
+    connection: UserDataSource, client: Any, windows: dict[str, tuple[date, date]] | None
+) -> list[tuple[Stream, Iterator[Page], tuple[date, date] | None]]:
+    provider = connection.provider_class
+    if windows is None:
+        return [
+            (stream, client.pages(stream, connection.cursors.get(stream.name)), None)
+            for stream in provider.streams
+        ]
+    plan = []
+    known = {stream.name: stream for stream in provider.streams}
+    for name, (first, last) in windows.items():
+        if name not in known:
+            window_done(connection_id=connection.pk, stream=name, first=first, last=last)
+            continue
+        plan.append((known[name], client.pages_between(known[name], first, last), (first, last)))
+    return plan
 
 
 def _run(
@@ -85,7 +179,8 @@ def _run(
     trigger: str,
     policy: RetryPolicy | None,
     on_page: Callable[[SyncRun, str, float | None], None] | None,
-    window: tuple[str, date, date] | None,
+    lease: _Lease,
+    windows: dict[str, tuple[date, date]] | None,
 ) -> SyncRun:
     provider = connection.provider_class
     counter = CallCounter()
@@ -94,18 +189,11 @@ def _run(
     )
     processor = provider.processor()
     counts = StoreCounts()
-    backfilling = connection.backfill_progress is not None
-    logger.info("sync started (%s)", trigger)
-    if window is None:
-        plan = [
-            (stream, client.pages(stream, connection.cursors.get(stream.name)))
-            for stream in provider.streams
-        ]
-    else:
-        stream = next(s for s in provider.streams if s.name == window[0])
-        plan = [(stream, client.pages_between(stream, window[1], window[2]))]
+    backfilling = connection.backfill_progress is not None and windows is None
+    scheduled_at = connection.next_sync_at
+    logger.info("sync started (%s)", "windows" if windows is not None else trigger)
     try:
-        for stream, pages in plan:
+        for stream, pages, window in _plan(connection, client, windows):
             for page in pages:
                 processed = processor(stream.name, page.payload)
                 raw = raw_page_store(
@@ -128,10 +216,20 @@ def _run(
                     UserDataSource.objects.filter(pk=connection.pk).update(
                         backfill_progress=round(page.progress, 3)
                     )
+                lease.keep()
                 if on_page is not None:
                     on_page(run, stream.name, page.progress)
+            if window is not None:
+                window_done(
+                    connection_id=connection.pk, stream=stream.name, first=window[0], last=window[1]
+                )
         run.outcome = Outcome.PARTIAL if counts.quarantined else Outcome.SUCCESS
-        _succeeded(connection, counts, reschedule=window is None)
+        _succeeded(connection, counts, reschedule=windows is None, scheduled_at=scheduled_at)
+    except LeaseLost as err:
+        # Another sync holds the connection now: leave its state to that sync.
+        run.outcome = Outcome.FAILED
+        _failed(run, err)
+        logger.warning("sync stopped: its lease was taken over")
     except ReauthRequired as err:
         run.outcome = Outcome.FAILED
         _failed(run, err)
@@ -156,9 +254,6 @@ def _run(
         run.rate_limited = counter.rate_limited
         run.ended_at = timezone.now()
         run.save()
-        UserDataSource.objects.filter(pk=connection.pk).update(
-            lease_owner="", lease_expires_at=None
-        )
         logger.info(
             "sync ended: %s, %d fetched, %d created, %d updated, %d deleted, %d quarantined, "
             "%d API calls",
@@ -179,7 +274,13 @@ def _failed(run: SyncRun, err: Exception) -> None:
     run.error_message = str(err)[:500] if isinstance(err, SyncError) else "unexpected error"
 
 
-def _succeeded(connection: UserDataSource, counts: StoreCounts, *, reschedule: bool) -> None:
+def _succeeded(
+    connection: UserDataSource,
+    counts: StoreCounts,
+    *,
+    reschedule: bool,
+    scheduled_at: datetime | None,
+) -> None:
     now = timezone.now()
     changes: dict[str, Any] = {
         "last_success_at": now,
@@ -188,10 +289,14 @@ def _succeeded(connection: UserDataSource, counts: StoreCounts, *, reschedule: b
         "records_stored": F("records_stored") + counts.created - counts.deleted,
     }
     if reschedule:
-        changes.update(
-            backfill_progress=None, next_sync_at=now + timedelta(seconds=connection.sync_interval)
-        )
+        changes["backfill_progress"] = None
     UserDataSource.objects.filter(pk=connection.pk).update(**changes)
+    if reschedule:
+        # Only if nobody asked for a sync while this one ran (that request moved next_sync_at):
+        # the request stands, and the release starts it.
+        UserDataSource.objects.filter(pk=connection.pk, next_sync_at=scheduled_at).update(
+            next_sync_at=now + timedelta(seconds=connection.sync_interval)
+        )
 
 
 def _failure_record(connection: UserDataSource, err: Exception) -> None:

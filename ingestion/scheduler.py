@@ -1,14 +1,20 @@
-"""Dispatch: claim due connections with a lease and enqueue one sync task each.
+"""Dispatch, and the lease that lets one sync of a connection run at a time.
 
 The query uses the (status, next_sync_at) index, so its cost follows the number due, not the
 number connected. Each claim is one atomic conditional update: a connection is never synced twice
 at once, whether two clusters dispatch or the schedule fires twice.
+
+Every path that syncs (the dispatch, a sync a provider or a person asks for, a notification's
+window fetch, the ``sync`` command, the benchmark) takes the lease through ``connection_claim``;
+the runner refuses to run without it, renews it while pages are stored and releases it only while
+it still owns it. Lease operations and the window queue are single-document updates keyed by
+``_id`` with flat filters, so they stay indexed on the embedded server too.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -35,25 +41,105 @@ def _unleased(now: datetime) -> dict:
     return {"lease_expires_at": {"$not": {"$gte": now}}}
 
 
-def connection_claim(*, connection_id: object, now: datetime | None = None) -> str | None:
-    """Take the lease on a due connection; the lease owner token, or None if not claimable."""
+def _lease_until(now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.SIBLING_SYNC_LEASE_S)
+
+
+def connection_claim(
+    *, connection_id: object, now: datetime | None = None, due: bool = True
+) -> str | None:
+    """Take the lease on an active connection; the lease owner token, or None if not claimable.
+
+    ``due`` (the dispatch, a requested sync) also requires ``next_sync_at`` to have come;
+    ``due=False`` is for syncs asked for regardless of the schedule (a window fetch, the
+    command). Either way only one holder at a time: a lease is taken only when there is none or
+    the last one expired (its worker was killed).
+    """
     now = now or timezone.now()
     owner = uuid.uuid4().hex
+    condition: dict = {"_id": connection_id, "status": Status.ACTIVE}
+    if due:
+        condition["next_sync_at"] = {"$lte": now}
     claimed = _connections().update_one(
-        {
-            "_id": connection_id,
-            "status": Status.ACTIVE,
-            "next_sync_at": {"$lte": now},
-            **_unleased(now),
-        },
-        {
-            "$set": {
-                "lease_owner": owner,
-                "lease_expires_at": now + timedelta(seconds=settings.SIBLING_SYNC_LEASE_S),
-            }
-        },
+        {**condition, **_unleased(now)},
+        {"$set": {"lease_owner": owner, "lease_expires_at": _lease_until(now)}},
     )
     return owner if claimed.modified_count else None
+
+
+def connection_lease_renew(*, connection_id: object, owner: str) -> bool:
+    """Extend a lease this owner still holds; False when it has lost it to someone else."""
+    renewed = _connections().update_one(
+        {"_id": connection_id, "lease_owner": owner},
+        {"$set": {"lease_expires_at": _lease_until(timezone.now())}},
+    )
+    return bool(renewed.matched_count)
+
+
+def connection_lease_release(*, connection_id: object, owner: str) -> bool:
+    """Give the lease back, only if this owner still holds it (never someone else's)."""
+    released = _connections().update_one(
+        {"_id": connection_id, "lease_owner": owner},
+        {"$set": {"lease_owner": "", "lease_expires_at": None}},
+    )
+    return bool(released.matched_count)
+
+
+def connection_lease_holder(*, connection_id: object) -> datetime | None:
+    """Until when a sync holds the connection's lease; None when none does."""
+    document = _connections().find_one({"_id": connection_id}, projection={"lease_expires_at": 1})
+    until = (document or {}).get("lease_expires_at")  # the plain client is tz-aware
+    return until if until is not None and until > timezone.now() else None
+
+
+# --- Windows waiting for a fetch -----------------------------------------------------------------
+
+
+def window_queue(*, connection_id: object, stream: str, first: date, last: date) -> None:
+    """Add these days to the stream's pending window, merged with what waits already.
+
+    One atomic update ($min/$max over ISO dates, which order as strings), so concurrent
+    notifications merge rather than overwrite each other.
+    """
+    _connections().update_one(
+        {"_id": connection_id},
+        {
+            "$min": {f"pending_windows.{stream}.first": first.isoformat()},
+            "$max": {f"pending_windows.{stream}.last": last.isoformat()},
+        },
+    )
+
+
+def windows_pending(*, connection_id: object) -> dict[str, tuple[date, date]]:
+    """The pending windows by stream; malformed entries are dropped from the queue."""
+    document = _connections().find_one({"_id": connection_id}, projection={"pending_windows": 1})
+    pending = (document or {}).get("pending_windows") or {}
+    windows = {}
+    for stream, window in pending.items():
+        try:
+            windows[stream] = (
+                date.fromisoformat(window["first"]),
+                date.fromisoformat(window["last"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            _connections().update_one(
+                {"_id": connection_id}, {"$unset": {f"pending_windows.{stream}": ""}}
+            )
+    return windows
+
+
+def window_done(*, connection_id: object, stream: str, first: date, last: date) -> bool:
+    """Take a fetched window off the queue, unless a notification widened it meanwhile (then
+    it stays, to be fetched again by the next window run)."""
+    done = _connections().update_one(
+        {
+            "_id": connection_id,
+            f"pending_windows.{stream}.first": first.isoformat(),
+            f"pending_windows.{stream}.last": last.isoformat(),
+        },
+        {"$unset": {f"pending_windows.{stream}": ""}},
+    )
+    return bool(done.modified_count)
 
 
 def dispatch_due_syncs(*, now: datetime | None = None, enqueue: bool = True) -> list[str]:
@@ -93,6 +179,17 @@ def _enqueue(connection_id: object, owner: str, trigger: str) -> None:
         owner,
         trigger,
         task_name=f"sync-{connection_id}",
+        broker=broker(),
+    )
+
+
+def windows_fetch_enqueue(*, connection_id: object) -> None:
+    """Fetch the connection's pending windows in a task of their own (it takes the lease, or
+    leaves them queued for the holder's release to start again)."""
+    async_task(
+        "ingestion.tasks.fetch_windows",
+        str(connection_id),
+        task_name=f"windows-{connection_id}",
         broker=broker(),
     )
 

@@ -2,6 +2,7 @@
 
 from bson import ObjectId
 
+from ingestion.models import SyncRun
 from ingestion.runner import connection_sync
 from ingestion.scheduler import dispatch_due_syncs
 from ingestion.webhooks import webhook_events_drain
@@ -14,6 +15,12 @@ def dispatch() -> int:
 def sync_connection(connection_id: str, lease_owner: str = "", trigger: str = "schedule") -> str:
     run = connection_sync(ObjectId(connection_id), trigger=trigger, lease_owner=lease_owner)
     return run.outcome if run else "skipped"
+
+
+def fetch_windows(connection_id: str) -> str:
+    """The days notifications queued on the connection; left queued if another sync holds it."""
+    run = connection_sync(ObjectId(connection_id), trigger=SyncRun.Trigger.WEBHOOK, windows=True)
+    return run.outcome if run else "nothing to fetch now"
 
 
 def webhook_drain() -> int:

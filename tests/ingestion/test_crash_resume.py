@@ -4,6 +4,7 @@ the sandbox's record set: nothing lost, nothing duplicated."""
 import os
 import signal
 import sys
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +12,8 @@ from django.utils import timezone
 
 from ingestion.models import RawPage, SyncRun
 from ingestion.runner import connection_sync
-from ingestion.storage import records_collection
+from ingestion.storage import record_decode, records_collection
+from sources.models import UserDataSource
 from sources.providers.fitbit import Fitbit
 from sources.sandbox import health as sandbox_health
 from sources.services import connection_upsert
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def _records(connection) -> dict[tuple[str, str], dict]:
     return {
-        (r["kind"], r["external_id"]): r["data"]
+        (r["kind"], r["external_id"]): record_decode(r, owner_id=r["user"])["data"]
         for r in records_collection("behavioral_data").find({"connection": connection.pk})
     }
 
@@ -51,9 +53,20 @@ def test_sigkill_mid_backfill_then_restart_ends_with_the_sandbox_record_set(
     interrupted = _records(fitbit_connection)
     assert interrupted  # it was killed after storing something, before finishing
 
+    # The killed worker's lease still runs: nobody may sync beside it, nor call its run
+    # interrupted, until the lease has expired.
+    killed = SyncRun.objects.get(connection=fitbit_connection)
+    assert killed.outcome == SyncRun.Outcome.RUNNING
+    assert connection_sync(fitbit_connection.pk, policy=NO_WAIT) is None
+    assert SyncRun.objects.get(pk=killed.pk).outcome == SyncRun.Outcome.RUNNING
+    UserDataSource.objects.filter(pk=fitbit_connection.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)  # as time would
+    )
+
     run = connection_sync(fitbit_connection.pk, policy=NO_WAIT)
     assert run.outcome == SyncRun.Outcome.SUCCESS, run.error_message
-    assert SyncRun.objects.get(connection=fitbit_connection, error_class="Interrupted")
+    killed.refresh_from_db()
+    assert killed.outcome == SyncRun.Outcome.FAILED and killed.error_class == "Interrupted"
 
     # The same sandbox account synced once, cleanly, by someone else: the reference set.
     reference = connection_upsert(

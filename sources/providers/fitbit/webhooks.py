@@ -132,4 +132,6 @@ def event_handle(event: WebhookEvent) -> None:
         event.error = f"unhandled data type {payload.get('dataType')}"
         return
     first, last = _days(payload.get("intervals") or [])
-    connection_window_fetch(connection, stream=stream, first=first, last=last)
+    # Queued and fetched by a task of its own: the drain never waits on the provider.
+    if not connection_window_fetch(connection, stream=stream, first=first, last=last):
+        event.error = "nothing to fetch: the named days are out of bounds or not syncing"

@@ -23,6 +23,13 @@ def setup_after_migrate(sender: Any, app_config: Any = None, **kwargs: Any) -> N
     schedule_ensure(
         name=GMAIL_WATCH, func="sources.providers.gmail.tasks.watch_renew_all", minutes=24 * 60
     )
+    from sources import tasks as source_tasks
+
+    schedule_ensure(
+        name=source_tasks.SCHEDULE_NAME,
+        func="sources.tasks.revocations_retry",
+        minutes=source_tasks.SCHEDULE_MINUTES,
+    )
 
 
 @receiver(connection_data_erase, sender=UserDataSource, dispatch_uid="ingestion.erase")

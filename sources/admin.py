@@ -5,7 +5,8 @@ from django.utils.html import format_html
 
 from ingestion.admin import SyncRunInline, action_permitted
 from sources import services
-from sources.models import UserDataSource
+from sources.models import PendingRevocation, UserDataSource
+from sources.revocations import revocation_retry_now
 
 BADGE_COLOURS = {
     "active": ("#e7f5ee", "#1f7a4d"),
@@ -123,3 +124,68 @@ class UserDataSourceAdmin(admin.ModelAdmin):
             services.connection_disconnect(connection=connection, delete_data=False)
         self.message_user(request, "Disconnected.", messages.SUCCESS)
 
+
+@admin.register(PendingRevocation)
+class PendingRevocationAdmin(admin.ModelAdmin):
+    """Grants people let go of that the provider has not confirmed withdrawn yet.
+
+    Read-only for everyone (rows change only through the retry task); the token is never shown.
+    "Retry now" needs the change permission.
+    """
+
+    list_display = (
+        "person",
+        "provider",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "last_attempt_at",
+        "last_error",
+        "created_at",
+    )
+    list_filter = ("provider", "state")
+    search_fields = ("user__email",)
+    list_select_related = ("user",)
+    ordering = ("-created_at",)
+    exclude = ("token",)
+    readonly_fields = (
+        "user",
+        "connection",
+        "provider",
+        "token_type_hint",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "last_attempt_at",
+        "last_error",
+        "created_at",
+    )
+    actions = ("retry_now",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # The token is never read for a staff page.
+        return super().get_queryset(request).defer("token")
+
+    @admin.display(description="person", ordering="user__email")
+    def person(self, obj: PendingRevocation) -> str:
+        return obj.user.email or obj.user.get_username()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # the detail page is for reading; "Retry now" checks its own permission
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        opts = self.model._meta
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+    @admin.action(description="Retry now", permissions=["retry"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        rows = list(queryset)
+        confirmed = sum(revocation_retry_now(pending=pending) for pending in rows)
+        self.message_user(
+            request,
+            f"Confirmed by the provider: {confirmed} of {len(rows)}.",
+            messages.SUCCESS if confirmed else messages.WARNING,
+        )

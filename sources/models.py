@@ -100,3 +100,50 @@ class UserDataSource(models.Model):
     @property
     def is_connected(self) -> bool:
         return self.status != self.Status.DISCONNECTED
+
+
+class PendingRevocation(models.Model):
+    """A grant Sibling let go of but the provider has not confirmed withdrawn yet.
+
+    The connection's own credentials are forgotten at once; this row keeps only the token that
+    ends the grant, encrypted with the person's data key, until a retry is confirmed (the row is
+    deleted) or the attempts run out (it stays, "gave up", for the person and staff to see).
+    ``last_error`` is the error's class or the provider's code, never a token.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Retrying"
+        GAVE_UP = "gave_up", "Gave up"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pending_revocations"
+    )
+    # Kept when the connection is deleted with its data: the grant outlives it at the provider.
+    connection = models.ForeignKey(
+        UserDataSource,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="pending_revocations",
+    )
+    provider = models.CharField(max_length=40, choices=provider_choices())
+    token = EncryptedField()
+    token_type_hint = models.CharField(max_length=20)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="revocation_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} revocation {self.pk}"
+
+    @property
+    def provider_class(self) -> type[Provider]:
+        return get_provider(self.provider)

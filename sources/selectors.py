@@ -9,7 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q
 
 from sibling.lookups import object_or_404
-from sources.models import UserDataSource
+from sources.models import PendingRevocation, UserDataSource
 from sources.providers import PROVIDERS, Provider
 
 Status = UserDataSource.Status
@@ -28,6 +28,8 @@ STATUS_TEXT = {
 class ProviderCard:
     provider: type[Provider]
     connections: list[UserDataSource] = field(default_factory=list)
+    # Grants this person let go of that the provider has not confirmed withdrawn yet.
+    pending_revocations: list[PendingRevocation] = field(default_factory=list)
 
     @property
     def can_add(self) -> bool:
@@ -52,7 +54,22 @@ def connection_cards(*, user: AbstractBaseUser) -> list[ProviderCard]:
         if connection.provider in cards:
             connection.status_text = status_text(connection)
             cards[connection.provider].connections.append(connection)
+    labels = {c.pk: c.account_label for card in cards.values() for c in card.connections}
+    for pending in revocations_pending(user=user):
+        if pending.provider in cards:
+            pending.account_label = labels.get(pending.connection_id) or ""
+            cards[pending.provider].pending_revocations.append(pending)
     return list(cards.values())
+
+
+def revocations_pending(
+    *, user: AbstractBaseUser, connection: UserDataSource | None = None
+) -> list[PendingRevocation]:
+    """The person's revocations not confirmed yet, oldest first, tokens left unread."""
+    rows = PendingRevocation.objects.filter(user=user).defer("token").order_by("created_at")
+    if connection is not None:
+        rows = rows.filter(connection=connection)
+    return list(rows)
 
 
 def connection_get(*, user: AbstractBaseUser, connection_id: str) -> UserDataSource:

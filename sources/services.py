@@ -12,7 +12,8 @@ from django.utils import timezone
 from social_django.models import UserSocialAuth
 
 from sources.models import UserDataSource
-from sources.providers import OAuth2Provider, Provider, ProviderError
+from sources.providers import OAuth2Provider, Provider
+from sources.revocations import grant_revoke
 from sources.signals import connection_data_erase, connection_due
 
 logger = logging.getLogger(__name__)
@@ -133,23 +134,35 @@ class DisconnectResult:
     records_deleted: int = 0
     data_deleted: bool = False
 
+    # The provider confirmed that the grant ended (or there was no grant to end).
 
-def connection_disconnect(*, connection: UserDataSource, delete_data: bool) -> DisconnectResult:
+def connection_disconnect(
+    *, connection: UserDataSource, delete_data: bool, keep_pending: bool = True
+) -> DisconnectResult:
+    # Not confirmed: a pending revocation keeps asking (sources.revocations).
+    revocation_pending: bool = False
     """Revoke the grant at the provider, forget the credentials, and mark it disconnected.
 
     With ``delete_data`` the records from this connection are erased and the connection itself
-    is deleted. A provider that cannot be reached does not keep the person connected: the local
-    credentials are forgotten either way, and the result says the revocation failed.
+    is deleted. A provider that does not confirm the revocation does not keep the person
+    connected: the local credentials are forgotten either way, the result says the revocation
+    is not confirmed, and (with ``keep_pending``) a pending revocation asks again until it is.
     """
     provider = connection.provider_class
     credentials = connection.credentials or {}
-    result = DisconnectResult(provider_name=provider.name, revoked=False)
-    try:
-        provider.revoke(credentials)
-        result.revoked = True
-    except ProviderError as err:
-        result.revoke_error = str(err)
-        logger.warning("connection %s: revocation failed: %s", connection.pk, err)
+    result = DisconnectResult(provider_name=provider.name, revoked=True)
+    token = provider.revocation_token(credentials)
+    if token is not None:
+        outcome = grant_revoke(
+            user_id=connection.user_id,
+            provider=provider,
+            token=token,
+            connection_id=connection.pk,
+            keep_pending=keep_pending,
+        )
+        result.revoked = outcome.confirmed
+        result.revoke_error = str(outcome.error or "")
+        result.revocation_pending = outcome.pending is not None
     if issubclass(provider, OAuth2Provider) and credentials.get("uid"):
         UserSocialAuth.objects.filter(
             user=connection.user, provider=provider.id, uid=credentials["uid"]

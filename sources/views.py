@@ -79,18 +79,44 @@ def connection_disconnect(request: HttpRequest, connection_id: str) -> HttpRespo
         result = services.connection_disconnect(
             connection=connection, delete_data=form.cleaned_data["data"] == DisconnectForm.DELETE
         )
-        text = f"{result.provider_name} is disconnected"
-        if result.data_deleted:
-            text += f" and {result.records_deleted} records from it were deleted"
-        messages.success(request, text + ".")
-        if result.revoke_error:
+        name = result.provider_name
+        if result.revoked:
+            deleted = (
+                f" and {result.records_deleted} records from it were deleted"
+                if result.data_deleted
+                else ""
+            )
+            messages.success(request, f"{name} is disconnected{deleted}.")
+        else:
+            # Sibling has let go, but the grant may still be alive at the provider: say so.
+            done = (
+                f"forgotten its keys and deleted {result.records_deleted} records from it"
+                if result.data_deleted
+                else "forgotten its keys"
+            )
             messages.warning(
                 request,
-                f"{result.provider_name} could not confirm that Sibling's access was withdrawn. "
-                "You can also remove Sibling in your account settings there.",
+                f"{name} is disconnected in Sibling: Sibling has stopped using it and {done}. "
+                f"But {name} has not confirmed yet that Sibling's access is withdrawn. "
+                + (
+                    "Sibling keeps asking, and this page shows it until then. "
+                    if result.revocation_pending
+                    else ""
+                )
+                + f"You can also remove Sibling's access in your account settings at {name}.",
             )
         return redirect("sources:connections")
-    return render(request, "sources/disconnect.html", {"connection": connection, "form": form})
+    return render(
+        request,
+        "sources/disconnect.html",
+        {
+            "connection": connection,
+            "form": form,
+            "pending_revocations": selectors.revocations_pending(
+                user=request.user, connection=connection
+            ),
+        },
+    )
 
 
 @login_required

@@ -12,8 +12,10 @@ built-in sandbox, whose paths each provider declares beside the real URLs.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
+from urllib.parse import quote_plus
 
 import requests
 from django.conf import settings
@@ -28,6 +30,35 @@ class ProviderError(Exception):
 
 class ProviderAuthError(ProviderError):
     """The provider refused the credentials: the person must connect again."""
+
+
+class RevocationError(ProviderError):
+    """The provider did not confirm a revocation.
+
+    ``code`` says why in a form safe for logs and staff pages: the provider's error code or HTTP
+    status (``"503"``, ``"400 invalid_client"``, ``"INTERNAL_SERVER_ERROR"``) or the class of
+    the network error (``"ConnectTimeout"``). Never a token.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_SAFE_CODE = re.compile(r"[^A-Za-z0-9_.\- ]")
+
+
+def error_code_safe(value: object) -> str:
+    """A provider's error code, cut to what can be logged: it is the provider's text."""
+    return _SAFE_CODE.sub("", str(value or ""))[:60]
+
+
+@dataclass(frozen=True)
+class RevocationToken:
+    """The token that withdraws a grant, and its RFC 7009 ``token_type_hint``."""
+
+    value: str = field(repr=False)  # a secret: never in a repr, a log or an exception
+    hint: str  # "refresh_token" or "access_token"
 
 
 @dataclass(frozen=True)
@@ -93,8 +124,25 @@ class Provider:
         return cls.urls[name]
 
     @classmethod
+    def revocation_token(cls, credentials: dict[str, Any]) -> RevocationToken | None:
+        """The token whose revocation withdraws Sibling's access; None when there is none."""
+        return None
+
+    @classmethod
+    def revoke_token(cls, token: RevocationToken) -> None:
+        """Revoke one token at the provider.
+
+        Returns only when the provider confirmed it the way its documentation says, or said the
+        token was already invalid (nothing left to withdraw). Anything else raises
+        RevocationError: another refusal, a 5xx, a network error or a timeout.
+        """
+
+    @classmethod
     def revoke(cls, credentials: dict[str, Any]) -> None:
-        """Withdraw Sibling's access at the provider. Raises ProviderError when it could not."""
+        """Withdraw Sibling's access at the provider. Raises RevocationError when not confirmed."""
+        token = cls.revocation_token(credentials)
+        if token is not None:
+            cls.revoke_token(token)
 
     @classmethod
     def credentials_redacted(cls, credentials: dict[str, Any] | None) -> dict[str, Any]:
@@ -117,26 +165,81 @@ class OAuth2Provider(Provider):
     # Google sends a refresh token only for offline access granted on a consent screen.
     auth_extra_arguments: ClassVar[dict[str, str]] = {}
 
+    # How the client authenticates at the revocation endpoint (RFC 7009 section 2.1, with the
+    # methods of RFC 6749 section 2.3.1): "client_secret_basic" (HTTP Basic, which every
+    # RFC 7009 server supports), "client_secret_post" (id and secret in the form), or "none"
+    # (the token alone, as at Google).
+    revocation_client_auth: ClassVar[str] = "client_secret_basic"
+    # RFC 7009 lets the client say which kind of token it sends; some servers take the token
+    # alone and nothing else.
+    revocation_sends_hint: ClassVar[bool] = True
+    # (HTTP status, error code) answers the provider documents as "this token is already
+    # invalid", which leave nothing to withdraw. RFC 7009 answers 200 for those, so none here.
+    revocation_already_revoked: ClassVar[frozenset[tuple[int, str]]] = frozenset()
+
     @classmethod
     def external_account_id(cls, *, uid: str, credentials: dict[str, Any]) -> str:
         """The provider's id for the account; the social uid unless the provider has its own."""
         return uid
 
     @classmethod
-    def revoke(cls, credentials: dict[str, Any]) -> None:
-        # Revoking the refresh token revokes the whole grant (RFC 7009; Google does so).
-        token = credentials.get("refresh_token") or credentials.get("access_token")
-        if not token:
-            return
+    def revocation_token(cls, credentials: dict[str, Any]) -> RevocationToken | None:
+        # Revoking the refresh token ends the whole grant (RFC 7009 section 2.1), so it is
+        # preferred; the access token is all there is without offline access.
+        if credentials.get("refresh_token"):
+            return RevocationToken(credentials["refresh_token"], "refresh_token")
+        if credentials.get("access_token"):
+            return RevocationToken(credentials["access_token"], "access_token")
+        return None
+
+    @classmethod
+    def revoke_token(cls, token: RevocationToken) -> None:
+        """RFC 7009 revocation: POST the form-encoded token with the client's authentication.
+
+        Only 200 means revoked (RFC 7009 section 2.2 answers 200 for an already invalid token
+        too), apart from the answers a provider lists in ``revocation_already_revoked``. A
+        provider whose revocation is another call (Strava: ``POST /oauth/deauthorize`` with the
+        access token) overrides this method alone.
+        """
+        data = {"token": token.value}
+        if cls.revocation_sends_hint:
+            data["token_type_hint"] = token.hint
+        auth = None
+        if cls.revocation_client_auth != "none":
+            client = cls.client_credentials()
+            if cls.revocation_client_auth == "client_secret_post":
+                data.update(client_id=client["client_id"], client_secret=client["client_secret"])
+            else:
+                # RFC 6749 section 2.3.1: both are form-encoded before they become Basic's
+                # user and password.
+                auth = (quote_plus(client["client_id"]), quote_plus(client["client_secret"]))
         try:
             response = requests.post(
-                cls.url("revoke"), data={"token": token}, timeout=HTTP_TIMEOUT_S
+                cls.url("revoke"), data=data, auth=auth, timeout=HTTP_TIMEOUT_S
             )
         except requests.RequestException as err:
-            raise ProviderError(f"{cls.name} could not be reached to revoke access") from err
-        # An already revoked or expired token leaves nothing to withdraw.
-        if response.status_code >= 500:
-            raise ProviderError(f"{cls.name} did not confirm the revocation")
+            raise RevocationError(
+                f"{cls.name} could not be reached to withdraw Sibling's access",
+                code=type(err).__name__,
+            ) from None  # the request in the cause would carry the token
+        if response.status_code == 200:
+            return
+        error = oauth_error_code(response)
+        if (response.status_code, error) in cls.revocation_already_revoked:
+            return
+        raise RevocationError(
+            f"{cls.name} did not confirm that Sibling's access was withdrawn",
+            code=f"{response.status_code} {error}".strip(),
+        )
+
+
+def oauth_error_code(response: requests.Response) -> str:
+    """The ``error`` of an OAuth 2.0 error answer (RFC 6749 section 5.2), or ""."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return error_code_safe(body.get("error")) if isinstance(body, dict) else ""
 
 
 class ApiKeyProvider(Provider):
@@ -162,3 +265,10 @@ class PlaidLinkProvider(Provider):
 
     auth_mode = "plaid_link"
     secret_fields = ("access_token",)
+
+    @classmethod
+    def revocation_token(cls, credentials: dict[str, Any]) -> RevocationToken | None:
+        # The Item's access token is the whole grant: removing the Item ends it.
+        if credentials.get("access_token"):
+            return RevocationToken(credentials["access_token"], "access_token")
+        return None

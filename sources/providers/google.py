@@ -4,11 +4,14 @@ offline-access consent, and a social-auth backend whose every endpoint comes fro
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 from social_core.backends.google import GoogleOAuth2
 
 from sources.providers.base import OAuth2Provider
+
+logger = logging.getLogger(__name__)
 
 # https://developers.google.com/identity/protocols/oauth2/web-server
 GOOGLE_URLS = {
@@ -32,6 +35,12 @@ class GoogleProvider(OAuth2Provider):
     # A refresh token comes only with offline access, and again only on a consent screen.
     auth_extra_arguments = {"access_type": "offline", "prompt": "consent"}
     reauth_message = "Google asks you to sign in again."
+    # Google's revocation takes the token alone, form-encoded; it answers 200 when revoked and
+    # 400 invalid_token for a token already expired or revoked:
+    # https://developers.google.com/identity/protocols/oauth2/web-server#tokenrevoke
+    revocation_client_auth = "none"
+    revocation_sends_hint = False
+    revocation_already_revoked = frozenset({(400, "invalid_token")})
 
 
 class ProviderGoogleOAuth2(GoogleOAuth2):
@@ -71,6 +80,34 @@ class ProviderGoogleOAuth2(GoogleOAuth2):
         # live only in the connection's encrypted credentials (sources.pipeline).
         data = super().extra_data(user, uid, response, details, pipeline_kwargs)
         return {k: v for k, v in data.items() if k not in TOKEN_KEYS}
+
+    def do_auth(self, access_token: str, *args: Any, **kwargs: Any) -> Any:
+        """Finish the connect; when it is refused after the tokens came, revoke them.
+
+        Everything after the token exchange (user info, the pipeline: a missing scope, storing
+        the connection) can still refuse the connect, and a grant nobody keeps must not stay
+        alive at Google. Except when the account is already connected to another person:
+        Google keeps one grant per account and client, so revoking would end theirs too.
+        """
+        try:
+            return super().do_auth(access_token, *args, **kwargs)
+        except Exception as err:
+            if getattr(err, "code", "") != "identity_in_use":
+                from sources.revocations import connect_tokens_revoke
+
+                try:
+                    connect_tokens_revoke(
+                        provider=self.provider,
+                        response={"access_token": access_token, **(kwargs.get("response") or {})},
+                        user=kwargs.get("user"),
+                    )
+                except Exception as revoke_err:  # the refusal itself must still reach the person
+                    logger.error(
+                        "%s: the tokens of a refused connect were not revoked: %s",
+                        self.provider.id,
+                        type(revoke_err).__name__,
+                    )
+            raise
 
     def user_data(self, access_token: str, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         response = self.get_json(

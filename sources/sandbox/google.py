@@ -382,20 +382,58 @@ def token(request: HttpRequest) -> HttpResponse:
     return oauth_error("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
 
 
-@csrf_exempt
-@require_POST
-def revoke(request: HttpRequest) -> HttpResponse:
-    """Revoke an access or refresh token; either way the whole grant ends, as at Google."""
-    value = request.POST.get("token") or request.GET.get("token") or ""
-    grant = (
-        GoogleGrant.objects.filter(refresh_token=value, revoked=False).first() if value else None
-    )
-    if grant is None and value:
+def _grant_of(value: str) -> GoogleGrant | None:
+    """The live grant a refresh token or an unexpired access token belongs to."""
+    if not value:
+        return None
+    grant = GoogleGrant.objects.filter(refresh_token=value, revoked=False).first()
+    if grant is None:
         access = GoogleAccessToken.objects.filter(token=value, revoked=False).first()
         if access is not None and access.expires_at > timezone.now():
             grant = GoogleGrant.objects.filter(pk=access.grant_id, revoked=False).first()
-    if grant is None:
+    return grant
+
+
+def _rfc7009_strict(*client_ids: str | None) -> bool:
+    return any(c in settings.SIBLING_SANDBOX_RFC7009_CLIENTS for c in client_ids if c)
+
+
+@csrf_exempt
+@require_POST
+def revoke(request: HttpRequest) -> HttpResponse:
+    """Revoke an access or refresh token; either way the whole grant ends, as at Google.
+
+    Google takes the token alone (form body or query) and answers 200 `{}`, or 400 invalid_token
+    for a token it does not know or that is already expired or revoked. A Google account's
+    `server_error` fault answers 503 instead (nothing is revoked).
+
+    A client listed in `SIBLING_SANDBOX_RFC7009_CLIENTS` gets a strict RFC 7009 server instead
+    (https://www.rfc-editor.org/rfc/rfc7009#section-2): the client must authenticate (HTTP Basic
+    or client_secret_post), else 401 invalid_client; an unknown or already invalid token is
+    answered 200, and so is a valid one after it is revoked.
+    """
+    value = request.POST.get("token") or request.GET.get("token") or ""
+    client_id = _authenticated_client(request)
+    grant = _grant_of(value)
+    if _rfc7009_strict(client_id, grant.client_id if grant else None):
+        if client_id is None:
+            return oauth_error("invalid_client", "Client authentication failed.", status=401)
+        if not value:
+            return oauth_error("invalid_request", "Missing required parameter: token")
+        if grant is not None and grant.client_id != client_id:
+            # RFC 7009 section 2.1: a token issued to another client is not this client's to
+            # revoke; the server answers as for an invalid token and keeps it.
+            return json_response({})
+    elif not value:
+        return oauth_error("invalid_request", "Missing required parameter: token")
+    elif grant is None:
         return oauth_error("invalid_token", "Token expired or revoked")
+    if grant is None:
+        return json_response({})
+    if fault_take("google", grant.email, "server_error"):
+        return oauth_error(
+            "temporarily_unavailable", "The service is currently unavailable.", status=503
+        )
     GoogleGrant.objects.filter(pk=grant.pk).update(revoked=True)
     GoogleAccessToken.objects.filter(grant_id=grant.pk).update(revoked=True)
     return json_response({})

@@ -11,13 +11,32 @@ from plaid.model.link_token_create_request_user import LinkTokenCreateRequestUse
 from plaid.model.link_token_transactions import LinkTokenTransactions
 from plaid.model.products import Products
 
-from sources.providers.base import PlaidLinkProvider, ProviderAuthError, ProviderError, Stream
+from sources.providers.base import (
+    PlaidLinkProvider,
+    ProviderAuthError,
+    ProviderError,
+    RevocationError,
+    RevocationToken,
+    Stream,
+    error_code_safe,
+)
 
 PLAID_VERSION = "2020-09-14"
 # Item errors that mean the person must go through Link again (update mode):
 # https://plaid.com/docs/errors/item/
 REAUTH_ERROR_CODES = {"ITEM_LOGIN_REQUIRED", "INVALID_ACCESS_TOKEN", "ITEM_NOT_FOUND"}
 
+# What /item/remove answers for an Item that no longer exists: nothing is left to remove.
+ITEM_GONE_CODES = {"ITEM_NOT_FOUND", "INVALID_ACCESS_TOKEN"}
+
+
+class TimeoutApiClient(plaid.ApiClient):
+    """plaid-python's client with a timeout on every call: the generated client waits forever
+    unless each call passes ``_request_timeout``; this gives them settings.PLAID_TIMEOUT_S."""
+
+    def request(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        timeout = _request_timeout or settings.PLAID_TIMEOUT_S
+        return super().request(*args, _request_timeout=timeout, **kwargs)
 
 class Plaid(PlaidLinkProvider):
     """Bank transactions through Plaid (Link, then /transactions/sync)."""
@@ -97,16 +116,31 @@ class Plaid(PlaidLinkProvider):
         return {"access_token": response["access_token"], "item_id": response["item_id"]}
 
     @classmethod
-    def revoke(cls, credentials: dict[str, Any]) -> None:
-        token = credentials.get("access_token")
-        if not token:
-            return
+    def revoke_token(cls, token: RevocationToken) -> None:
+        """/item/remove. Success, or ITEM_NOT_FOUND / INVALID_ACCESS_TOKEN (the Item is already
+        gone), counts as removed; any other answer or error does not:
+        https://plaid.com/docs/api/items/#itemremove"""
         try:
-            cls.api().item_remove(ItemRemoveRequest(access_token=token))
+            cls.api().item_remove(ItemRemoveRequest(access_token=token.value))
         except plaid.ApiException as err:
-            error = cls.error_from(err)
-            if isinstance(error, ProviderAuthError):
-                return  # the Item is already gone or unusable: nothing left to remove
-            raise error from err
-        except Exception as err:  # urllib3 connection errors
-            raise ProviderError("Plaid could not be reached to remove the bank link") from err
+            code = cls.error_code_of(err)
+            if code in ITEM_GONE_CODES:
+                return
+            raise RevocationError(
+                "Plaid did not confirm that the bank link was removed",
+                code=code or str(err.status),
+            ) from None  # the exception holds the request, the token with it
+        except Exception as err:  # urllib3's connection errors and timeouts, a broken answer
+            raise RevocationError(
+                "Plaid could not be reached to remove the bank link", code=type(err).__name__
+            ) from None
+
+    @staticmethod
+    def error_code_of(err: plaid.ApiException) -> str:
+        import json
+
+        try:
+            body = json.loads(err.body or "{}")
+        except ValueError:
+            return ""
+        return error_code_safe(body.get("error_code")) if isinstance(body, dict) else ""

@@ -20,7 +20,13 @@ from ingestion import selectors
 from ingestion.erasure import person_erase
 from ingestion.export import export_response
 from ingestion.ledger import Action, ledger_of, ledger_record
-from ingestion.models import AccessLedgerEntry, QuarantinedItem, SyncRun, WebhookEvent
+from ingestion.models import (
+    AccessLedgerEntry,
+    QuarantinedItem,
+    SyncRun,
+    WebhookEvent,
+    WebhookRejection,
+)
 from ingestion.schemas import CATEGORY_COLLECTIONS
 from ingestion.storage import records_collection
 from ingestion.webhooks import webhook_event_enqueue
@@ -404,3 +410,33 @@ def person_privacy(request: HttpRequest, user_id: str) -> HttpResponse:
         "rights": rights,
     }
     return render(request, "admin/ingestion/person_privacy.html", context)
+
+
+@admin.register(WebhookRejection)
+class WebhookRejectionAdmin(admin.ModelAdmin):
+    """Refused webhook deliveries, counted per provider, reason, sender and hour (read-only;
+    the rows expire on their own). Forged traffic is never stored as events."""
+
+    list_display = ("bucket", "provider", "reason", "sender", "count", "last_at")
+    list_filter = ("provider", "reason")
+    date_hierarchy = "bucket"
+    fields = ("provider", "reason", "sender", "bucket", "count", "first_at", "last_at")
+    readonly_fields = (*fields, "examples_view")
+
+    @admin.display(description="recent examples (no bodies)")
+    def examples_view(self, obj: WebhookRejection) -> str:
+        from django.utils.html import format_html
+
+        return format_html("<pre>{}</pre>", json.dumps(obj.examples, indent=2))
+
+    def get_fields(self, request: HttpRequest, obj: object = None) -> tuple:
+        return (*self.fields, "examples_view")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

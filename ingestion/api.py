@@ -1,7 +1,8 @@
 """``POST /api/events/``: Sibling's own apps send a person's behavioral and volunteered events.
 
 Errors are JSON ``{"error": "<message>"}`` (with ``fields`` for an invalid body): 400 malformed
-JSON or an invalid body, 401 no or a bad token, 405 another method, 413 a body over 1 MB. Nothing
+JSON, invalid Unicode or an invalid body, 401 no or a bad token, 405 another method, 413 a body
+over 1 MB, 429 over the person's rate (SIBLING_EVENTS_API_RATE, with ``Retry-After``). Nothing
 answers 500: an unexpected failure is logged and answered 503, which apps retry.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiResponse,
@@ -23,10 +25,17 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView, exception_handler
 
 from ingestion.authentication import ApiTokenAuthentication
-from ingestion.events import MAX_EVENTS, MAX_ID_LENGTH, event_kinds, events_accept
+from ingestion.events import (
+    MAX_EVENTS,
+    MAX_ID_LENGTH,
+    event_kinds,
+    events_accept,
+    unicode_invalid_where,
+)
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1_000_000
@@ -65,9 +74,20 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     return response
 
 
+class EventsApiThrottle(UserRateThrottle):
+    """Per person (every token of theirs together), in the shared cache: SIBLING_EVENTS_API_RATE
+    in REST framework's form ("120/min"; s, min, h, day). Over it: 429 with Retry-After."""
+
+    scope = "events"
+
+    def get_rate(self) -> str:
+        return settings.SIBLING_EVENTS_API_RATE
+
+
 class EventsCreateApi(APIView):
     authentication_classes = [ApiTokenAuthentication]
     permission_classes = [IsAuthenticated]
+    throttle_classes = [EventsApiThrottle]
     parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
 
@@ -138,6 +158,9 @@ class EventsCreateApi(APIView):
             400: OpenApiResponse(ErrorSerializer, description="Malformed JSON or invalid body."),
             401: OpenApiResponse(ErrorSerializer, description="No token, or a bad one."),
             413: OpenApiResponse(ErrorSerializer, description="The body is over 1 MB."),
+            429: OpenApiResponse(
+                ErrorSerializer, description="Too many requests; retry after `Retry-After` s."
+            ),
         },
         examples=[
             OpenApiExample(
@@ -163,6 +186,14 @@ class EventsCreateApi(APIView):
             raise TooLarge()
         if len(request.body) > MAX_BODY_BYTES:
             raise TooLarge()
+        # JSON may escape a lone surrogate ("\ud800"), which is no text: MongoDB (BSON, UTF-8)
+        # cannot store it, so it is refused here, where it is named, not retried forever.
+        where = unicode_invalid_where(request.data, "body")
+        if where is not None:
+            return Response(
+                {"error": f"{where}: invalid Unicode (a lone surrogate); send UTF-8 text"},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         body = self.InputSerializer(data=request.data)
         if not body.is_valid():
             return Response(

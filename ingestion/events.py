@@ -252,3 +252,38 @@ def event_handle(event: WebhookEvent) -> None:
         stream=STREAM,
         processed=page,
     )
+    # The records are the durable copy: the batch itself is not kept. The event stays (without
+    # its payload) until it expires, so a redelivery is still recognised meanwhile; a batch
+    # resent after that is processed again, which writes nothing new (records are keyed by the
+    # client's ids).
+    WebhookEvent.objects.filter(pk=event.pk).update(payload=None)
+    event.payload = None
+
+
+def unicode_invalid_where(value: Any, path: str) -> str | None:
+    """Where in a parsed JSON value a string (or an object key) is not valid Unicode (a lone
+    surrogate, which JSON can escape and BSON cannot store), or None. Keys are not quoted."""
+    if isinstance(value, str):
+        return None if _is_unicode(value) else path
+    if isinstance(value, list):
+        for index, element in enumerate(value):
+            where = unicode_invalid_where(element, f"{path}[{index}]")
+            if where is not None:
+                return where
+    elif isinstance(value, dict):
+        for key, element in value.items():
+            if isinstance(key, str) and not _is_unicode(key):
+                return f"{path} (an object key)"
+            # Told only to the sender (this is not stored): their own key, shortened.
+            where = unicode_invalid_where(element, f"{path}.{str(key)[:40]}")
+            if where is not None:
+                return where
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
@@ -103,6 +105,19 @@ class QuarantinedItem(models.Model):
         return f"{self.provider}: {self.reason}"
 
 
+class WebhookPayloadField(EncryptedField):
+    """A webhook payload, encrypted under its person's key when the row names one (``user``),
+    else under ``system:webhooks`` (a provider's delivery, whose person is found later)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("owner", "system:webhooks")
+        super().__init__(*args, **kwargs)
+
+    def owner_id(self, instance: models.Model) -> Any:
+        user_id = getattr(instance, "user_id", None)
+        return user_id if user_id is not None else super().owner_id(instance)
+
+
 class WebhookEvent(models.Model):
     """One delivery from a provider (or Sibling's own apps): stored first, answered at once,
     processed by a task. A redelivery of the same event (same dedup key) only counts another
@@ -131,9 +146,12 @@ class WebhookEvent(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE
     )
     connection = models.ForeignKey(UserDataSource, null=True, blank=True, on_delete=models.SET_NULL)
-    # Encrypted before the person is known, under the webhooks' own data key.
-    payload = EncryptedField(owner="system:webhooks", null=True)
+    # Under the person's data key when the person is known at receipt (the events API), so an
+    # erasure destroys it; otherwise under the webhooks' own key.
+    payload = WebhookPayloadField(null=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # Set when processed: a TTL index deletes the event after SIBLING_WEBHOOK_RETENTION_DAYS.
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -150,6 +168,38 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.event_type or 'event'} {self.pk} ({self.status})"
+
+
+class WebhookRejection(models.Model):
+    """Refused deliveries, counted: one row per provider, reason, sender address and hour.
+
+    Forged traffic must cost little, so a refusal is one atomic upsert (``$inc``) into a bounded
+    row, never a stored event; the row keeps a few recent examples without bodies (header names,
+    body length, time) and expires (TTL index) SIBLING_WEBHOOK_REJECTION_LOG_DAYS after its hour.
+    Written through pymongo by ``ingestion.webhooks.webhook_rejection_record``.
+    """
+
+    provider = models.CharField(max_length=40)
+    reason = models.CharField(max_length=100)
+    sender = models.CharField(max_length=64, help_text="The address (IPv6: its /64) it came from.")
+    bucket = models.DateTimeField(help_text="The hour counted.")
+    count = models.PositiveIntegerField(default=0)
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+    examples = models.JSONField(default=list, blank=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "reason", "sender", "bucket"], name="webhook_rejection_key"
+            )
+        ]
+        indexes = [models.Index(fields=["-bucket"], name="webhook_rejection_time")]
+        ordering = ["-bucket", "-last_at"]
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.reason} x{self.count} from {self.sender}"
 
 
 class ApiToken(models.Model):

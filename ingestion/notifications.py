@@ -92,3 +92,31 @@ def connection_reauth_required(connection: UserDataSource) -> None:
 
 def connection_notice(connection: UserDataSource, text: str) -> None:
     UserDataSource.objects.filter(pk=connection.pk).update(notice=text[:300])
+
+
+def connection_for_account(
+    *, provider: str, external_account_id: str | None = None, external_lookup: str | None = None
+) -> UserDataSource | None:
+    """The connection a provider's notification names by its account (Plaid's ``item_id`` or
+    Google Health's ``healthUserId`` as ``external_account_id``, a Gmail address's
+    ``external_lookup``), never a disconnected one: a reconnected account's events go to its
+    current connection only, and an account nobody has connected any more concerns no one.
+
+    The query is exactly an index's fields ((provider, external_account_id), or
+    external_lookup): the embedded server's planner scans the collection as soon as a filter
+    names a field outside the index (a status, even as a flat ``$in``), so the few rows of one
+    account are checked here instead.
+    """
+    if external_account_id is not None:
+        rows = UserDataSource.objects.filter(
+            provider=provider, external_account_id=external_account_id
+        )
+    elif external_lookup:
+        rows = UserDataSource.objects.filter(external_lookup=external_lookup)
+    else:
+        return None
+    linked = [
+        row for row in rows if row.provider == provider and row.status != Status.DISCONNECTED
+    ]
+    # The newest (ObjectIds grow with time) if one account is linked twice.
+    return max(linked, key=lambda row: row.pk, default=None)

@@ -5,18 +5,25 @@ Each provider's receiver (``sources/providers/<id>/webhooks.py``) subclasses
 module does the rest once: the body limit, JSON parsing, the dedup key, storing, enqueueing, and
 the answers (401 bad signature or token, 400 malformed JSON, 413 body over 1 MB, 405 wrong
 method, 2xx for duplicates and for events that concern no one; never a 500).
+
+What a forged delivery costs is bounded: it is refused before anything is stored, and counted in
+the rejection log (:class:`~ingestion.models.WebhookRejection`) by one atomic upsert into a row
+per provider, reason, sender address and hour, which expires. Processed events expire after
+SIBLING_WEBHOOK_RETENTION_DAYS (a TTL index on ``expires_at``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.db import IntegrityError
 from django.db.models import F, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -27,8 +34,10 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django_q.conf import Conf
 from django_q.tasks import async_task
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from ingestion.models import WebhookEvent
+from ingestion.models import WebhookEvent, WebhookRejection
+from sibling import mongo
 from sibling.queue import broker
 from sibling.writes import model_insert
 
@@ -52,6 +61,9 @@ class IncomingEvent:
     event_type: str
     payload: Any
     user_id: Any = None  # when the sender is known (the events API)
+    # Deliveries with the same key are one event only within this many seconds of the first;
+    # None: forever (the key names one event, e.g. a provider's event id).
+    dedup_window_s: int | None = None
 
 
 def body_digest(body: bytes) -> str:
@@ -78,11 +90,42 @@ def webhook_event_store(
         # Shared with the deliveries arriving at the same moment (group commit).
         model_insert(stored)
     except IntegrityError:
-        # A redelivery: counted on the first delivery, answered 2xx, no second effect.
-        return WebhookEvent.objects.get(pk=_delivery_count(provider=provider, dedup_key=key)), False
+        if not (
+            event.dedup_window_s is not None
+            and _dedup_key_retire(provider=provider, dedup_key=key, window_s=event.dedup_window_s)
+        ):
+            # A redelivery: counted on the first delivery, answered 2xx, no second effect.
+            first = _delivery_count(provider=provider, dedup_key=key)
+            return WebhookEvent.objects.get(pk=first), False
+        # The earlier event with this key is older than the window: this is a new one.
+        try:
+            model_insert(stored)
+        except IntegrityError:  # a concurrent delivery of the same new event was first
+            first = _delivery_count(provider=provider, dedup_key=key)
+            return WebhookEvent.objects.get(pk=first), False
     if enqueue:
         webhook_event_enqueue(stored)
     return stored, True
+
+
+def _dedup_key_retire(*, provider: str, dedup_key: str, window_s: int) -> bool:
+    """Free the key of a stored event received more than window_s ago (its key gets its receipt
+    time appended), so an identical later delivery is stored as a new event. False when the
+    stored event is within the window (a redelivery). Of concurrent deliveries one retires the
+    key; the others then find the new event within the window."""
+    earlier = (
+        WebhookEvent.objects.filter(provider=provider, dedup_key=dedup_key)
+        .values_list("pk", "received_at")
+        .first()
+    )
+    if earlier is None:
+        return True  # removed meanwhile (expired, erased): the key is free
+    pk, received_at = earlier
+    if received_at >= timezone.now() - timedelta(seconds=window_s):
+        return False
+    retired = f"{dedup_key[:100]}@{int(received_at.timestamp() * 1000)}"
+    WebhookEvent.objects.filter(pk=pk, dedup_key=dedup_key).update(dedup_key=retired)
+    return True
 
 
 _drain_requested_at = 0.0
@@ -124,20 +167,65 @@ def webhook_events_drain(*, limit: int = 1000) -> int:
     return processed
 
 
-def webhook_event_reject(*, provider: str, body: bytes, reason: str) -> None:
-    """Record a refused delivery (without its body: it is not trusted) for the event log."""
-    key = f"rejected:{body_digest(body)}"
+REJECTION_EXAMPLES = 5
+
+
+def sender_address(request: HttpRequest) -> str:
+    """The address a delivery came from, as counted: an IPv6 address by its /64 (one host has
+    a whole /64 to send from)."""
+    raw = str(request.META.get("REMOTE_ADDR") or "")
     try:
-        WebhookEvent.objects.create(
-            provider=provider,
-            dedup_key=key,
-            received_at=timezone.now(),
-            verified=False,
-            status=Status.REJECTED,
-            error=reason[:300],
-        )
-    except IntegrityError:
-        _delivery_count(provider=provider, dedup_key=key)
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        return "unknown"
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def webhook_rejection_record(
+    *, provider: str, reason: str, request: HttpRequest, body_length: int
+) -> None:
+    """Count a refused delivery: one atomic upsert into its (provider, reason, sender, hour)
+    row, keeping the last few examples without bodies (the body is not trusted, and may be
+    anything). Never raises: the refusal is answered whatever happens here."""
+    now = datetime.now(UTC)
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    bucket = now.replace(minute=0, second=0, microsecond=0)
+    example = {
+        "at": now.isoformat(),
+        "body_length": body_length,
+        # Header names only: values may carry tokens, genuine or forged.
+        "headers": sorted(
+            name[5:].replace("_", "-").lower() for name in request.META if name.startswith("HTTP_")
+        )[:30],
+    }
+    key = {
+        "provider": provider,
+        "reason": reason[:100],
+        "sender": sender_address(request),
+        "bucket": bucket,
+    }
+    update = {
+        "$inc": {"count": 1},
+        "$set": {"last_at": now},
+        "$setOnInsert": {
+            "first_at": now,
+            "expires_at": bucket
+            + timedelta(days=settings.SIBLING_WEBHOOK_REJECTION_LOG_DAYS, hours=1),
+        },
+        "$push": {"examples": {"$each": [example], "$slice": -REJECTION_EXAMPLES}},
+    }
+    collection = mongo.plain_database()[WebhookRejection._meta.db_table]
+    for _attempt in range(2):  # two first refusals of an hour may both try to insert the row
+        try:
+            collection.update_one(key, update, upsert=True)
+            return
+        except DuplicateKeyError:
+            continue
+        except PyMongoError:
+            logger.warning("%s rejection could not be counted", provider, exc_info=True)
+            return
 
 
 def _delivery_count(*, provider: str, dedup_key: str) -> Any | None:
@@ -186,8 +274,9 @@ class WebhookReceiver(View):
         try:
             self.verify(request, body)
         except WebhookRejected as err:
-            if err.status == 401:
-                webhook_event_reject(provider=self.provider_id, body=body, reason=str(err))
+            webhook_rejection_record(
+                provider=self.provider_id, reason=str(err), request=request, body_length=len(body)
+            )
             raise
         try:
             payload = json.loads(body)
@@ -251,7 +340,24 @@ def webhook_event_process(event_id: Any) -> WebhookEvent | None:
         event.error = f"{type(err).__name__}: {str(err)[:200]}"
         logger.warning("webhook %s failed: %s", event.pk, type(err).__name__)
     event.processed_at = timezone.now()
-    event.save(update_fields=["status", "error", "attempts", "processed_at", "user", "connection"])
+    # A processed event is kept for staff a while, then deleted by the TTL index; a failed one
+    # stays until it is replayed.
+    event.expires_at = (
+        event.processed_at + timedelta(days=settings.SIBLING_WEBHOOK_RETENTION_DAYS)
+        if event.status == Status.PROCESSED
+        else None
+    )
+    event.save(
+        update_fields=[
+            "status",
+            "error",
+            "attempts",
+            "processed_at",
+            "expires_at",
+            "user",
+            "connection",
+        ]
+    )
     return event
 
 

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "sibling.apps.SiblingConfig",
+    "django_ratelimit",
     "sources.apps.SourcesConfig",
     "sources.sandbox.apps.SandboxConfig",
     "ingestion.apps.IngestionConfig",
@@ -270,7 +271,33 @@ FITBIT_WEBHOOK_SECRET = env.str(
     else "",
 )
 FITBIT_WEBHOOK_PUBLIC_KEY = env.str("FITBIT_WEBHOOK_PUBLIC_KEY", default="")
-PLAID_WEBHOOK_KEY_CACHE_S = 24 * 3600
+# Google Health notifications carry no id: identical ones within this window are one delivery.
+FITBIT_WEBHOOK_DEDUP_WINDOW_S = env.int("FITBIT_WEBHOOK_DEDUP_WINDOW_S", default=600)
+# A fetched key is used this long, then fetched again (Plaid may have expired it since).
+PLAID_WEBHOOK_KEY_CACHE_S = env.int("PLAID_WEBHOOK_KEY_CACHE_S", default=3600)
+# A kid Plaid does not know is remembered this long, and at most this many key fetches run per
+# minute in all (forged tokens name any kid they like; each fetch is an outbound call).
+PLAID_WEBHOOK_UNKNOWN_KID_S = env.int("PLAID_WEBHOOK_UNKNOWN_KID_S", default=300)
+PLAID_WEBHOOK_KEY_FETCHES_PER_MIN = env.int("PLAID_WEBHOOK_KEY_FETCHES_PER_MIN", default=5)
+# (connect, read) seconds for every Plaid call; the key fetch answers a waiting webhook.
+PLAID_TIMEOUT_S = (5.0, env.float("PLAID_READ_TIMEOUT_S", default=60.0))
+PLAID_WEBHOOK_KEY_TIMEOUT_S = (3.0, 5.0)
+# Processed events are deleted after this many days (a TTL index); rejected deliveries are only
+# counted, per provider, reason and sender address and hour, and those counts kept this long.
+SIBLING_WEBHOOK_RETENTION_DAYS = env.int("SIBLING_WEBHOOK_RETENTION_DAYS", default=30)
+SIBLING_WEBHOOK_REJECTION_LOG_DAYS = env.int("SIBLING_WEBHOOK_REJECTION_LOG_DAYS", default=7)
+
+# --- Cache and rate limits ----------------------------------------------------------------------
+# One cache shared by every process (rate limits must hold across gunicorn workers and hosts):
+# a MongoDB collection (sibling.cache). Rates are "<count>/<period>" (s, m, h, d; "10/15m").
+CACHES = {"default": {"BACKEND": "sibling.cache.MongoCache", "LOCATION": "cache"}}
+# REST framework's form for the events API ("120/min": s, min, h, day), per person.
+SIBLING_EVENTS_API_RATE = env.str("SIBLING_EVENTS_API_RATE", default="120/min")
+SIBLING_LOGIN_RATE_IP = env.str("SIBLING_LOGIN_RATE_IP", default="30/10m")
+SIBLING_LOGIN_RATE_USERNAME = env.str("SIBLING_LOGIN_RATE_USERNAME", default="10/10m")
+SIBLING_SIGNUP_RATE = env.str("SIBLING_SIGNUP_RATE", default="10/h")
+SIBLING_PLAID_LINK_TOKEN_RATE = env.str("SIBLING_PLAID_LINK_TOKEN_RATE", default="10/10m")
+SIBLING_RESCUETIME_KEY_RATE = env.str("SIBLING_RESCUETIME_KEY_RATE", default="10/10m")
 
 # --- Events API (REST framework, OpenAPI schema at /api/schema/) ------------------------------
 REST_FRAMEWORK = {
@@ -374,3 +401,6 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+    # django-ratelimit warns about any cache it does not list; sibling.cache.MongoCache is shared
+    # and its add/incr are atomic (tests/sibling/test_cache.py), which is what the warning guards.
+    "django_ratelimit.W001",

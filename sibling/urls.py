@@ -6,6 +6,7 @@ from django.urls import include, path
 from ingestion import admin as ingestion_admin
 from ingestion import metrics as ingestion_metrics
 from ingestion import webhooks as ingestion_webhooks
+from sibling import throttles
 from sibling.views import healthz
 from sources import views as source_views
 from sources.providers.fitbit.webhooks import FitbitWebhookReceiver
@@ -15,10 +16,10 @@ from sources.providers.plaid.webhooks import PlaidWebhookReceiver
 urlpatterns = [
     path("", source_views.home, name="home"),
     path("signup/", source_views.signup, name="signup"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", throttles.login_view, name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("sources.urls")),
-    path("connect/", include("social_django.urls", namespace="social")),
+    path("connect/", include("sources.social_urls", namespace="social")),
     path("", include("ingestion.urls")),
     path("admin/sync-health/", ingestion_admin.dashboard, name="sync_dashboard"),
     path("admin/privacy/", ingestion_admin.privacy_search, name="privacy_search"),

@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from sibling.throttles import rate_limit, user_key
 from sources import selectors, services
 from sources.forms import ApiKeyForm, DisconnectForm, SignUpForm
 from sources.providers import ProviderAuthError, ProviderError
@@ -28,6 +29,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
+@rate_limit(group="signup", key="ip", rate_setting="SIBLING_SIGNUP_RATE")
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("sources:connections")
@@ -121,6 +123,7 @@ def connection_disconnect(request: HttpRequest, connection_id: str) -> HttpRespo
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@rate_limit(group="rescuetime-key", key=user_key, rate_setting="SIBLING_RESCUETIME_KEY_RATE")
 def rescuetime_connect(request: HttpRequest) -> HttpResponse:
     form = ApiKeyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -163,6 +166,12 @@ def plaid_connect(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limit(
+    group="plaid-link-token",
+    key=user_key,
+    rate_setting="SIBLING_PLAID_LINK_TOKEN_RATE",
+    as_json=True,
+)
 def plaid_link_token(request: HttpRequest) -> JsonResponse:
     try:
         token = Plaid.link_token_create(client_user_id=str(request.user.pk))

@@ -5,3 +5,13 @@ from sibling.settings import INSTALLED_APPS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast users in tests
+
+# Rate limits count in the shared cache, which outlives each test: generous here so tests that
+# log in or fetch Plaid keys many times never meet them; the throttle tests set their own.
+SIBLING_EVENTS_API_RATE = "100000/min"
+SIBLING_LOGIN_RATE_IP = "100000/m"
+SIBLING_LOGIN_RATE_USERNAME = "100000/m"
+SIBLING_SIGNUP_RATE = "100000/m"
+SIBLING_PLAID_LINK_TOKEN_RATE = "100000/m"
+SIBLING_RESCUETIME_KEY_RATE = "100000/m"
+PLAID_WEBHOOK_KEY_FETCHES_PER_MIN = 100000

@@ -61,11 +61,15 @@ def test_wrong_method_is_405(client, url):
 
 
 @pytest.mark.parametrize("url", [PLAID_URL, GMAIL_URL, HEALTH_URL])
-def test_missing_signature_or_token_is_401_and_logged_as_rejected(client, url, hooks):
+def test_missing_signature_or_token_is_401_and_counted_as_rejected(client, url, hooks):
+    from ingestion.models import WebhookRejection
+
     response = client.post(url, data=b'{"x": 1}', content_type="application/json")
     assert response.status_code == 401
-    rejected = WebhookEvent.objects.get(status=Status.REJECTED)
-    assert not rejected.verified and rejected.payload is None and rejected.error
+    assert not WebhookEvent.objects.exists()  # a refusal is counted, never stored as an event
+    rejected = WebhookRejection.objects.get()
+    assert rejected.count == 1 and rejected.reason == response.json()["error"]
+    assert rejected.sender == "127.0.0.1" and rejected.examples[0]["body_length"] == 8
 
 
 @pytest.mark.parametrize("url", [PLAID_URL, GMAIL_URL, HEALTH_URL])

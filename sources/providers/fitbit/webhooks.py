@@ -24,9 +24,12 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from ingestion.models import WebhookEvent
-from ingestion.notifications import connection_window_fetch, event_concerns
+from ingestion.notifications import (
+    connection_for_account,
+    connection_window_fetch,
+    event_concerns,
+)
 from ingestion.webhooks import IncomingEvent, WebhookReceiver, WebhookRejected
-from sources.models import UserDataSource
 from sources.providers.fitbit.provider import Fitbit
 
 SIGNATURE_HEADERS = ("X-HEALTHAPI-SIGNATURE", "GOOGLE-HEALTH-API-SIGNATURE")
@@ -94,6 +97,9 @@ class FitbitWebhookReceiver(WebhookReceiver):
                     dedup_key=hashlib.sha256(canonical).hexdigest(),
                     event_type=f"{data['dataType']}.{data.get('operation', 'UPSERT')}",
                     payload=data,
+                    # Notifications carry no id: an identical one is a redelivery only within
+                    # this window; later it says the same data changed again.
+                    dedup_window_s=settings.FITBIT_WEBHOOK_DEDUP_WINDOW_S,
                 )
             )
         return events
@@ -122,9 +128,9 @@ def _days(intervals: list[dict[str, Any]]) -> tuple[date, date]:
 
 def event_handle(event: WebhookEvent) -> None:
     payload = event.payload or {}
-    connection = UserDataSource.objects.filter(
+    connection = connection_for_account(
         provider=Fitbit.id, external_account_id=str(payload.get("healthUserId", ""))
-    ).first()
+    )
     if not event_concerns(event, connection):
         return
     stream = STREAMS.get(str(payload.get("dataType", "")))

@@ -16,7 +16,11 @@ from django.http import HttpRequest
 
 from ingestion.http import CallCounter, RetryPolicy
 from ingestion.models import WebhookEvent
-from ingestion.notifications import connection_sync_request, event_concerns
+from ingestion.notifications import (
+    connection_for_account,
+    connection_sync_request,
+    event_concerns,
+)
 from ingestion.webhooks import IncomingEvent, WebhookReceiver, WebhookRejected, body_digest
 from sibling import mongo
 from sources.models import UserDataSource
@@ -81,13 +85,9 @@ class GmailWebhookReceiver(WebhookReceiver):
 
 def event_handle(event: WebhookEvent) -> None:
     payload = event.payload or {}
-    connection = (
-        UserDataSource.objects.filter(
-            provider=Gmail.id,
-            external_lookup=UserDataSource.lookup_key(str(payload.get("emailAddress", ""))),
-        )
-        .exclude(status=UserDataSource.Status.DISCONNECTED)
-        .first()
+    connection = connection_for_account(
+        provider=Gmail.id,
+        external_lookup=UserDataSource.lookup_key(str(payload.get("emailAddress", ""))),
     )
     if not event_concerns(event, connection):
         return

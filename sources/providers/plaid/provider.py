@@ -1,6 +1,7 @@
 from typing import Any
 
 import plaid
+import urllib3
 from django.conf import settings
 from plaid.api import plaid_api
 from plaid.model.country_code import CountryCode
@@ -25,7 +26,6 @@ PLAID_VERSION = "2020-09-14"
 # Item errors that mean the person must go through Link again (update mode):
 # https://plaid.com/docs/errors/item/
 REAUTH_ERROR_CODES = {"ITEM_LOGIN_REQUIRED", "INVALID_ACCESS_TOKEN", "ITEM_NOT_FOUND"}
-
 # What /item/remove answers for an Item that no longer exists: nothing is left to remove.
 ITEM_GONE_CODES = {"ITEM_NOT_FOUND", "INVALID_ACCESS_TOKEN"}
 
@@ -37,6 +37,7 @@ class TimeoutApiClient(plaid.ApiClient):
     def request(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
         timeout = _request_timeout or settings.PLAID_TIMEOUT_S
         return super().request(*args, _request_timeout=timeout, **kwargs)
+
 
 class Plaid(PlaidLinkProvider):
     """Bank transactions through Plaid (Link, then /transactions/sync)."""
@@ -71,7 +72,7 @@ class Plaid(PlaidLinkProvider):
                 "plaidVersion": PLAID_VERSION,
             },
         )
-        return plaid_api.PlaidApi(plaid.ApiClient(configuration))
+        return plaid_api.PlaidApi(TimeoutApiClient(configuration))
 
     @classmethod
     def error_from(cls, err: plaid.ApiException) -> ProviderError:
@@ -104,6 +105,8 @@ class Plaid(PlaidLinkProvider):
             return cls.api().link_token_create(request)["link_token"]
         except plaid.ApiException as err:
             raise cls.error_from(err) from err
+        except (urllib3.exceptions.HTTPError, OSError) as err:  # timeouts, refused connections
+            raise ProviderError("Plaid could not be reached. Please try again.") from err
 
     @classmethod
     def public_token_exchange(cls, public_token: str) -> dict[str, str]:
@@ -113,6 +116,8 @@ class Plaid(PlaidLinkProvider):
             )
         except plaid.ApiException as err:
             raise cls.error_from(err) from err
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            raise ProviderError("Plaid could not be reached. Please try again.") from err
         return {"access_token": response["access_token"], "item_id": response["item_id"]}
 
     @classmethod

@@ -14,42 +14,149 @@ from typing import Any
 
 import jwt
 import plaid
+import urllib3
 from django.conf import settings
+from django.core.cache import cache
 from django.http import HttpRequest
 from plaid.model.webhook_verification_key_get_request import WebhookVerificationKeyGetRequest
 
 from ingestion.models import WebhookEvent
 from ingestion.notifications import (
+    connection_for_account,
     connection_notice,
     connection_reauth_required,
     connection_sync_request,
     event_concerns,
 )
 from ingestion.webhooks import IncomingEvent, WebhookReceiver, WebhookRejected, body_digest
-from sources.models import UserDataSource
 from sources.providers.plaid.provider import REAUTH_ERROR_CODES, Plaid
 from sources.services import connection_disconnect
 
 MAX_AGE_S = 5 * 60
+# How far ahead of our clock a genuine iat may be (Plaid's clock and ours differ a little).
+CLOCK_SKEW_S = 60
+MAX_KID_LENGTH = 200
+BUDGET_KEY = "plaid:webhook-key-fetches:"
+UNKNOWN_KID_KEY = "plaid:webhook-unknown-kid:"
+
+# Per process: the keys Plaid gave (kid -> (jwk, when fetched)), the kids it did not know
+# (kid -> until when), and until when this process knows the shared fetch budget is spent. The
+# shared cache (sibling.cache) holds the unknown kids and the budget for every process.
 _keys: dict[str, tuple[dict[str, Any], float]] = {}
+_unknown: dict[str, float] = {}
+_budget_spent_until = 0.0
 _keys_lock = threading.Lock()
 
 
+class KeyUnavailable(WebhookRejected):
+    """The key could not be fetched now (budget spent, Plaid unreachable): 503, Plaid retries."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=503)
+
+
+def _minute() -> int:
+    return int(time.time() // 60)
+
+
+def _kid_digest(kid: str) -> str:
+    return hashlib.sha256(kid.encode()).hexdigest()
+
+
+def _kid_known_unknown(kid: str) -> bool:
+    until = _unknown.get(kid)
+    if until is not None:
+        if until > time.monotonic():
+            return True
+        _unknown.pop(kid, None)
+    if cache.get(UNKNOWN_KID_KEY + _kid_digest(kid)):
+        _unknown[kid] = time.monotonic() + settings.PLAID_WEBHOOK_UNKNOWN_KID_S
+        return True
+    return False
+
+
+def _kid_remember_unknown(kid: str) -> None:
+    ttl = settings.PLAID_WEBHOOK_UNKNOWN_KID_S
+    with _keys_lock:
+        if len(_unknown) > 10_000:  # forged kids are unbounded; the shared cache still has them
+            _unknown.clear()
+        _unknown[kid] = time.monotonic() + ttl
+    cache.set(UNKNOWN_KID_KEY + _kid_digest(kid), 1, ttl)
+
+
+def _fetch_allowed() -> bool:
+    """Take one key fetch from the budget shared by every process (per minute)."""
+    global _budget_spent_until
+    if _budget_spent_until > time.monotonic():
+        return False
+    key = f"{BUDGET_KEY}{_minute()}"
+    cache.add(key, 0, 120)
+    try:
+        used = cache.incr(key)
+    except ValueError:  # expired in between: count this fetch in a fresh window
+        cache.add(key, 1, 120)
+        used = 1
+    if used > settings.PLAID_WEBHOOK_KEY_FETCHES_PER_MIN:
+        # Until the minute turns, this process refuses without asking the database.
+        _budget_spent_until = time.monotonic() + 60 - time.time() % 60
+        return False
+    return True
+
+
+def _key_fetch(kid: str) -> dict[str, Any] | None:
+    """One call to /webhook_verification_key/get; None when Plaid does not know the kid."""
+    try:
+        response = Plaid.api().webhook_verification_key_get(
+            WebhookVerificationKeyGetRequest(key_id=kid),
+            _preload_content=False,
+            _request_timeout=settings.PLAID_WEBHOOK_KEY_TIMEOUT_S,
+        )
+        return json.loads(response.data)["key"]
+    except plaid.ApiException as err:
+        if err.status is not None and 400 <= err.status < 500:
+            return None
+        raise KeyUnavailable("verification key temporarily unavailable") from None
+    except (urllib3.exceptions.HTTPError, OSError, ValueError, KeyError):
+        raise KeyUnavailable("verification key temporarily unavailable") from None
+
+
 def verification_key(kid: str) -> dict[str, Any] | None:
-    """Plaid's public key for kid, cached; None when Plaid does not know it."""
+    """Plaid's public key for kid, cached; None when Plaid does not know it.
+
+    The kid comes from a header nobody has verified yet, so each fetch is an outbound call an
+    attacker can ask for: unknown kids are remembered for PLAID_WEBHOOK_UNKNOWN_KID_S, and all
+    processes together fetch at most PLAID_WEBHOOK_KEY_FETCHES_PER_MIN keys a minute (beyond
+    that, KeyUnavailable: 503, which Plaid retries). A known key is fetched again after
+    PLAID_WEBHOOK_KEY_CACHE_S to learn whether it has expired since.
+    """
     cached = _keys.get(kid)
     if cached and time.monotonic() - cached[1] < settings.PLAID_WEBHOOK_KEY_CACHE_S:
         return cached[0]
-    try:
-        response = Plaid.api().webhook_verification_key_get(
-            WebhookVerificationKeyGetRequest(key_id=kid), _preload_content=False
-        )
-        key = json.loads(response.data)["key"]
-    except plaid.ApiException:
+    if cached is None and _kid_known_unknown(kid):
         return None
+    if not _fetch_allowed():
+        if cached is not None:
+            return cached[0]  # due for a re-check, which waits for the budget
+        raise KeyUnavailable("too many verification key requests; retry later")
+    key = _key_fetch(kid)
     with _keys_lock:
-        _keys[kid] = (key, time.monotonic())
+        if key is None:
+            _keys.pop(kid, None)
+        else:
+            _keys[kid] = (key, time.monotonic())
+    if key is None:
+        _kid_remember_unknown(kid)
     return key
+
+
+def _key_expired(key: dict[str, Any]) -> bool:
+    expired_at = key.get("expired_at")
+    if expired_at in (None, "", 0):
+        return False
+    try:
+        return float(expired_at) <= time.time()
+    except (TypeError, ValueError):
+        return True
 
 
 class PlaidWebhookReceiver(WebhookReceiver):
@@ -65,10 +172,14 @@ class PlaidWebhookReceiver(WebhookReceiver):
             raise WebhookRejected("malformed Plaid-Verification header") from None
         if header.get("alg") != "ES256":
             raise WebhookRejected("unexpected signing algorithm")
-        key = verification_key(str(header.get("kid", "")))
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH:
+            raise WebhookRejected("malformed Plaid-Verification header")
+        key = verification_key(kid)
         if key is None:
             raise WebhookRejected("unknown signing key")
-        if key.get("expired_at"):
+        # Checked on every use, cached or not: a key may expire while it is cached.
+        if _key_expired(key):
             raise WebhookRejected("expired signing key")
         try:
             claims = jwt.decode(
@@ -77,29 +188,38 @@ class PlaidWebhookReceiver(WebhookReceiver):
                 algorithms=["ES256"],
                 options={"require": ["iat"], "verify_iat": False},
             )
-        except jwt.PyJWTError:
+            issued = float(claims["iat"])
+        except (jwt.PyJWTError, TypeError, ValueError):
             raise WebhookRejected("bad signature") from None
-        if time.time() - float(claims["iat"]) > MAX_AGE_S:
+        now = time.time()
+        if now - issued > MAX_AGE_S:
             raise WebhookRejected("stale signature")
+        if issued - now > CLOCK_SKEW_S:
+            raise WebhookRejected("signature issued in the future")
         expected = str(claims.get("request_body_sha256", ""))
         if not hmac.compare_digest(expected, body_digest(body)):
             raise WebhookRejected("body does not match its signature")
-        request.plaid_token = token  # type: ignore[attr-defined]
+        request.plaid_claims = claims  # type: ignore[attr-defined]
 
     def events(self, payload: Any, body: bytes) -> list[IncomingEvent]:
         kind = f"{payload['webhook_type']}.{payload['webhook_code']}"
-        # Plaid bodies carry no event id and repeat themselves; the signed token (its iat and
-        # the body) tells a redelivery from a new event.
-        token = getattr(self.request, "plaid_token", "")
-        key = hashlib.sha256(token.encode() + body).hexdigest()
+        # Plaid bodies carry no event id and repeat themselves; the verified claims (when it was
+        # signed, and the body's hash) tell a redelivery from a new event. Not the token text:
+        # an ECDSA signature has a second valid encoding, so a re-signed copy of a genuine token
+        # would pass as new.
+        claims = getattr(self.request, "plaid_claims", {})
+        material = json.dumps(
+            [claims.get("iat"), str(claims.get("request_body_sha256", ""))], separators=(",", ":")
+        )
+        key = hashlib.sha256(material.encode()).hexdigest()
         return [IncomingEvent(dedup_key=key, event_type=kind, payload=payload)]
 
 
 def event_handle(event: WebhookEvent) -> None:
     payload = event.payload or {}
-    connection = UserDataSource.objects.filter(
+    connection = connection_for_account(
         provider=Plaid.id, external_account_id=str(payload.get("item_id", ""))
-    ).first()
+    )
     if not event_concerns(event, connection):
         return
     kind = event.event_type

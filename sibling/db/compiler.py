@@ -76,9 +76,10 @@ def dotted_fields(spec: dict[str, Any]) -> dict[str, Any]:
     dotted paths: ``{"ct": {"app_label": 1}}`` becomes ``{"ct.app_label": 1}`` and
     ``{"ct": {"model": "$ct.model"}}`` becomes ``{"ct.model": "$ct.model"}``. MongoDB reads both
     forms alike; the embedded server answers the nested one wrongly (the literal ``1``, or a
-    ``ct`` replaced by ``{"model": ...}``). Operator expressions and ``{}`` are leaves; a field
-    whose paths would collide with another field's (``"ct"`` beside ``"ct.x"``) is kept as it
-    was, so the rewrite never turns a valid specification into an invalid one."""
+    ``ct`` replaced by ``{"model": ...}``). Operator expressions and ``{}`` are leaves. A field
+    that another key of the same stage also addresses (``"ct"`` beside ``"ct.x"``), or whose
+    paths would collide with another's, is kept as it was: the rewrite never turns a valid
+    specification into an invalid one, nor changes one it cannot read with certainty."""
     if not isinstance(spec, dict) or not any(_is_sub_spec(v) for v in spec.values()):
         return spec
     leaves = {key: _leaf_paths(key, value) for key, value in spec.items()}
@@ -87,7 +88,11 @@ def dotted_fields(spec: dict[str, Any]) -> dict[str, Any]:
         if _is_sub_spec(value):
             mine = [path for path, _ in leaves[key]]
             others = [p for other, paths in leaves.items() if other != key for p, _ in paths]
-            clash = len(set(mine)) < len(mine) or any(_collide(a, b) for a in mine for b in others)
+            clash = (
+                len(set(mine)) < len(mine)
+                or any(_collide(key, other) for other in spec if other != key)
+                or any(_collide(a, b) for a in mine for b in others)
+            )
             if not clash:
                 dotted.update(leaves[key])
                 continue

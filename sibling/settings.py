@@ -241,12 +241,12 @@ SIBLING_SANDBOX_CLIENTS = {
 # Sandbox clients whose refresh tokens rotate and are single use (as the legacy Fitbit API's
 # were); Google's do not.
 SIBLING_SANDBOX_ROTATING_CLIENTS = set(env.list("SIBLING_SANDBOX_ROTATING_CLIENTS", default=[]))
-
-# --- Webhooks ------------------------------------------------------------------------------------
-# Where providers deliver: SIBLING_PUBLIC_URL + /webhooks/<provider>/ (Plaid's is sent with each
 # Sandbox clients whose token revocation is a strict RFC 7009 server (client authentication
 # required) instead of Google's (the token alone).
 SIBLING_SANDBOX_RFC7009_CLIENTS = set(env.list("SIBLING_SANDBOX_RFC7009_CLIENTS", default=[]))
+
+# --- Webhooks ------------------------------------------------------------------------------------
+# Where providers deliver: SIBLING_PUBLIC_URL + /webhooks/<provider>/ (Plaid's is sent with each
 # link token; Gmail's is the Pub/Sub push endpoint; Google Health's is the subscriber endpoint).
 # Gmail pushes carry a Google-signed OIDC token for this audience from this service account.
 GMAIL_PUSH_AUDIENCE = env.str("GMAIL_PUSH_AUDIENCE", default="")

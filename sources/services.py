@@ -129,18 +129,18 @@ def connection_full_resync(*, connection: UserDataSource) -> bool:
 @dataclass
 class DisconnectResult:
     provider_name: str
+    # The provider confirmed that the grant ended (or there was no grant to end).
     revoked: bool
     revoke_error: str = ""
+    # Not confirmed: a pending revocation keeps asking (sources.revocations).
+    revocation_pending: bool = False
     records_deleted: int = 0
     data_deleted: bool = False
 
-    # The provider confirmed that the grant ended (or there was no grant to end).
 
 def connection_disconnect(
     *, connection: UserDataSource, delete_data: bool, keep_pending: bool = True
 ) -> DisconnectResult:
-    # Not confirmed: a pending revocation keeps asking (sources.revocations).
-    revocation_pending: bool = False
     """Revoke the grant at the provider, forget the credentials, and mark it disconnected.
 
     With ``delete_data`` the records from this connection are erased and the connection itself

@@ -39,3 +39,7 @@ class ReauthRequired(SyncError):
 
 class PermanentError(SyncError):
     """The provider refused the request itself; retrying it unchanged will not help."""
+
+
+class PersonErased(SyncError):
+    """The person is being (or has been) erased: nothing more of theirs may be stored."""

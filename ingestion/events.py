@@ -20,7 +20,9 @@ from typing import Any
 import bson
 import bson.errors
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.utils.crypto import salted_hmac
 
+from ingestion.fence import data_key_ensure
 from ingestion.models import QuarantinedItem, WebhookEvent
 from ingestion.schemas import (
     InvalidItem,
@@ -28,6 +30,7 @@ from ingestion.schemas import (
     Quarantined,
     Record,
     as_utc,
+    field_name_like,
     kind_get,
     kinds_all,
     record_validate,
@@ -102,9 +105,13 @@ def storable_check(value: Any, path: str) -> None:
             storable_check(element, f"{path}[{index}]")
     elif isinstance(value, dict):
         for key, element in value.items():
+            # Reasons are kept in plaintext: a key that is not a plain field name is not quoted.
             if not isinstance(key, str) or key.startswith("$") or "." in key or "\x00" in key:
-                raise InvalidItem(f"{path} has a key that cannot be stored: {key!r}"[:200])
-            storable_check(element, f"{path}.{key}")
+                raise InvalidItem(
+                    f"{path} has a key that cannot be stored (it starts with $, or holds a dot "
+                    "or NUL)"[:200]
+                )
+            storable_check(element, f"{path}.{key}" if field_name_like(key) else f"{path}.*")
 
 
 def event_record(item: Any) -> Record:
@@ -152,6 +159,9 @@ def batch_dedup_key(user_id: Any, event_ids: list[str]) -> str:
 
 def events_accept(*, user: AbstractBaseUser, events: list[Any]) -> BatchResult:
     """Check each event, store the valid ones as one batch and quarantine the others."""
+    # The person's own write: the one place (with connecting) that may create their data key;
+    # refused once their erasure has begun.
+    data_key_ensure(user.pk)
     result = BatchResult()
     valid: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -168,7 +178,7 @@ def events_accept(*, user: AbstractBaseUser, events: list[Any]) -> BatchResult:
         except InvalidItem as err:
             reason = str(err)[:MAX_REASON_LENGTH]
             result.rejected.append(Rejection(index=index, id=shown_id, reason=reason))
-            label = repr(shown_id)[:80] if shown_id else f"#{index}"
+            label = _event_label(user.pk, shown_id) if shown_id else f"#{index}"
             quarantined.append(
                 Quarantined(
                     reason=f"event {label}: {reason}"[:MAX_REASON_LENGTH],
@@ -227,9 +237,19 @@ def _quarantinable(item: Any) -> Any:
     return item
 
 
+def _event_label(user_id: Any, client_id: str) -> str:
+    """An event in a quarantine reason (kept in plaintext): a keyed digest of its id, not the id,
+    which a client may have made of personal values. The same event gives the same label, so a
+    resent batch is recognised."""
+    digest = salted_hmac("sibling.event-label", f"{user_id}:{client_id}", algorithm="sha256")
+    return f"id~{digest.hexdigest()[:12]}"
+
+
 def _kind_label(item: Any) -> str | None:
     kind = item.get("kind") if isinstance(item, dict) else None
-    return kind[:40] if isinstance(kind, str) else None
+    # Only a registered kind's name is kept in plaintext.
+    registered = isinstance(kind, str) and any(k.name == kind for k in kinds_all())
+    return kind if registered else None
 
 
 def event_handle(event: WebhookEvent) -> None:

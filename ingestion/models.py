@@ -235,7 +235,9 @@ class ErasureRecord(models.Model):
     """That an erasure happened, and how much it removed; nothing about whom.
 
     ``subject`` is a keyed hash of the person's id: it lets staff confirm a given erasure request
-    was carried out without the record naming anyone.
+    was carried out without the record naming anyone. The record is written before anything is
+    deleted (``completed`` false): it is the fence that stops the person's running syncs and
+    event batches and refuses them a new data key (``ingestion.fence``).
     """
 
     subject = models.CharField(max_length=64, db_index=True)
@@ -243,6 +245,9 @@ class ErasureRecord(models.Model):
     counts = models.JSONField(default=dict)
     revoke_failures = models.JSONField(default=list)
     key_destroyed = models.BooleanField(default=False)
+    completed = models.BooleanField(
+        default=True, help_text="False from the moment the erasure begins until it has finished."
+    )
 
     def __str__(self) -> str:
         return f"erasure {self.pk} at {self.erased_at:%Y-%m-%d %H:%M}"

@@ -6,7 +6,14 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from ingestion.schemas import InvalidItem, ProcessedPage, Quarantined, Record, record_validate
+from ingestion.schemas import (
+    InvalidItem,
+    ProcessedPage,
+    Quarantined,
+    Record,
+    field_names_shown,
+    record_validate,
+)
 
 
 def items_process(
@@ -26,9 +33,20 @@ def items_process(
         except InvalidItem as err:
             page.quarantined.append(Quarantined(reason=str(err), item=item, kind=kind))
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-            reason = f"{kind}: malformed item ({type(err).__name__}: {str(err)[:120]})"
-            page.quarantined.append(Quarantined(reason=reason, item=item, kind=kind))
+            page.quarantined.append(
+                Quarantined(reason=malformed_reason(kind, err), item=item, kind=kind)
+            )
     return page
+
+
+def malformed_reason(kind: str, err: Exception) -> str:
+    """The quarantine reason for an item a processor could not read. Reasons are stored in
+    plaintext, so they name the missing field or the error's class, never the message: Python's
+    messages quote the value ("invalid literal for int() with base 10: '72 bpm'")."""
+    if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str):
+        # The processor's own lookup: the key is a field name from its code.
+        return f"{kind}: malformed item (missing {field_names_shown([err.args[0]]) or 'a key'})"
+    return f"{kind}: malformed item ({type(err).__name__})"
 
 
 def parse_datetime(value: str) -> datetime:

@@ -3,11 +3,19 @@
 A kind belongs to a category, and each category is one collection (ExternalData, BehavioralData,
 VolunteeredData). Adding a kind, or a category such as InferredData, is a registration here; the
 pipeline (processors, storage, reprocessing) reads this registry and needs no change.
+
+Every field of a record's data is personal and stored encrypted with the person's data key
+(``ingestion.storage``): there is no per-field choice of what stays readable. Only the envelope
+(who, which provider and kind, the external id, when) is plaintext.
+
+An InvalidItem's message is stored as a quarantine reason, which is not encrypted: it names the
+kind, the field and the rule that failed, never the value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -25,12 +33,11 @@ class InvalidItem(ValueError):
 
 @dataclass(frozen=True)
 class FieldSpec:
+    """One field of a kind's data. All of them are sealed alike; the spec only validates."""
+
     type: type | tuple[type, ...]
     required: bool = True
     nullable: bool = False
-    # Sensitive fields are encrypted with the person's data key; the rest stays queryable
-    # (numbers and dates for charts).
-    sensitive: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,10 +52,6 @@ class Kind:
     @property
     def collection(self) -> str:
         return CATEGORY_COLLECTIONS[self.category]
-
-    @property
-    def sensitive_fields(self) -> tuple[str, ...]:
-        return tuple(name for name, spec in self.fields.items() if spec.sensitive)
 
 
 @dataclass
@@ -94,11 +97,32 @@ def kind_get(name: str) -> Kind:
     try:
         return _KINDS[name]
     except KeyError:
-        raise InvalidItem(f"unknown kind {name!r}") from None
+        # The name may come from a client (the events API): it is not repeated.
+        raise InvalidItem("unknown kind (not a registered kind)") from None
 
 
 def kinds_all() -> list[Kind]:
     return list(_KINDS.values())
+
+
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+
+def field_name_like(name: Any) -> bool:
+    """A short identifier, as field names are (a key sent by a client may be anything)."""
+    return isinstance(name, str) and _FIELD_NAME.fullmatch(name) is not None
+
+
+def field_names_shown(names: Iterable[Any]) -> str:
+    """Field names for a reason that is stored in plaintext: the names that look like field
+    names, and only a count of the other keys (a client's key could be a value in disguise)."""
+    names = list(names)
+    shown = sorted(n for n in names if field_name_like(n))[:10]
+    others = len(names) - len(shown)
+    parts = [", ".join(shown)] if shown else []
+    if others:
+        parts.append(f"{others} other key{'s' if others > 1 else ''}")
+    return " and ".join(parts)
 
 
 def as_utc(value: datetime) -> datetime:
@@ -113,7 +137,7 @@ def data_validate(kind: Kind, data: dict[str, Any]) -> dict[str, Any]:
         raise InvalidItem(f"{kind.name}: data is not an object")
     unknown = set(data) - set(kind.fields)
     if unknown:
-        raise InvalidItem(f"{kind.name}: unexpected fields {sorted(unknown)}")
+        raise InvalidItem(f"{kind.name}: unexpected fields {field_names_shown(unknown)}")
     clean: dict[str, Any] = {}
     for name, spec in kind.fields.items():
         if name not in data:
@@ -169,11 +193,11 @@ kind_register(
             "message_id": S(str),
             "thread_id": S(str),
             "internal_date": S(datetime),
-            "from": S(str, sensitive=True),
-            "to": S(list, sensitive=True),
-            "subject": S(str, sensitive=True),
+            "from": S(str),
+            "to": S(list),
+            "subject": S(str),
             "labels": S(list),
-            "snippet": S(str, sensitive=True),
+            "snippet": S(str),
             "size": S(int),
         },
     )
@@ -184,13 +208,13 @@ kind_register(
         "external",
         {
             "transaction_id": S(str),
-            "account_id": S(str, sensitive=True),
+            "account_id": S(str),
             "date": S(str),
             "datetime": S(datetime, required=False, nullable=True),
             "amount": S(NUMBER),
             "currency": S(str, nullable=True),
-            "name": S(str, sensitive=True),
-            "merchant": S(str, required=False, nullable=True, sensitive=True),
+            "name": S(str),
+            "merchant": S(str, required=False, nullable=True),
             "category": S(list, required=False, nullable=True),
             "pending": S(bool),
             "pending_transaction_id": S(str, required=False, nullable=True),
@@ -245,7 +269,7 @@ kind_register(
         {
             "hour": S(str),
             "seconds": S(int),
-            "activity": S(str, sensitive=True),
+            "activity": S(str),
             "category": S(str),
             "productivity": S(int),
         },
@@ -309,7 +333,7 @@ kind_register(
         "volunteered",
         {
             "rating": S(int),
-            "note": S(str, required=False, nullable=True, sensitive=True),
+            "note": S(str, required=False, nullable=True),
         },
         check=_mood_rating_check,
     )
@@ -319,7 +343,7 @@ kind_register(
         "note",
         "volunteered",
         {
-            "text": S(str, sensitive=True),
+            "text": S(str),
             "tags": S(list, required=False),
         },
         check=_note_check,
@@ -343,7 +367,7 @@ kind_register(
         "behavioral",
         {
             "date": S(str),
-            "app": S(str, sensitive=True),
+            "app": S(str),
             "seconds": S(int),
             "device": S(str, required=False),
         },

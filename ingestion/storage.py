@@ -1,9 +1,19 @@
-"""Writing records: one unordered bulk upsert per page and collection, sensitive fields sealed.
+"""Writing records: one unordered bulk upsert per page and collection, every value sealed.
 
 Records are keyed by (user, provider, kind, external_id), so writing a page twice changes nothing
 but ``updated_at``: a sync that dies after storing a page and before saving its cursor repeats
-that page without duplicating anything. Sensitive fields go into ``sealed``, one value encrypted
-with the person's data key (one encryption per record, not per field).
+that page without duplicating anything.
+
+A record's whole ``data`` (every value that describes the person: amounts, steps, heart rates,
+sleep, moods, names, subjects) goes into ``sealed``, one value encrypted with the person's data
+key (one encryption per record). Only the envelope the system needs to find and count records
+stays in plaintext: ``user, provider, kind, external_id, connection, occurred_at,
+schema_version, ingested_at, updated_at, raw_page``. So once the key is destroyed, a backup
+tells which providers and kinds a person had, when, and how many, and nothing else.
+:func:`record_decode` is the one place that turns a stored record back into its data.
+
+Before each page is stored, the person's erasure fence is checked (``ingestion.fence``): a sync
+or event batch of a person being erased stops there with PersonErased, writing nothing.
 """
 
 from __future__ import annotations
@@ -13,11 +23,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from bson import Binary
 from django.conf import settings
 from django.utils import timezone
 from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
 from pymongo.collection import Collection
 
+from ingestion.fence import person_fence_check
 from ingestion.models import QuarantinedItem, RawPage, SyncRun, WebhookEvent
 from ingestion.schemas import CATEGORY_COLLECTIONS, ProcessedPage, kind_get
 from sibling import mongo
@@ -75,6 +87,9 @@ def indexes_ensure() -> None:
 def raw_page_store(
     *, connection: UserDataSource, stream: str, payload: Any, run: SyncRun | None
 ) -> RawPage:
+    """Keep a provider page (encrypted) for reprocessing; PersonErased once the person's erasure
+    has begun (the runner stores the raw page before the records)."""
+    person_fence_check(connection.user_id)
     now = timezone.now()
     return RawPage.objects.create(
         user_id=connection.user_id,
@@ -102,21 +117,22 @@ def page_store(
 
     Records come from a connection, or (Sibling's own apps, the events API) from a person
     directly: then ``user_id`` and ``provider`` name them and ``connection`` is None.
+
+    Raises PersonErased, before writing anything, once the person's erasure has begun.
     """
     counts = StoreCounts()
     now = timezone.now()
     if connection is not None:
         user_id, provider = connection.user_id, connection.provider
+    # Once per page, not per record: one indexed read.
+    person_fence_check(user_id)
     writes: dict[str, list[Any]] = defaultdict(list)
     for record in processed.records:
         kind = kind_get(record.kind)
-        plain = {k: v for k, v in record.data.items() if k not in kind.sensitive_fields}
-        secret = {k: v for k, v in record.data.items() if k in kind.sensitive_fields}
         document: dict[str, Any] = {
             "connection": connection.pk if connection is not None else None,
             "occurred_at": record.occurred_at,
-            "data": plain,
-            "sealed": value_encrypt(secret, owner_id=user_id) if secret else None,
+            "sealed": value_encrypt(record.data, owner_id=user_id),
             "schema_version": kind.schema_version,
             "updated_at": now,
             "raw_page": raw_page_id,
@@ -127,9 +143,13 @@ def page_store(
             "kind": record.kind,
             "external_id": record.external_id,
         }
-        writes[kind.collection].append(
-            UpdateOne(key, {"$set": document, "$setOnInsert": {"ingested_at": now}}, upsert=True)
-        )
+        update = {
+            "$set": document,
+            "$setOnInsert": {"ingested_at": now},
+            # A record written before everything was sealed loses its plaintext on rewrite.
+            "$unset": {"data": ""},
+        }
+        writes[kind.collection].append(UpdateOne(key, update, upsert=True))
     for kind_name, external_id in processed.removed:
         kind = kind_get(kind_name)
         writes[kind.collection].append(
@@ -167,12 +187,23 @@ def page_store(
     return counts
 
 
+def record_data_seal(document: dict[str, Any], *, owner_id: Any) -> Binary:
+    """The ciphertext of a stored record's whole data (its plaintext ``data`` and any
+    ``sealed`` part of the earlier layout, merged), for sealing a record written before."""
+    return value_encrypt(record_decode(document, owner_id=owner_id)["data"], owner_id=owner_id)
+
+
 def record_decode(document: dict[str, Any], *, owner_id: Any) -> dict[str, Any]:
-    """A raw record as the application reads it: its sealed fields decrypted (under the owner's
-    key only) and merged back into ``data``."""
+    """A raw record as the application reads it: ``data`` decrypted from ``sealed`` (under the
+    owner's key only).
+
+    Records stored before every value was sealed keep part of their data in a plaintext
+    ``data`` beside ``sealed`` (sensitive fields only, or none); the two are merged until
+    ``manage.py records_seal`` has rewritten them.
+    """
     sealed = document.get("sealed")
-    plain = value_decrypt(sealed, owner_id=owner_id) if sealed is not None else {}
-    return {**document, "sealed": plain, "data": {**document.get("data", {}), **plain}}
+    opened = value_decrypt(sealed, owner_id=owner_id) if sealed is not None else {}
+    return {**document, "sealed": opened, "data": {**(document.get("data") or {}), **opened}}
 
 
 def connection_records_delete(*, connection: UserDataSource) -> int:

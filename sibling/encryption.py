@@ -5,10 +5,13 @@ so MongoDB only ever holds BSON Binary subtype 6 for them. Django's connection d
 automatically on read (``auto_encryption_opts`` in settings, ``bypass_auto_encryption``), and
 :func:`value_decrypt` does the same for code that reads through pymongo directly.
 
-Each person has one data key, created on first use and found by its ``keyAltName``
-(``user:<id>``). The data keys live in the key vault collection, wrapped by the master key (local
-or a cloud KMS). Deleting a person's data key makes everything encrypted under it unreadable,
-backups included.
+Each person has one data key, found by its ``keyAltName`` (``user:<id>``). A person's key is
+created only on purpose (:func:`data_key_create`, called through ``ingestion.fence.data_key_ensure``
+by the flows that may create one: connecting an account, the person's own writes), never as a
+side effect of encrypting: a write that races a person's erasure must fail, not bring their key
+back. System owners (``system:<name>``) get theirs on first use. The data keys live in the key
+vault collection, wrapped by the master key (local or a cloud KMS). Deleting a person's data key
+makes everything encrypted under it unreadable, backups included.
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ class WrongOwnerError(EncryptionFailure):
     """A value is encrypted under another person's data key."""
 
 
+class NoDataKey(EncryptionFailure):
+    """The person has no data key (never created, or destroyed by an erasure)."""
+
+
 def key_vault_collection() -> Collection:
     db_name, coll_name = settings.SIBLING_KEY_VAULT_NAMESPACE.split(".", 1)
     return mongo.plain_client()[db_name][coll_name]
@@ -80,16 +87,32 @@ def client_encryption() -> ClientEncryption:
 SYSTEM_PREFIX = "system:"
 
 
+def is_system_owner(owner_id: Any) -> bool:
+    return isinstance(owner_id, str) and owner_id.startswith(SYSTEM_PREFIX)
+
+
 def data_key_alt_name(owner_id: Any) -> str:
     """``user:<id>`` for a person; a ``system:<name>`` owner (data not yet tied to a person,
     such as an incoming webhook) names its own key."""
-    if isinstance(owner_id, str) and owner_id.startswith(SYSTEM_PREFIX):
+    if is_system_owner(owner_id):
         return owner_id
     return f"user:{owner_id}"
 
 
-def data_key_id(owner_id: Any, *, create: bool = True) -> Binary | None:
-    """The id of the person's data key, created on first use when ``create`` is set."""
+def data_key_create(owner_id: Any) -> Binary:
+    """The owner's data key id, the key created when it does not exist yet.
+
+    For a person, call ``ingestion.fence.data_key_ensure`` instead: it refuses a person being
+    erased.
+    """
+    key_id = data_key_id(owner_id, create=True)
+    if key_id is None:  # data_key_id raises first; this keeps the type honest
+        raise EncryptionFailure(f"the data key {data_key_alt_name(owner_id)} was not created")
+    return key_id
+
+
+def data_key_id(owner_id: Any, *, create: bool = False) -> Binary | None:
+    """The id of the owner's data key, or None when there is none (created when ``create``)."""
     name = data_key_alt_name(owner_id)
     key_id = _key_ids.get(name)
     if key_id is not None:
@@ -148,7 +171,13 @@ def value_encrypt(value: Any, *, owner_id: Any, deterministic: bool = False) -> 
         raise EncryptionFailure("None is stored as null, not encrypted")
     if deterministic and not isinstance(value, str):
         raise EncryptionFailure("deterministic encryption takes strings only")
-    key_id = data_key_id(owner_id)
+    # Only a system owner's key comes into being here; a person's must exist already.
+    key_id = data_key_id(owner_id, create=is_system_owner(owner_id))
+    if key_id is None:
+        raise NoDataKey(
+            f"{data_key_alt_name(owner_id)} has no data key: keys are created when an account "
+            "is connected or the person writes data of their own"
+        )
     try:
         return client_encryption().encrypt(
             value, DETERMINISTIC if deterministic else RANDOM, key_id=key_id

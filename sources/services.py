@@ -80,6 +80,11 @@ def connection_upsert(
     connection.consecutive_failures = 0
     connection.disconnected_at = None
     connection.next_sync_at = now
+    # Connecting is one of the flows that may create the person's data key (refused once their
+    # erasure has begun); the credentials are encrypted with it on save.
+    from ingestion.fence import data_key_ensure
+
+    data_key_ensure(user.pk)
     connection.save()
     logger.info("connection %s (%s) connected", connection.pk, provider.id)
     connection_due.send(sender=UserDataSource, connection=connection, trigger="backfill")

@@ -53,3 +53,11 @@ class UserDataSourceFactory(factory.django.DjangoModelFactory):
     credentials = factory.LazyAttribute(
         lambda c: {"api_key": f"sandbox-key-{c.external_account_id}"}
     )
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        # Connecting creates the person's data key (connection_upsert); a factory connects too.
+        from ingestion.fence import data_key_ensure
+
+        data_key_ensure(kwargs["user"].pk)
+        return super()._create(model_class, *args, **kwargs)

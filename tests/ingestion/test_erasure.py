@@ -1,18 +1,34 @@
 """Delete all my data: grants revoked, every trace deleted, the data key destroyed, so that no
 document anywhere holds the person's plaintext and what ciphertext is left cannot be read."""
 
+import ast
+
 import bson
 import pytest
 import requests
+from django.contrib.auth import get_user_model
 from django.urls import reverse
+from django.utils import timezone
+from django_q.models import Schedule
 from pymongo.encryption import ClientEncryption
 from pymongo.errors import EncryptionError
 
 from ingestion.authentication import api_token_create
-from ingestion.erasure import erasure_subject
+from ingestion.erasure import erasure_subject, person_erase, person_erase_sweep
+from ingestion.errors import PersonErased
 from ingestion.events import events_accept
-from ingestion.models import ErasureRecord
+from ingestion.fence import data_key_ensure
+from ingestion.models import (
+    ApiToken,
+    ErasureRecord,
+    QuarantinedItem,
+    RawPage,
+    SyncRun,
+    WebhookEvent,
+)
 from ingestion.runner import connection_sync
+from ingestion.schemas import ProcessedPage, Quarantined, Record
+from ingestion.storage import page_store
 from sibling.encryption import CODEC_OPTIONS, data_key_alt_name, key_vault_collection
 from sibling.mongo import plain_client, plain_database
 from sources.models import UserDataSource
@@ -116,3 +132,139 @@ def _sandbox_transactions(connection):
         timeout=10,
     ).json()
     return body["added"]
+
+
+def _left_of(user_id) -> dict[str, int]:
+    """Everything of the person's, counted in the raw collections (nothing decrypted)."""
+    database = plain_database()
+    left = {
+        name: database[name].count_documents({"user": user_id})
+        for name in ("external_data", "behavioral_data", "volunteered_data")
+    }
+    for model in (RawPage, QuarantinedItem, WebhookEvent, SyncRun, UserDataSource, ApiToken):
+        left[model._meta.db_table] = database[model._meta.db_table].count_documents(
+            {"user_id": user_id}
+        )
+    left["keys"] = key_vault_collection().count_documents(
+        {"keyAltNames": data_key_alt_name(user_id)}
+    )
+    return left
+
+
+def _scheduled_sweeps_run() -> int:
+    """Run the follow-up sweeps as the workers would once they are due."""
+    sweeps = Schedule.objects.filter(func="ingestion.erasure.person_erase_sweep")
+    for schedule in sweeps:
+        assert schedule.schedule_type == Schedule.ONCE
+        assert schedule.next_run > timezone.now()  # after every process's key cache expired
+        person_erase_sweep(*ast.literal_eval(schedule.args))
+    return len(sweeps)
+
+
+def test_an_erasure_during_a_sync_stops_it_and_leaves_nothing(
+    rescuetime_connection, person, settings
+):
+    settings.SIBLING_SYNC_ON_DUE = False
+    settings.SIBLING_BACKFILL_DAYS = 30  # several pages, so the sync goes on after the erasure
+    user_id = person.pk
+    pages_after_erasure = []
+
+    def erase_after_the_first_page(run, stream, progress):
+        if ErasureRecord.objects.exists():
+            pages_after_erasure.append(stream)  # a page stored after the fence: must not happen
+            return
+        assert _left_of(user_id)["behavioral_data"] > 0  # the sync had stored something
+        person_erase(user=person)
+
+    run = connection_sync(
+        rescuetime_connection.pk, policy=NO_WAIT, on_page=erase_after_the_first_page
+    )
+
+    # The next page met the fence: the run ended there, writing nothing.
+    assert pages_after_erasure == []
+    assert run.outcome == SyncRun.Outcome.FAILED and run.error_class == "PersonErased"
+    left = _left_of(user_id)
+    assert {name: n for name, n in left.items() if n and name != "ingestion_syncrun"} == {}
+    # The runner saves its run when it ends; the follow-up sweep removes that last trace.
+    assert _scheduled_sweeps_run() == 1
+    assert set(_left_of(user_id).values()) == {0}
+    assert not get_user_model().objects.filter(pk=user_id).exists()
+    erasure = ErasureRecord.objects.get()
+    assert erasure.completed and erasure.key_destroyed
+    assert erasure.subject == erasure_subject(user_id)
+    assert str(user_id) not in str(raw_erasure_records())
+
+
+def raw_erasure_records() -> list[dict]:
+    return list(plain_database()[ErasureRecord._meta.db_table].find())
+
+
+def test_the_fence_comes_first_and_refuses_every_write(person, raw_db):
+    """While an erasure is under way (its record written, not completed), nothing of the person
+    is stored and no key is made for them: not a page of records, not an event batch."""
+    data_key_ensure(person.pk)
+    fence_subject = erasure_subject(person.pk)
+    ErasureRecord.objects.create(subject=fence_subject, erased_at=timezone.now(), completed=False)
+    page = ProcessedPage(
+        records=[
+            Record("mood_rating", "m-late", timezone.now(), {"rating": 2, "note": "late write"})
+        ],
+        quarantined=[Quarantined(reason="note: missing text", item={"text": None})],
+    )
+    with pytest.raises(PersonErased):
+        page_store(
+            connection=None,
+            user_id=person.pk,
+            provider="sibling_app",
+            stream="events",
+            processed=page,
+        )
+    with pytest.raises(PersonErased):
+        events_accept(
+            user=person,
+            events=[
+                {
+                    "id": "late",
+                    "kind": "note",
+                    "occurred_at": "2026-11-20T08:00:00Z",
+                    "data": {"text": "written while being erased"},
+                }
+            ],
+        )
+    assert raw_db["volunteered_data"].count_documents({"user": person.pk}) == 0
+    assert raw_db[QuarantinedItem._meta.db_table].count_documents({"user_id": person.pk}) == 0
+    assert raw_db[WebhookEvent._meta.db_table].count_documents({}) == 0
+
+    # An erasure that stopped half way is run again under the same fence, and completes.
+    person_erase(user=person)
+    erasure = ErasureRecord.objects.get()
+    assert erasure.subject == fence_subject and erasure.completed
+    assert set(_left_of(person.pk).values()) == {0}
+
+
+def test_the_sweep_removes_what_a_process_still_holding_the_key_wrote(person, raw_db, settings):
+    """A sync in another process that passed the fence just before it was set may still write
+    its page, even with a key of its own cached; the follow-up sweep removes it all."""
+    user_id = person.pk
+    person_erase(user=person)
+    # What such a late page leaves: records, a raw page, a run, and (a key re-created by a
+    # process that checked the fence before it was set).
+    raw_db["behavioral_data"].insert_one(
+        {"user": user_id, "provider": "rescuetime", "kind": "productivity_day", "external_id": "d"}
+    )
+    raw_db[RawPage._meta.db_table].insert_one({"user_id": user_id, "provider": "rescuetime"})
+    raw_db[SyncRun._meta.db_table].insert_one({"user_id": user_id, "provider": "rescuetime"})
+    ClientEncryption(
+        settings.SIBLING_KMS_PROVIDERS,
+        settings.SIBLING_KEY_VAULT_NAMESPACE,
+        plain_client(),
+        CODEC_OPTIONS,
+    ).create_data_key(
+        settings.SIBLING_KMS_PROVIDER,
+        master_key=settings.SIBLING_KMS_MASTER_KEY,
+        key_alt_names=[data_key_alt_name(user_id)],
+    )
+    assert sum(_left_of(user_id).values()) == 4
+
+    assert _scheduled_sweeps_run() == 1
+    assert set(_left_of(user_id).values()) == {0}

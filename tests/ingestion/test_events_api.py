@@ -209,20 +209,24 @@ def test_mixed_batch_is_accepted_in_part(client, person, token, raw_db):
     assert batch.user_id == person.pk
     assert batch.status == WebhookEvent.Status.PROCESSED
     assert batch.dedup_key == batch_dedup_key(person.pk, ["m1", "n1", "s1", "t1"])
-    assert [e["id"] for e in batch.payload] == ["m1", "n1", "s1", "t1"]
+    # Processed into records, the batch itself is gone (the records are the durable copy).
+    assert batch.payload is None
     raw_batch = raw_db[WebhookEvent._meta.db_table].find_one({"_id": batch.pk})
-    assert isinstance(raw_batch["payload"], Binary) and raw_batch["payload"].subtype == 6
+    assert raw_batch["payload"] is None
 
     # Rejected events are kept in quarantine with their reason.
     quarantined = QuarantinedItem.objects.filter(user=person, provider="sibling_app")
     assert quarantined.count() == len(INVALID)
     assert all(q.connection_id is None and q.stream == "events" for q in quarantined)
     by_reason = {q.reason: q for q in quarantined}
-    mood = next(q for reason, q in by_reason.items() if reason.startswith("event 'm2'"))
+    # Reasons are plaintext: the client's event id is named by a digest, never quoted.
+    assert not any("'m2'" in reason for reason in by_reason)
+    mood = next(q for q in quarantined if isinstance(q.item, dict) and q.item.get("id") == "m2")
+    assert mood.reason.startswith("event id~")
     assert mood.kind == "mood_rating" and mood.item["data"] == {"rating": 6}
 
 
-def test_records_keep_sensitive_fields_sealed(client, person, token, raw_db):
+def test_records_keep_every_value_sealed(client, person, token, raw_db):
     assert post(client, mixed_batch(), token).status_code == 202
     owner = {"user": person.pk, "provider": "sibling_app"}
 
@@ -237,23 +241,24 @@ def test_records_keep_sensitive_fields_sealed(client, person, token, raw_db):
     assert mood["external_id"] == "m1"
     assert mood["connection"] is None
     assert mood["occurred_at"] == datetime(2025, 3, 1, 8, 30, tzinfo=UTC)
-    assert mood["data"] == {"rating": 4}
-    assert note["data"] == {"tags": ["family"]}
-    assert sleep["data"] == {
-        "start": datetime(2025, 2, 28, 22, 10, tzinfo=UTC),
-        "end": datetime(2025, 3, 1, 6, 0, tzinfo=UTC),
-        "quality": 3,
-    }
-    assert sleep["sealed"] is None
-    assert screen["data"] == {"date": "2025-03-01", "seconds": 3600}
     for document, secret in [
-        (mood, {"note": "slept badly, anxious"}),
-        (note, {"text": "talked to my sister"}),
-        (screen, {"app": "Instagram"}),
+        (mood, {"rating": 4, "note": "slept badly, anxious"}),
+        (note, {"text": "talked to my sister", "tags": ["family"]}),
+        (
+            sleep,
+            {
+                "start": datetime(2025, 2, 28, 22, 10, tzinfo=UTC),
+                "end": datetime(2025, 3, 1, 6, 0, tzinfo=UTC),
+                "quality": 3,
+            },
+        ),
+        (screen, {"date": "2025-03-01", "app": "Instagram", "seconds": 3600}),
     ]:
+        # Ratings, sleep times and screen time included: nothing but the envelope is readable.
+        assert "data" not in document
         assert isinstance(document["sealed"], Binary) and document["sealed"].subtype == 6
         assert value_decrypt(document["sealed"], owner_id=person.pk) == secret
-        for value in secret.values():
+        for value in ("slept badly", "talked to my sister", "family", "Instagram"):
             assert value not in json.dumps(document, default=str)
 
 
@@ -438,3 +443,68 @@ def test_events_api_conforms_to_its_schema(db, mode):
 
 def test_token_digest_is_sha256_hex():
     assert token_digest("sib_abc") == hashlib.sha256(b"sib_abc").hexdigest()
+
+
+# --- Invalid Unicode, and where a batch is kept ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, where",
+    [
+        (b'{"events": [{"id": "\\ud800", "kind": "note", "occurred_at": "2025-03-01T08:30:00Z",'
+         b' "data": {"text": "x"}}]}', "body.events[0].id"),
+        (b'{"events": [{"id": "a", "kind": "no\\ud800te", "occurred_at": "2025-03-01T08:30:00Z",'
+         b' "data": {"text": "x"}}]}', "body.events[0].kind"),
+        (b'{"events": [{"id": "a", "kind": "note", "occurred_at": "2025-03-01T08:30:00Z",'
+         b' "data": {"text": "hi \\udfff"}}]}', "body.events[0].data.text"),
+        (b'{"events": [{"id": "a", "kind": "note", "occurred_at": "2025-03-01T08:30:00Z",'
+         b' "data": {"text": "x", "\\ud800": 1}}]}', "body.events[0].data (an object key)"),
+    ],
+    ids=["id", "kind", "data-value", "data-key"],
+)  # fmt: skip
+def test_a_lone_surrogate_anywhere_is_400_naming_where(client, person, token, raw, where):
+    assert b"\\ud" in raw  # the JSON escape itself, as a client would send it
+    response = post(client, raw, token)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"].startswith(f"{where}: invalid Unicode")
+    assert not WebhookEvent.objects.filter(provider="events").exists()
+
+
+def test_a_batch_is_kept_under_the_persons_key_until_processed(person, raw_db):
+    from ingestion.events import SOURCE
+    from ingestion.webhooks import IncomingEvent, webhook_event_process, webhook_event_store
+    from sibling.encryption import ciphertext_key_id, data_key_id
+
+    incoming = IncomingEvent(
+        dedup_key=batch_dedup_key(person.pk, ["m1"]),
+        event_type="batch",
+        payload=VALID[:1],
+        user_id=person.pk,
+    )
+    stored, _ = webhook_event_store(provider=SOURCE, event=incoming, enqueue=False)
+    table = raw_db[WebhookEvent._meta.db_table]
+    ciphertext = table.find_one({"_id": stored.pk})["payload"]
+    assert ciphertext_key_id(ciphertext) == data_key_id(person.pk, create=False)
+    assert ciphertext_key_id(ciphertext) != data_key_id("system:webhooks")
+
+    assert webhook_event_process(stored.pk).status == WebhookEvent.Status.PROCESSED
+    assert table.find_one({"_id": stored.pk})["payload"] is None
+    assert raw_db["volunteered_data"].count_documents({"user": person.pk}) == 1
+
+    # A redelivery is still recognised; after the event has expired, the batch is processed
+    # again and writes nothing new (records are keyed by the client's ids).
+    assert webhook_event_store(provider=SOURCE, event=incoming)[1] is False
+    table.delete_one({"_id": stored.pk})
+    again, created = webhook_event_store(provider=SOURCE, event=incoming)
+    assert created and WebhookEvent.objects.get(pk=again.pk).status == "processed"
+    assert raw_db["volunteered_data"].count_documents({"user": person.pk}) == 1
+
+
+def test_a_provider_event_whose_person_is_unknown_keeps_the_system_key(db, raw_db):
+    from ingestion.webhooks import IncomingEvent, webhook_event_store
+    from sibling.encryption import ciphertext_key_id, data_key_id
+
+    incoming = IncomingEvent(dedup_key="sys", event_type="ITEM.ERROR", payload={"item_id": "x"})
+    stored, _ = webhook_event_store(provider="plaid", event=incoming, enqueue=False)
+    ciphertext = raw_db[WebhookEvent._meta.db_table].find_one({"_id": stored.pk})["payload"]
+    assert ciphertext_key_id(ciphertext) == data_key_id("system:webhooks")

@@ -171,16 +171,17 @@ def test_a_mood_rating_is_stored_with_its_note_sealed(client, person):
     assert response.status_code == 302 and response["Location"] == URL
     [document] = raw_records(person, kind="mood_rating")
     assert document["provider"] == "sibling_app" and document["external_id"].startswith("web-")
-    assert document["data"] == {"rating": 4}
+    # The rating is personal too: the whole entry is sealed, only the envelope is readable.
+    assert "data" not in document
     assert isinstance(document["sealed"], Binary) and document["sealed"].subtype == 6
-    assert value_decrypt(document["sealed"], owner_id=person.pk) == {"note": "tired"}
+    assert value_decrypt(document["sealed"], owner_id=person.pk) == {"rating": 4, "note": "tired"}
     assert "Saved" in client.get(URL).content.decode()
 
 
 def test_a_note_is_stored_sealed(client, person):
     login(client, person).post(URL, {"entry": "note", "note-text": "talked to my sister"})
     [document] = raw_records(person, kind="note")
-    assert "text" not in document["data"]
+    assert "data" not in document
     assert isinstance(document["sealed"], Binary) and document["sealed"].subtype == 6
     assert value_decrypt(document["sealed"], owner_id=person.pk) == {"text": "talked to my sister"}
     assert b"talked to my sister" not in Binary(document["sealed"])
@@ -200,10 +201,17 @@ def test_a_sleep_log_is_stored(client, person):
         },
     )
     [document] = raw_records(person, kind="sleep_log")
-    # A sleep log has nothing sensitive: its times stay queryable for charts.
-    assert document["data"] == {"start": start, "end": end, "quality": 3}
+    # How a person slept is theirs alone: sealed, with only when it began in the envelope.
+    assert "data" not in document
+    assert value_decrypt(document["sealed"], owner_id=person.pk) == {
+        "start": start,
+        "end": end,
+        "quality": 3,
+    }
     assert document["occurred_at"] == start
-    assert document["sealed"] is None
+    # The page decrypts it for its owner.
+    [shown] = client.get(URL).context["latest"]["sleep_log"]
+    assert ("quality", "3") in shown.details
 
 
 @pytest.mark.parametrize(
@@ -346,8 +354,9 @@ def test_export_streams_everything_decrypted_without_secrets(
     for document in raw_records(person, "external_data")[:20]:
         sealed = value_decrypt(document["sealed"], owner_id=person.pk)
         record = by_id[document["external_id"]]
+        assert "data" not in document  # amounts are sealed too; the export decrypts them
         assert record["data"]["name"] == sealed["name"]
-        assert record["data"]["amount"] == document["data"]["amount"]
+        assert record["data"]["amount"] == sealed["amount"]
         assert record["occurred_at"] == document["occurred_at"].isoformat()
         assert record["connection"] == str(plaid_connection.pk)
     hours = [r for r in jsonl(archive, "behavioral_data.jsonl") if r["provider"] == "rescuetime"]

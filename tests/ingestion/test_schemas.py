@@ -2,8 +2,10 @@
 
 from datetime import UTC, datetime
 
+import bson
 import pytest
 
+from ingestion.fence import data_key_ensure
 from ingestion.schemas import (
     _KINDS,
     CATEGORY_COLLECTIONS,
@@ -16,7 +18,7 @@ from ingestion.schemas import (
     kind_register,
     record_validate,
 )
-from ingestion.storage import page_store
+from ingestion.storage import page_store, record_decode
 from sibling.mongo import plain_database
 from tests.factories import UserFactory
 
@@ -28,7 +30,7 @@ def inferred():
         Kind(
             "sleep_debt_estimate",
             "inferred",
-            {"hours": FieldSpec(float), "explanation": FieldSpec(str, sensitive=True)},
+            {"hours": FieldSpec(float), "explanation": FieldSpec(str)},
         )
     )
     yield kind
@@ -39,6 +41,7 @@ def inferred():
 @pytest.mark.django_db
 def test_a_new_category_and_kind_are_stored_by_the_same_storage(inferred):
     person = UserFactory()
+    data_key_ensure(person.pk)
     record = record_validate(
         Record(
             kind="sleep_debt_estimate",
@@ -56,7 +59,13 @@ def test_a_new_category_and_kind_are_stored_by_the_same_storage(inferred):
     )
     assert counts.created == 1
     stored = plain_database()["inferred_data"].find_one({"user": person.pk})
-    assert stored["data"] == {"hours": 3.5} and stored["sealed"].subtype == 6
+    # Every value is sealed; the envelope alone is readable.
+    assert "data" not in stored and stored["sealed"].subtype == 6
+    assert b"three short nights" not in bson.encode(stored)
+    assert record_decode(stored, owner_id=person.pk)["data"] == {
+        "hours": 3.5,
+        "explanation": "three short nights",
+    }
 
 
 def test_records_are_checked_against_their_kind():

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from ingestion.models import QuarantinedItem, RawPage, SyncRun
 from ingestion.runner import connection_sync
-from ingestion.storage import records_collection
+from ingestion.storage import record_decode, records_collection
 from ingestion.tokens import OAuthTokens
 from sibling.encryption import value_decrypt
 from sibling.mongo import plain_database
@@ -22,6 +22,20 @@ from tests.ingestion.conftest import NO_WAIT, fresh
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = UserDataSource.Status
 Outcome = SyncRun.Outcome
+# What a record keeps in plaintext: what the system needs to find and count records.
+ENVELOPE = {
+    "user",
+    "provider",
+    "kind",
+    "external_id",
+    "connection",
+    "occurred_at",
+    "sealed",
+    "schema_version",
+    "ingested_at",
+    "updated_at",
+    "raw_page",
+}
 
 
 def sync(connection, **kwargs):
@@ -73,15 +87,14 @@ def test_plaid_backfill_then_a_noop_incremental_sync(plaid_connection):
     assert connection.records_stored == len(records)
     assert connection.next_sync_at > timezone.now()
 
-    # Sensitive fields are ciphertext; amounts and dates stay queryable.
+    # Every value is ciphertext (amounts and categories too); only the envelope is readable.
     raw = records[0]
-    assert raw["sealed"].subtype == 6 and "amount" in raw["data"] and "name" not in raw["data"]
-    assert set(value_decrypt(raw["sealed"], owner_id=plaid_connection.user_id)) >= {
-        "name",
-        "account_id",
-    }
-    name = value_decrypt(raw["sealed"])["name"]
-    assert name.encode() not in bson.encode(raw)
+    assert raw["sealed"].subtype == 6 and "data" not in raw
+    assert set(raw) == ENVELOPE | {"_id"}
+    data = value_decrypt(raw["sealed"], owner_id=plaid_connection.user_id)
+    assert set(data) >= {"name", "account_id", "amount", "date", "category"}
+    for value in (data["name"], data["date"], str(data["amount"])):
+        assert value.encode() not in bson.encode(raw)
     assert RawPage.objects.filter(connection=plaid_connection).count() == run.pages
 
     again = sync(plaid_connection)
@@ -167,7 +180,8 @@ def test_fitbit_days_and_sleep(fitbit_connection):
     kinds = {r["kind"] for r in records}
     assert kinds == {"activity_day", "heart_rate_day", "sleep_session"}
     steps = [r for r in records if r["kind"] == "activity_day"]
-    assert all(r["data"]["steps"] >= 0 for r in steps)
+    assert all("data" not in r for r in records)
+    assert all(record_decode(r, owner_id=r["user"])["data"]["steps"] >= 0 for r in steps)
     assert len({r["external_id"] for r in steps}) == len(steps)
     again = sync(fitbit_connection)
     assert again.outcome == Outcome.SUCCESS and again.api_calls == 3  # one per stream

@@ -3,9 +3,14 @@
 import bson
 import pytest
 from bson import Binary
+from django.utils import timezone
 
+from ingestion.errors import PersonErased
+from ingestion.fence import data_key_ensure, erasure_subject
+from ingestion.models import ErasureRecord
 from sibling import encryption
 from sibling.encryption import (
+    NoDataKey,
     WrongOwnerError,
     data_key_alt_name,
     data_key_id,
@@ -26,14 +31,21 @@ def _raw(raw_db, obj):
     return raw_db[Vault._meta.db_table].find_one({"_id": obj.pk})
 
 
+def _connected_person():
+    """A person as connecting an account leaves them: with a data key."""
+    person = UserFactory()
+    data_key_ensure(person.pk)
+    return person
+
+
 @pytest.fixture
 def person_a():
-    return UserFactory()
+    return _connected_person()
 
 
 @pytest.fixture
 def person_b():
-    return UserFactory()
+    return _connected_person()
 
 
 @pytest.mark.parametrize(
@@ -87,7 +99,7 @@ def test_random_encryption_hides_equal_values(person_a):
 
 
 def test_a_value_of_person_a_is_not_readable_as_person_b(raw_db, person_a, person_b):
-    data_key_id(person_b.pk)  # person B has a key of their own
+    assert data_key_id(person_b.pk) is not None  # person B has a key of their own
     vault = Vault.objects.create(user=person_a, secret=SECRET_TEXT)
     ciphertext = _raw(raw_db, vault)["secret"]
 
@@ -97,14 +109,44 @@ def test_a_value_of_person_a_is_not_readable_as_person_b(raw_db, person_a, perso
     assert value_decrypt(ciphertext, owner_id=person_a.pk) == SECRET_TEXT
 
 
-def test_one_data_key_per_person_created_on_first_use(person_a):
-    name = data_key_alt_name(person_a.pk)
+def test_a_person_key_is_created_on_purpose_only_and_once(raw_db):
+    person = UserFactory()
+    name = data_key_alt_name(person.pk)
+    # Encrypting never creates a person's key: a write racing their erasure must fail instead.
+    with pytest.raises(NoDataKey):
+        value_encrypt("too early", owner_id=person.pk)
+    with pytest.raises(NoDataKey):
+        Vault.objects.create(user=person, secret="too early")
     assert key_vault_collection().count_documents({"keyAltNames": name}) == 0
+    assert raw_db[Vault._meta.db_table].count_documents({}) == 0
+
+    data_key_ensure(person.pk)  # what connecting an account or the person's own write does
     for n in range(3):
-        Vault.objects.create(user=person_a, secret=f"value {n}")
-    encryption.data_key_forget(person_a.pk)  # a fresh process finds it by keyAltName
-    value_encrypt("again", owner_id=person_a.pk)
+        Vault.objects.create(user=person, secret=f"value {n}")
+    encryption.data_key_forget(person.pk)  # a fresh process finds it by keyAltName
+    data_key_ensure(person.pk)
+    value_encrypt("again", owner_id=person.pk)
     assert key_vault_collection().count_documents({"keyAltNames": name}) == 1
+
+
+def test_no_key_is_created_for_a_person_being_erased():
+    person = UserFactory()
+    ErasureRecord.objects.create(
+        subject=erasure_subject(person.pk), erased_at=timezone.now(), completed=False
+    )
+    with pytest.raises(PersonErased):
+        data_key_ensure(person.pk)
+    with pytest.raises(NoDataKey):
+        value_encrypt({"steps": 1}, owner_id=person.pk)
+    assert (
+        key_vault_collection().count_documents({"keyAltNames": data_key_alt_name(person.pk)}) == 0
+    )
+
+
+def test_a_system_owner_gets_its_key_on_first_use():
+    owner = f"system:test-{UserFactory().pk}"
+    value_encrypt({"payload": 1}, owner_id=owner)
+    assert key_vault_collection().count_documents({"keyAltNames": owner}) == 1
 
 
 def test_key_vault_has_the_unique_partial_index():

@@ -2,6 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ingestion.errors import PersonErased
 from ingestion.models import QuarantinedItem, RawPage
 from ingestion.storage import StoreCounts, page_store
 from sources.providers import ProviderNotFound, get_provider
@@ -39,16 +40,22 @@ class Command(BaseCommand):
             stale.delete()
         totals = StoreCounts()
         replayed = 0
+        skipped = 0
         for page in pages.order_by("fetched_at").iterator(chunk_size=50):
             processed = processor(page.stream, page.payload)
-            totals += page_store(
-                connection=page.connection,
-                stream=page.stream,
-                processed=processed,
-                raw_page_id=page.pk,
-            )
+            try:
+                totals += page_store(
+                    connection=page.connection,
+                    stream=page.stream,
+                    processed=processed,
+                    raw_page_id=page.pk,
+                )
+            except PersonErased:
+                skipped += 1  # the person is being erased: their pages go with them
+                continue
             replayed += 1
         self.stdout.write(
             f"{replayed} pages replayed: {totals.created} created, {totals.updated} updated, "
             f"{totals.deleted} deleted, {totals.quarantined} quarantined"
+            + (f"; {skipped} pages of people being erased skipped" if skipped else "")
         )

@@ -381,7 +381,11 @@ def test_staff_replay_and_payload_need_a_reason_and_are_in_the_ledger(
     detail = f"/admin/ingestion/webhookevent/{event.pk}/change/"
     hidden = client.get(detail).content.decode()
     assert plaid_connection.sandbox_account not in hidden and "Show payload" in hidden
-    shown = client.get(detail, {"reason": "checking the item id"}).content.decode()
+    assert (
+        plaid_connection.sandbox_account not in client.get(detail, {"reason": "x"}).content.decode()
+    )
+    reveal = f"/admin/ingestion/webhookevent/{event.pk}/payload/"
+    shown = client.post(reveal, {"reason": "checking the item id"}).content.decode()
     assert plaid_connection.sandbox_account in shown
     entries = AccessLedgerEntry.objects.filter(subject=plaid_connection.user).order_by("created_at")
     assert [(e.action, e.reason, e.actor_id) for e in entries] == [

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
+from csp import constants as csp_constants
 from django.core.exceptions import ImproperlyConfigured
 from pymongo.encryption_options import AutoEncryptionOpts
 
@@ -45,8 +46,8 @@ INSTALLED_APPS = [
     "sibling.apps.MongoDjangoQConfig",
     "rest_framework",
     "drf_spectacular",
-    "sibling.apps.SiblingConfig",
     "django_ratelimit",
+    "sibling.apps.SiblingConfig",
     "sources.apps.SourcesConfig",
     "sources.sandbox.apps.SandboxConfig",
     "ingestion.apps.IngestionConfig",
@@ -65,6 +66,7 @@ DEFAULT_AUTO_FIELD = "django_mongodb_backend.fields.ObjectIdAutoField"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "sibling.csp.ProviderCSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -369,10 +371,39 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 
+# Content-Security-Policy (django-csp; sibling.csp adds the sources the providers' connect flows
+# need, from their configured URLs). Scripts: this origin, or inline with the page's nonce only.
+# Styles: inline allowed, because Django admin's own templates and list displays (status badges)
+# and the charts' bar heights use style attributes and <style> blocks; an injected style cannot run
+# code, while scripts, where injection does harm, stay nonce-only.
+# SIBLING_CSP_REPORT_ONLY=1 sends the same policy as Content-Security-Policy-Report-Only (browsers
+# report, nothing is blocked), to try a change in production first; SIBLING_CSP_REPORT_URI is
+# where browsers send their reports (unset: only the browser console shows them).
+SIBLING_CSP_REPORT_ONLY = env.bool("SIBLING_CSP_REPORT_ONLY", default=False)
+SIBLING_CSP_REPORT_URI = env.str("SIBLING_CSP_REPORT_URI", default="")
+_csp_policy = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", csp_constants.NONCE],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "connect-src": ["'self'"],
+        "form-action": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "report-uri": [SIBLING_CSP_REPORT_URI] if SIBLING_CSP_REPORT_URI else None,
+    }
+}
+CONTENT_SECURITY_POLICY = None if SIBLING_CSP_REPORT_ONLY else _csp_policy
+CONTENT_SECURITY_POLICY_REPORT_ONLY = _csp_policy if SIBLING_CSP_REPORT_ONLY else None
+
 SILENCED_SYSTEM_CHECKS = [
     # social_django.UserSocialAuth declares a check constraint (uid != "") that MongoDB cannot
     # enforce; social-core never stores an empty uid.
     "models.W027",
+    # django-ratelimit warns about any cache it does not list; sibling.cache.MongoCache is shared
+    # and its add/incr are atomic (tests/sibling/test_cache.py), which is what the warning guards.
+    "django_ratelimit.W001",
 ]
 
 LOGGING = {
@@ -401,6 +432,3 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
-    # django-ratelimit warns about any cache it does not list; sibling.cache.MongoCache is shared
-    # and its add/incr are atomic (tests/sibling/test_cache.py), which is what the warning guards.
-    "django_ratelimit.W001",

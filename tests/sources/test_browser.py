@@ -7,10 +7,14 @@ import re
 import shutil
 
 import pytest
+from django.contrib.auth import get_user_model
 from playwright.sync_api import expect, sync_playwright
 
+from ingestion.runner import connection_sync
 from sources.models import UserDataSource
 from tests.factories import STAFF_VIEW_PERMISSIONS, StaffFactory, UserDataSourceFactory
+from tests.ingestion.conftest import NO_WAIT
+from tests.sources.conftest import PASSWORD
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags chromium keeps dialling hosts this machine cannot reach.
@@ -39,9 +43,26 @@ def browser(monkeypatch):
         browser.close()
 
 
+def csp_violations(context):
+    """Every Content-Security-Policy violation in the context's pages, as it happens: the
+    `securitypolicyviolation` events and chromium's console reports of blocked content."""
+    seen: list[str] = []
+    context.expose_binding("__cspViolation", lambda source, text: seen.append(text))
+    context.add_init_script(
+        'document.addEventListener("securitypolicyviolation", (e) => window.__cspViolation('
+        '`${e.effectiveDirective} blocked ${e.blockedURI || "inline"} on ${location.pathname}`));'
+    )
+    context.on(
+        "console",
+        lambda message: "Content Security Policy" in message.text and seen.append(message.text),
+    )
+    return seen
+
+
 @pytest.mark.django_db(transaction=True)
 def test_new_person_signs_up_connects_fitbit_and_sees_it_active(browser, sandbox, tmp_path):
     context = browser.new_context()
+    violations = csp_violations(context)
     page = context.new_page()
     page.goto(f"{sandbox.url}/signup/")
     page.set_default_timeout(15_000)
@@ -64,6 +85,8 @@ def test_new_person_signs_up_connects_fitbit_and_sees_it_active(browser, sandbox
     expect(connection.locator(".badge.sandbox")).to_have_text("Sandbox")
     page.screenshot(path=str(tmp_path / "connections.png"), full_page=True)
     context.close()
+    # The connect flow's form post, its redirect to the consent page and back, under the CSP.
+    assert violations == []
 
     stored = UserDataSource.objects.get(user__username="lin", provider="fitbit")
     assert stored.status == UserDataSource.Status.ACTIVE
@@ -96,4 +119,94 @@ def test_view_only_staff_member_walks_admin_and_is_offered_no_action(browser, li
     page.goto(f"{live_server.url}/admin/")
     page.get_by_role("link", name="Sync health").click()
     expect(page.get_by_role("heading", name="Connections by status")).to_be_visible()
+    context.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pages_admin_and_plaid_link_work_under_the_content_security_policy(
+    browser, sandbox, settings
+):
+    """A person connects a bank through Link and walks their pages, a superuser walks admin (with
+    its status badges, charts and forms), and the person deletes their data: nothing the
+    Content-Security-Policy blocks on the way."""
+    settings.SIBLING_BACKFILL_DAYS = 14
+    users = get_user_model().objects
+    person = users.create_user("noor", "noor@example.com", PASSWORD)
+    users.create_superuser("root", "root@example.com", PASSWORD)
+    context = browser.new_context()
+    violations = csp_violations(context)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{sandbox.url}/login/")
+    page.get_by_label("Username").fill("noor")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+    # Plaid Link (the sandbox's imitation of link-initialize.js) opens, and the bank connects.
+    plaid = page.locator("li.card[data-provider=plaid]")
+    plaid.get_by_role("link", name=re.compile("Connect")).click()
+    page.get_by_role("button", name="Choose your bank").click()
+    page.get_by_role("dialog").get_by_label("First Sandbox Bank").check()
+    page.get_by_role("dialog").get_by_role("button", name="Continue").click()
+    expect(page.get_by_text("First Sandbox Bank is connected")).to_be_visible()
+    connection = UserDataSource.objects.get(user=person, provider="plaid")
+    connection_sync(connection.pk, policy=NO_WAIT)  # records for the charts and counts
+
+    page.goto(f"{sandbox.url}/my-data/")
+    # The chart's bars take their heights from inline style attributes.
+    expect(page.locator(".bars span[style]").first).to_be_attached()
+    for path, heading in (
+        ("/settings/api-tokens/", "API tokens"),
+        ("/settings/privacy/", "Your data"),
+    ):
+        page.goto(f"{sandbox.url}{path}")
+        expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+
+    staff = browser.new_context()
+    staff_violations = csp_violations(staff)
+    admin = staff.new_page()
+    admin.set_default_timeout(15_000)
+    admin.goto(f"{sandbox.url}/admin/login/")
+    admin.get_by_label("Username").fill("root")
+    admin.get_by_label("Password").fill(PASSWORD)
+    admin.get_by_role("button", name="Log in").click()
+    expect(admin.get_by_role("link", name="Sync health")).to_be_visible()
+    for path in (
+        "/admin/sources/userdatasource/",
+        f"/admin/sources/userdatasource/{connection.pk}/change/",
+        "/admin/ingestion/syncrun/",
+        "/admin/ingestion/webhookevent/",
+        "/admin/sync-health/",
+        f"/admin/privacy/?q={person.email}",
+        f"/admin/privacy/{person.pk}/",
+    ):
+        response = admin.goto(f"{sandbox.url}{path}")
+        assert response is not None and response.ok, path
+    staff.close()
+
+    # Delete all my data asks for the password; a wrong one is a clear error.
+    page.goto(f"{sandbox.url}/settings/privacy/")
+    page.get_by_label('To confirm, type "delete my data"').fill("delete my data")
+    page.get_by_label("Your password").fill("not my password")
+    page.get_by_role("button", name="Delete all my data").click()
+    expect(page.get_by_text("That is not your password. Nothing was deleted.")).to_be_visible()
+    page.get_by_label('To confirm, type "delete my data"').fill("delete my data")
+    page.get_by_label("Your password").fill(PASSWORD)
+    page.get_by_role("button", name="Delete all my data").click()
+    expect(page.get_by_role("heading", name="Your data was deleted")).to_be_visible()
+
+    assert violations == []
+    assert staff_violations == []
+    # The recorder does see what the policy blocks: an inline script without the nonce.
+    blocked = page.evaluate(
+        """() => new Promise((resolve) => {
+            document.addEventListener(
+                "securitypolicyviolation", (e) => resolve(e.effectiveDirective), {once: true});
+            const script = document.createElement("script");
+            script.textContent = "1";
+            document.body.appendChild(script);
+        })"""
+    )
+    assert blocked.startswith("script-src")
+    assert any("script-src" in v for v in violations), violations
     context.close()

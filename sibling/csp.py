@@ -1,0 +1,81 @@
+"""The Content-Security-Policy: the fixed policy in settings, plus what the providers need.
+
+The fixed part (``CONTENT_SECURITY_POLICY`` or, with ``SIBLING_CSP_REPORT_ONLY``,
+``CONTENT_SECURITY_POLICY_REPORT_ONLY``) allows only this origin, scripts only with the page's
+nonce or from here, and no framing of Sibling. What the connect flows need depends on where each
+provider's endpoints are configured (the real provider, a staging URL, or the built-in sandbox),
+so it is derived from the provider registry on every response rather than written twice:
+
+- Plaid Link (https://plaid.com/docs/link/web/#content-security-policy-csp): the Link script
+  itself in ``script-src``, its origin in ``frame-src`` (Link opens in an iframe from
+  cdn.plaid.com) and the Plaid API environment in ``connect-src``. With the sandbox, the Link
+  imitation's script and the endpoint it calls, both under ``SIBLING_SANDBOX_BASE_URL``.
+- OAuth2 providers: the connect button posts to ``/connect/login/<provider>/``, which redirects to
+  the provider's authorize URL; browsers apply ``form-action`` to redirects after a form
+  submission, so each authorize URL's origin is allowed there.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from csp.middleware import CSPMiddleware, PolicyParts
+from django.http import HttpRequest, HttpResponseBase
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]/`` of an absolute URL; "" for a relative or malformed one."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return ""
+    return f"{parts.scheme}://{parts.netloc}/"
+
+
+def _source(url: str) -> str:
+    """An absolute URL as a CSP source expression (path kept, query and fragment dropped)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" if _origin(url) else ""
+
+
+def provider_sources() -> dict[str, list[str]]:
+    """CSP sources the configured providers' pages need, per directive (deduplicated, ordered)."""
+    from sources.providers import PROVIDERS, OAuth2Provider, PlaidLinkProvider
+
+    wanted: dict[str, list[str]] = {}
+
+    def add(directive: str, source: str) -> None:
+        if source and source not in wanted.setdefault(directive, []):
+            wanted[directive].append(source)
+
+    for provider in PROVIDERS.values():
+        if issubclass(provider, PlaidLinkProvider):
+            script = provider.url("link_script")
+            add("script-src", _source(script))
+            add("frame-src", _origin(script))
+            add("connect-src", _origin(provider.url("api")))
+        elif issubclass(provider, OAuth2Provider):
+            add("form-action", _origin(provider.url("authorize")))
+    return wanted
+
+
+class ProviderCSPMiddleware(CSPMiddleware):
+    """django-csp's middleware, with the providers' sources added to whichever policy is set."""
+
+    def get_policy_parts(
+        self,
+        request: HttpRequest,
+        response: HttpResponseBase,
+        report_only: bool = False,
+    ) -> PolicyParts:
+        parts = super().get_policy_parts(request, response, report_only)
+        update = {
+            key: [value] if isinstance(value, str) else list(value or ())
+            for key, value in (parts.update or {}).items()
+        }
+        for directive, sources in provider_sources().items():
+            update[directive] = [*update.get(directive, []), *sources]
+        parts.update = update
+        return parts

@@ -195,6 +195,9 @@ def _run(
     try:
         for stream, pages, window in _plan(connection, client, windows):
             for page in pages:
+                # Before anything of the page is written: a sync that lost its lease stores
+                # nothing more beside the new holder.
+                lease.keep()
                 processed = processor(stream.name, page.payload)
                 raw = raw_page_store(
                     connection=connection, stream=stream.name, payload=page.payload, run=run
@@ -216,7 +219,6 @@ def _run(
                     UserDataSource.objects.filter(pk=connection.pk).update(
                         backfill_progress=round(page.progress, 3)
                     )
-                lease.keep()
                 if on_page is not None:
                     on_page(run, stream.name, page.progress)
             if window is not None:

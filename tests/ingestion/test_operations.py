@@ -2,18 +2,22 @@
 and the sync log context."""
 
 import logging
+import threading
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.utils import timezone
 
+from ingestion.management.commands import sync as sync_command
 from ingestion.models import QuarantinedItem, SyncRun
 from ingestion.runner import connection_sync
+from ingestion.scheduler import connection_claim, connection_lease_release
 from ingestion.storage import records_collection
 from sources.sandbox.faults import fault_set
 from tests.factories import UserFactory
-from tests.ingestion.conftest import NO_WAIT
+from tests.ingestion.conftest import NO_WAIT, fresh, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,6 +51,54 @@ def test_sync_command_shows_progress_and_the_outcome(rescuetime_connection):
     text = out.getvalue()
     assert "] 100%" in text and "success" in text
     assert SyncRun.objects.get(connection=rescuetime_connection).trigger == SyncRun.Trigger.MANUAL
+
+
+def hold_lease(connection) -> tuple[str, SyncRun]:
+    """A sync of this connection running in a worker: it holds the lease."""
+    owner = connection_claim(connection_id=connection.pk, due=False)
+    run = SyncRun.objects.create(
+        connection=connection,
+        user_id=connection.user_id,
+        provider=connection.provider,
+        trigger=SyncRun.Trigger.SCHEDULE,
+        started_at=timezone.now(),
+    )
+    return owner, run
+
+
+def test_sync_command_on_a_busy_connection_says_so_and_leaves_the_holder_alone(
+    rescuetime_connection,
+):
+    owner, holder = hold_lease(rescuetime_connection)
+    out = StringIO()
+    with pytest.raises(CommandError, match="busy"):
+        call_command("sync", str(rescuetime_connection.pk), stdout=out)
+    assert "busy: another sync of this connection is running" in out.getvalue()
+    holder.refresh_from_db()
+    assert holder.outcome == SyncRun.Outcome.RUNNING
+    assert fresh(rescuetime_connection).lease_owner == owner
+    assert SyncRun.objects.filter(connection=rescuetime_connection).count() == 1
+
+
+def test_sync_command_with_wait_syncs_once_the_holder_is_done(rescuetime_connection, monkeypatch):
+    monkeypatch.setattr(sync_command, "WAIT_POLL_S", 0.05)
+    owner, holder = hold_lease(rescuetime_connection)
+    out = StringIO()
+
+    def holder_finishes() -> None:
+        wait_until(lambda: "waiting" in out.getvalue())
+        SyncRun.objects.filter(pk=holder.pk).update(outcome=SyncRun.Outcome.SUCCESS)
+        connection_lease_release(connection_id=rescuetime_connection.pk, owner=owner)
+
+    worker = threading.Thread(target=holder_finishes)
+    worker.start()
+    call_command("sync", str(rescuetime_connection.pk), "--wait", stdout=out)
+    worker.join()
+    assert "success" in out.getvalue()
+    manual = SyncRun.objects.get(connection=rescuetime_connection, trigger=SyncRun.Trigger.MANUAL)
+    assert manual.outcome == SyncRun.Outcome.SUCCESS and manual.started_at >= holder.started_at
+    assert SyncRun.objects.get(pk=holder.pk).outcome == SyncRun.Outcome.SUCCESS
+    assert fresh(rescuetime_connection).lease_owner == ""
 
 
 def test_sync_log_lines_carry_the_run_context_and_no_secret(rescuetime_connection, caplog):

@@ -6,7 +6,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from ingestion.scheduler import connection_claim, dispatch_due_syncs
+from ingestion.scheduler import (
+    connection_claim,
+    connection_lease_release,
+    connection_lease_renew,
+    dispatch_due_syncs,
+)
 from sources.models import UserDataSource
 from tests.factories import UserDataSourceFactory
 
@@ -44,3 +49,27 @@ def test_concurrent_claims_of_one_connection_have_one_winner():
     with ThreadPoolExecutor(max_workers=8) as pool:
         owners = list(pool.map(lambda _: connection_claim(connection_id=connection.pk), range(16)))
     assert len([o for o in owners if o]) == 1
+
+
+def test_a_claim_for_a_sync_asked_now_needs_no_schedule_but_still_one_holder():
+    now = timezone.now()
+    later = UserDataSourceFactory(next_sync_at=now + timedelta(hours=1))
+    assert connection_claim(connection_id=later.pk, now=now) is None  # not due
+    owner = connection_claim(connection_id=later.pk, now=now, due=False)
+    assert owner
+    assert connection_claim(connection_id=later.pk, now=now, due=False) is None  # held
+    paused = UserDataSourceFactory(status=Status.PAUSED)
+    assert connection_claim(connection_id=paused.pk, now=now, due=False) is None
+
+
+def test_the_lease_is_renewed_and_released_only_by_its_owner():
+    connection = UserDataSourceFactory(next_sync_at=timezone.now())
+    owner = connection_claim(connection_id=connection.pk)
+    assert not connection_lease_renew(connection_id=connection.pk, owner="someone-else")
+    assert not connection_lease_release(connection_id=connection.pk, owner="someone-else")
+    connection.refresh_from_db()
+    assert connection.lease_owner == owner
+    assert connection_lease_renew(connection_id=connection.pk, owner=owner)
+    assert connection_lease_release(connection_id=connection.pk, owner=owner)
+    connection.refresh_from_db()
+    assert connection.lease_owner == "" and connection.lease_expires_at is None

@@ -14,7 +14,7 @@ import functools
 import hashlib
 import hmac
 import json
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -105,18 +105,44 @@ class FitbitWebhookReceiver(WebhookReceiver):
         return events
 
 
+def _boundary(value: Any) -> tuple[date, bool] | None:
+    """A civil boundary's day, and whether it falls at midnight (so, as an end, excludes it)."""
+    if isinstance(value, str):
+        # The time of day is the 8 characters after "T" (any fraction or offset follows them).
+        return date.fromisoformat(value[:10]), not value[11:19].strip("0:")
+    if isinstance(value, dict) and isinstance(value.get("date"), dict):
+        d, time = value["date"], value.get("time") or {}
+        day = date(int(d["year"]), int(d["month"]), int(d["day"]))
+        return day, not any(time.get(k) for k in ("hours", "minutes", "seconds", "nanos"))
+    return None
+
+
+def _first_boundary(civil: dict[str, Any], keys: tuple[str, ...]) -> tuple[date, bool] | None:
+    return next((b for key in keys if (b := _boundary(civil.get(key))) is not None), None)
+
+
 def _days(intervals: list[dict[str, Any]]) -> tuple[date, date]:
+    """The civil days the intervals cover, first and last included.
+
+    Intervals end exclusively: a civil span ending at midnight does not name the day that
+    midnight begins. The civil span is the person's own days; the physical one (UTC instants,
+    a day either side of them) serves only when no civil span is given.
+    """
     days = []
     for interval in intervals:
         civil = interval.get("civilIso8601TimeInterval") or interval.get("civilDateTimeInterval")
         if isinstance(civil, dict):
-            for key in ("startTime", "endTime", "start", "end"):
-                value = civil.get(key)
-                if isinstance(value, str):
-                    days.append(date.fromisoformat(value[:10]))
-                elif isinstance(value, dict) and "date" in value:
-                    d = value["date"]
-                    days.append(date(int(d["year"]), int(d["month"]), int(d["day"])))
+            start = _first_boundary(civil, ("startTime", "startDateTime", "start"))
+            end = _first_boundary(civil, ("endTime", "endDateTime", "end"))
+            if start is not None:
+                days.append(start[0])
+            if end is not None:
+                last, at_midnight = end
+                if at_midnight and (start is None or last > start[0]):
+                    last -= timedelta(days=1)
+                days.append(last)
+            if start is not None or end is not None:
+                continue
         physical = interval.get("physicalTimeInterval") or {}
         for key in ("startTime", "endTime"):
             if isinstance(physical.get(key), str):

@@ -103,7 +103,8 @@ def dotted_fields(spec: dict[str, Any]) -> dict[str, Any]:
 def offset_zone(name: str) -> str:
     """A fixed-offset zone as ``+hh:mm``, the form every server accepts; other names as given.
     Django names ``Etc/GMT+10`` "-10" and ``timezone(timedelta(hours=-10))`` "UTC-10:00"; the
-    embedded server refuses the first, MongoDB the second."""
+    embedded server refuses both, and MongoDB documents neither "UTC-10:00" nor anything but
+    Olson names and ``+/-hh[[:]mm]`` offsets."""
     match = _OFFSET_ZONE.match(name)
     if match is None:
         return name

@@ -481,6 +481,7 @@ def test_a_batch_is_kept_under_the_persons_key_until_processed(person, raw_db):
         payload=VALID[:1],
         user_id=person.pk,
     )
+    data_key_id(person.pk, create=True)  # as the person's own write through the API does
     stored, _ = webhook_event_store(provider=SOURCE, event=incoming, enqueue=False)
     table = raw_db[WebhookEvent._meta.db_table]
     ciphertext = table.find_one({"_id": stored.pk})["payload"]

@@ -1,0 +1,112 @@
+"""Rate limits: login (per address and per username), signup, the Plaid link token, the
+RescueTime key check and the events API answer 429 with Retry-After once over their rate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.cache import cache
+
+from ingestion.authentication import api_token_create
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def _assert_throttled(response, *, as_json: bool) -> None:
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) >= 1
+    if as_json:
+        assert "Too many" in response.json()["error"]
+    else:
+        assert "Too many attempts" in response.content.decode()
+
+
+def test_login_is_limited_per_address(client, settings):
+    settings.SIBLING_LOGIN_RATE_IP = "3/10m"
+    for n in range(3):
+        response = client.post("/login/", {"username": f"guess{n}", "password": "wrong"})
+        assert response.status_code == 200  # the form again, with its error
+    _assert_throttled(
+        client.post("/login/", {"username": "guess9", "password": "wrong"}), as_json=False
+    )
+    assert client.get("/login/").status_code == 200  # reading the page is not counted
+
+
+def test_login_is_limited_per_username_from_any_address(client, settings):
+    settings.SIBLING_LOGIN_RATE_USERNAME = "2/10m"
+    person = UserFactory()
+    for address in ("198.51.100.1", "198.51.100.2"):
+        client.post("/login/", {"username": person.username, "password": "x"}, REMOTE_ADDR=address)
+    blocked = client.post(
+        "/login/",
+        {"username": person.username.upper(), "password": "correct horse battery staple"},
+        REMOTE_ADDR="198.51.100.3",
+    )
+    _assert_throttled(blocked, as_json=False)
+    other = client.post(
+        "/login/", {"username": "someone-else", "password": "x"}, REMOTE_ADDR="198.51.100.3"
+    )
+    assert other.status_code == 200
+
+
+def test_signup_is_limited_per_address(client, settings):
+    settings.SIBLING_SIGNUP_RATE = "2/h"
+    for _ in range(2):
+        assert client.post("/signup/", {"username": ""}).status_code == 200
+    _assert_throttled(client.post("/signup/", {"username": ""}), as_json=False)
+
+
+def test_plaid_link_token_is_limited_per_person_in_json(client, settings, sandbox):
+    settings.SIBLING_PLAID_LINK_TOKEN_RATE = "2/10m"
+    person = UserFactory()
+    client.force_login(person)
+    url = "/connections/plaid/link-token/"
+    for _ in range(2):
+        assert client.post(url).status_code == 200
+    _assert_throttled(client.post(url), as_json=True)
+    client.force_login(UserFactory())  # another person has their own allowance
+    assert client.post(url).status_code == 200
+
+
+def test_rescuetime_key_check_is_limited_per_person(client, settings, sandbox):
+    settings.SIBLING_RESCUETIME_KEY_RATE = "2/10m"
+    client.force_login(UserFactory())
+    url = "/connections/rescuetime/"
+    for _ in range(2):
+        assert client.post(url, {"api_key": "not-a-key"}).status_code == 200
+    _assert_throttled(client.post(url, {"api_key": "sandbox-abc"}), as_json=False)
+    assert client.get(url).status_code == 200
+
+
+def test_events_api_is_limited_per_person(client, settings):
+    settings.SIBLING_EVENTS_API_RATE = "2/min"
+    person = UserFactory()
+    secret = api_token_create(user=person, name="Phone").secret
+    body = json.dumps(
+        {
+            "events": [
+                {
+                    "id": "n1",
+                    "kind": "note",
+                    "occurred_at": "2025-03-01T08:30:00Z",
+                    "data": {"text": "hi"},
+                }
+            ]
+        }
+    )
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+    for _ in range(2):
+        response = client.post("/api/events/", body, content_type="application/json", **headers)
+        assert response.status_code == 202
+    throttled = client.post("/api/events/", body, content_type="application/json", **headers)
+    assert throttled.status_code == 429
+    assert int(throttled["Retry-After"]) >= 1 and "throttled" in throttled.json()["error"]

@@ -1,10 +1,16 @@
+import logging
+
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from social_core.exceptions import SocialAuthBaseException
 from social_django.middleware import SocialAuthExceptionMiddleware
 
+from sources.pipeline import NOT_STORED, SCOPE_MISSING
 from sources.providers import PROVIDERS
+from sources.providers.base import error_code_safe
+
+logger = logging.getLogger(__name__)
 
 # social-core's error codes (social_core.exceptions.REASONS) in the words people read.
 MESSAGES = {
@@ -15,6 +21,11 @@ MESSAGES = {
     "Please try again.",
     "authentication_disallowed": "Please log in to Sibling first, then connect the account.",
     "unavailable": "The provider could not be reached. Please try again in a moment.",
+    SCOPE_MISSING: "Sibling needs every permission it asked for, and some were not given, so "
+    "nothing was connected and the access given was withdrawn. Please connect again and leave "
+    "every permission ticked.",
+    NOT_STORED: "The account could not be saved, so nothing was connected and the access given "
+    "was withdrawn. Please try again in a moment.",
 }
 FALLBACK = "The account could not be connected. Please try again."
 
@@ -27,6 +38,18 @@ class ConnectErrorMiddleware(SocialAuthExceptionMiddleware):
             return None
         backend = getattr(request, "backend", None)
         provider = PROVIDERS.get(getattr(backend, "name", ""))
+        # Why, for operators: the class, social-core's code and stage, and the provider's own
+        # error code and HTTP status. Never the exception's text or context, which may hold
+        # what the provider sent back.
+        logger.warning(
+            "connect of %s failed: %s code=%s stage=%s provider_code=%s status=%s",
+            provider.id if provider else "unknown provider",
+            type(exception).__name__,
+            error_code_safe(exception.code),
+            exception.stage,
+            error_code_safe(exception.provider_code) or "-",
+            exception.status_code or "-",
+        )
         prefix = f"{provider.name}: " if provider else ""
         messages.error(request, prefix + MESSAGES.get(exception.code, FALLBACK))
         return redirect("sources:connections")

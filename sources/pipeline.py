@@ -1,14 +1,25 @@
-"""social-auth pipeline steps for connecting (never logging in with) a Google account."""
+"""social-auth pipeline steps for connecting (never logging in with) a Google account.
+
+A step that refuses raises a social-auth exception with a code of its own; the backend then
+revokes the tokens it already obtained (sources.providers.google) and ConnectErrorMiddleware
+logs the refusal and tells the person in plain words.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import messages
-from social_core.exceptions import AuthPolicyError, AuthProviderError
+from django.db import DatabaseError
+from pymongo.errors import PyMongoError
+from social_core.exceptions import AuthException, AuthPolicyError, AuthProviderError
 
 from sources.providers import ProviderError, get_provider
 from sources.services import connection_upsert, oauth_credentials_from
+
+# Codes of this app's own refusals (social-core's are in social_core.exceptions.REASONS).
+SCOPE_MISSING = "scope_missing"
+NOT_STORED = "connection_not_stored"
 
 
 def require_signed_in_person(backend: Any, user: Any = None, **kwargs: Any) -> None:
@@ -22,18 +33,28 @@ def connection_store(
 ) -> dict[str, Any]:
     """Keep the tokens in the connection's encrypted credentials (and nowhere else)."""
     provider = get_provider(backend.name)
+    granted_scopes = response.get("scope", "").split()
+    # Google's consent screen lets the person untick scopes; without every one the provider
+    # declares, syncs would fail later, so the connect is refused now (and the grant revoked).
+    if missing := sorted(set(provider.scopes) - set(granted_scopes)):
+        raise AuthPolicyError(
+            backend, code=SCOPE_MISSING, stage="pipeline", context={"missing": missing}
+        )
     credentials = oauth_credentials_from(response, uid=uid)
     try:
         external_account_id = provider.external_account_id(uid=uid, credentials=credentials)
     except ProviderError as err:
-        raise AuthProviderError(backend, str(err), code="unavailable", stage="pipeline") from err
-    connection = connection_upsert(
-        user=user,
-        provider=provider,
-        external_account_id=external_account_id,
-        credentials=credentials,
-        account_label=details.get("email", ""),
-        granted_scopes=response.get("scope", "").split(),
-    )
+        raise AuthProviderError(backend, code="unavailable", stage="pipeline") from err
+    try:
+        connection = connection_upsert(
+            user=user,
+            provider=provider,
+            external_account_id=external_account_id,
+            credentials=credentials,
+            account_label=details.get("email", ""),
+            granted_scopes=granted_scopes,
+        )
+    except (DatabaseError, PyMongoError) as err:
+        raise AuthException(backend, code=NOT_STORED, source="storage", stage="pipeline") from err
     messages.success(strategy.request, f"{provider.name} is connected. The first sync has started.")
     return {"connection": connection}

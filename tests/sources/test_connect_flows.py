@@ -1,15 +1,22 @@
 """Each connect flow end to end against the sandbox over real HTTP, and disconnect with revoke."""
 
+import logging
+from urllib.parse import urljoin
+
 import bson
 import pytest
 import requests
+from django.db import DatabaseError
 from social_django.models import UserSocialAuth
 
-from sources.models import UserDataSource
+from sources.models import PendingRevocation, UserDataSource
 from sources.providers.fitbit import Fitbit
 from sources.providers.gmail import Gmail
+from sources.revocations import revocations_retry_due
+from sources.sandbox.faults import fault_set, google_account_ensure
+from sources.sandbox.models import GoogleAccessToken, GoogleGrant
 from tests.factories import UserFactory
-from tests.sources.browsing import Browser
+from tests.sources.browsing import Browser, forms_of
 from tests.sources.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -83,6 +90,9 @@ def test_an_account_already_connected_by_someone_else_is_refused_clearly(sandbox
     page = second.google_connect("gmail", email="shared@example.com")
     assert "already connected to another Sibling account" in page.text
     assert not UserDataSource.objects.filter(user=other).exists()
+    # Google keeps one grant per account and client: revoking the refused one would end the
+    # first person's too, so it is left alone.
+    assert not GoogleGrant.objects.filter(email="shared@example.com", revoked=True).exists()
 
 
 def test_denying_consent_connects_nothing(browser, person):
@@ -216,9 +226,151 @@ def test_disconnect_when_the_provider_cannot_be_reached_still_forgets_the_creden
     connection = UserDataSource.objects.get(user=person, provider="gmail")
     settings.SIBLING_SANDBOX_BASE_URL = "http://127.0.0.1:9/sandbox"  # nothing listens there
     page = browser.post(f"/connections/{connection.pk}/disconnect/", {"data": "keep"})
-    assert "could not confirm" in page.text
+    assert "Gmail has not confirmed yet" in page.text
     connection.refresh_from_db()
     assert connection.status == Status.DISCONNECTED and connection.credentials is None
+    pending = PendingRevocation.objects.get(user=person)
+    assert pending.last_error == "ConnectionError" and pending.connection_id == connection.pk
+
+
+def _refresh(refresh_token: str) -> requests.Response:
+    return requests.post(
+        Gmail.url("token"),
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": "sandbox-gmail-client",
+            "client_secret": "sandbox-gmail-secret",
+        },
+        timeout=10,
+    )
+
+
+def test_a_revocation_google_does_not_confirm_is_shown_kept_and_retried_until_it_is(
+    browser, person, raw_db
+):
+    browser.google_connect("gmail", email="unconfirmed@example.com")
+    connection = UserDataSource.objects.get(user=person, provider="gmail")
+    refresh_token = connection.credentials["refresh_token"]
+    fault_set("google", "unconfirmed@example.com", "server_error")  # the revoke answers 503
+
+    page = browser.post(f"/connections/{connection.pk}/disconnect/", {"data": "keep"})
+    # Not "disconnected" and nothing more: the person is told the grant may be alive.
+    assert "Gmail is disconnected." not in page.text
+    assert "Gmail has not confirmed yet that Sibling&#x27;s access is withdrawn" in page.text
+    assert "Waiting for Gmail." in page.text  # the card says so too, until it is confirmed
+    connection.refresh_from_db()
+    assert connection.credentials is None
+    assert _refresh(refresh_token).status_code == 200  # the grant is indeed still alive
+
+    pending = PendingRevocation.objects.get(user=person)
+    raw = raw_db[PendingRevocation._meta.db_table].find_one({"_id": pending.pk})
+    assert raw["token"].subtype == 6 and refresh_token.encode() not in bson.encode(raw)
+    assert "503" in raw["last_error"]
+
+    assert revocations_retry_due(now=pending.next_attempt_at) == 1
+    assert not PendingRevocation.objects.exists()
+    refused = _refresh(refresh_token)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    assert "Waiting for Gmail" not in browser.get("/connections/").text
+
+
+def test_deleting_the_data_keeps_the_unconfirmed_plaid_removal_and_says_so(
+    browser, sandbox, person
+):
+    public_token = _plaid_link(browser, sandbox)
+    browser.post_json("/connections/plaid/exchange/", {"public_token": public_token})
+    connection = UserDataSource.objects.get(user=person, provider="plaid")
+    fault_set("plaid", connection.external_account_id, "server_error")
+
+    page = browser.post(f"/connections/{connection.pk}/disconnect/", {"data": "delete"})
+    assert "deleted 0 records from it" in page.text
+    assert "Bank (Plaid) has not confirmed yet" in page.text
+    assert not UserDataSource.objects.filter(pk=connection.pk).exists()
+    pending = PendingRevocation.objects.get(user=person, provider="plaid")
+    assert pending.connection_id is None and pending.last_error == "INTERNAL_SERVER_ERROR"
+    assert "Waiting for Bank (Plaid)." in browser.get("/connections/").text
+
+    assert revocations_retry_due(now=pending.next_attempt_at) == 1
+    assert "Waiting for" not in browser.get("/connections/").text
+
+
+# --- A refused connect: logged with its reason and code, its tokens revoked -----------------------
+
+
+def _consent(browser, provider_id: str, *, email: str, **values: str):
+    """The connect flow as a person's browser runs it, with form values of our choosing."""
+    start = browser.post(f"/connect/login/{provider_id}/", allow_redirects=False)
+    consent = browser.session.get(start.headers["Location"], timeout=30)
+    form = next(f for f in forms_of(consent.text) if f.has_button("Allow"))
+    return browser.session.post(
+        urljoin(consent.url, form.action),
+        data=form.submit_data("Allow", email=email, **values),
+        timeout=30,
+    )
+
+
+def _tokens_of(email: str) -> list[str]:
+    grants = GoogleGrant.objects.filter(email=email)
+    access = GoogleAccessToken.objects.filter(email=email)
+    return [g.refresh_token for g in grants] + [a.token for a in access]
+
+
+def test_a_connect_without_every_scope_is_refused_logged_and_its_grant_revoked(
+    browser, person, caplog
+):
+    caplog.set_level(logging.INFO)
+    page = _consent(browser, "gmail", email="partial@example.com", scope="openid email")
+    assert "Gmail: Sibling needs every permission it asked for" in page.text
+    assert not UserDataSource.objects.filter(user=person).exists()
+    grant = GoogleGrant.objects.get(email="partial@example.com")
+    assert grant.revoked  # nothing Sibling keeps stays alive at Google
+    assert not PendingRevocation.objects.exists()
+    assert "connect of gmail failed: AuthPolicyError code=scope_missing" in caplog.text
+    for token in _tokens_of("partial@example.com"):
+        assert token not in caplog.text
+
+
+def test_a_connect_whose_connection_cannot_be_stored_revokes_what_it_obtained(
+    browser, person, caplog, monkeypatch
+):
+    def refuse(**kwargs):
+        raise DatabaseError("the write was refused")
+
+    monkeypatch.setattr("sources.pipeline.connection_upsert", refuse)
+    caplog.set_level(logging.INFO)
+    page = _consent(browser, "gmail", email="unstored@example.com")
+    assert "Gmail: The account could not be saved" in page.text
+    assert GoogleGrant.objects.get(email="unstored@example.com").revoked
+    assert "AuthException code=connection_not_stored stage=pipeline" in caplog.text
+    for token in _tokens_of("unstored@example.com"):
+        assert token not in caplog.text
+
+
+def test_a_refused_connect_whose_revocation_fails_keeps_it_pending(browser, person, caplog):
+    caplog.set_level(logging.INFO)
+    google_account_ensure("flaky@example.com")
+    # Google fails twice: the user info after the token exchange, then the revocation.
+    fault_set("google", "flaky@example.com", "server_error", count=2)
+    page = _consent(browser, "gmail", email="flaky@example.com")
+    assert "Gmail: The provider could not be reached" in page.text
+    assert "AuthProviderError code=unavailable stage=user_info provider_code=500" in caplog.text
+    assert not GoogleGrant.objects.get(email="flaky@example.com").revoked
+    pending = PendingRevocation.objects.get(user=person)
+    assert pending.connection_id is None and pending.provider == "gmail"
+    assert "Waiting for Gmail." in browser.get("/connections/").text
+    assert revocations_retry_due(now=pending.next_attempt_at) == 1
+    assert GoogleGrant.objects.get(email="flaky@example.com").revoked
+    for token in _tokens_of("flaky@example.com"):
+        assert token not in caplog.text
+
+
+def test_the_provider_error_code_of_a_failed_connect_is_logged(browser, person, caplog):
+    caplog.set_level(logging.INFO)
+    page = browser.google_connect("gmail", decision="Deny")
+    assert "cancelled" in page.text
+    assert "connect of gmail failed: AuthCanceled code=authorization_declined" in caplog.text
+    assert "provider_code=access_denied" in caplog.text
 
 
 def test_connecting_starts_the_first_sync_at_once(browser, person, settings):

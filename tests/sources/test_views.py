@@ -1,12 +1,15 @@
 """People's pages: sign up, Connections, actions; a person acts on their own connections only."""
 
+from datetime import timedelta
+
 import pytest
 from bson import ObjectId
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from sources.models import UserDataSource
+from sources.models import PendingRevocation, UserDataSource
 from tests.factories import UserDataSourceFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -139,3 +142,53 @@ def test_a_connection_stopped_by_failures_says_why(signed_in, person):
     page = signed_in.get(reverse("sources:connections")).content.decode()
     assert "so it has stopped" in page and "RescueTime answered 503" in page
     assert "Reconnect" in page
+
+
+def _pending(person, connection=None, **fields) -> PendingRevocation:
+    defaults = {
+        "attempts": 1,
+        "next_attempt_at": timezone.now() + timedelta(minutes=5),
+        "last_error": "503 temporarily_unavailable",
+    }
+    return PendingRevocation.objects.create(
+        user=person,
+        connection=connection,
+        provider=connection.provider if connection else "gmail",
+        token="1//0-secret-refresh-token",
+        token_type_hint="refresh_token",
+        **{**defaults, **fields},
+    )
+
+
+def test_connections_warn_while_a_revocation_is_not_confirmed(signed_in, person):
+    connection = UserDataSourceFactory(
+        user=person, provider="plaid", status=Status.DISCONNECTED, account_label="My bank"
+    )
+    _pending(person, connection)
+    page = signed_in.get(reverse("sources:connections")).content.decode()
+    assert "Waiting for Bank (Plaid)." in page
+    assert "You disconnected My bank" in page and "has not confirmed yet" in page
+    assert "1//0-secret-refresh-token" not in page and "503" not in page
+
+
+def test_connections_say_when_sibling_gave_up_asking(signed_in, person):
+    UserDataSourceFactory(user=person)  # connecting is what creates the person's data key
+    _pending(person, state=PendingRevocation.State.GAVE_UP, next_attempt_at=None)
+    page = signed_in.get(reverse("sources:connections")).content.decode()
+    assert "Access not confirmed withdrawn." in page
+    assert "Please remove Sibling's access in your account settings at Gmail." in page
+
+
+def test_another_persons_pending_revocation_is_not_shown(signed_in, person):
+    other = UserFactory()
+    UserDataSourceFactory(user=other)  # their data key
+    _pending(other)
+    page = signed_in.get(reverse("sources:connections")).content.decode()
+    assert "Waiting for" not in page and "not confirmed" not in page
+
+
+def test_the_disconnect_page_mentions_an_earlier_unconfirmed_revocation(signed_in, person):
+    connection = UserDataSourceFactory(user=person, provider="gmail", status=Status.DISCONNECTED)
+    _pending(person, connection)
+    page = signed_in.get(reverse("sources:disconnect", args=[connection.pk])).content.decode()
+    assert "has not confirmed yet that Sibling's access from an earlier disconnect" in page

@@ -1,9 +1,12 @@
+import base64
+
 import pytest
 
 from sources.sandbox.faults import fault_set
 
 from .conftest import (
     EMAIL,
+    FITBIT_CLIENT,
     GMAIL_CLIENT,
     GMAIL_READONLY,
     REDIRECT_URI,
@@ -203,4 +206,96 @@ def test_expire_access_token_fault_then_refresh_recovers(client):
 def test_revoke_fault_makes_refresh_fail(client):
     tokens = google_tokens(client)
     fault_set("google", EMAIL, "revoke")
+    assert refresh(client, tokens["refresh_token"]).json() == INVALID_GRANT
+
+
+def test_revoke_needs_the_token(client):
+    response = client.post("/sandbox/google/revoke", {})
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+def test_revoke_of_an_unknown_token_is_invalid_token(client):
+    response = client.post("/sandbox/google/revoke", {"token": "1//0-never-issued"})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_token",
+        "error_description": "Token expired or revoked",
+    }
+
+
+def test_revoke_with_the_access_token_ends_the_grant_too(client):
+    tokens = google_tokens(client)
+    assert (
+        client.post("/sandbox/google/revoke", {"token": tokens["access_token"]}).status_code == 200
+    )
+    assert refresh(client, tokens["refresh_token"]).json() == INVALID_GRANT
+
+
+def test_server_error_fault_makes_the_revocation_fail_and_leaves_the_grant(client):
+    tokens = google_tokens(client)
+    fault_set("google", EMAIL, "server_error")
+    failed = client.post("/sandbox/google/revoke", {"token": tokens["refresh_token"]})
+    assert failed.status_code == 503 and failed.json()["error"] == "temporarily_unavailable"
+    assert refresh(client, tokens["refresh_token"]).status_code == 200
+    assert (
+        client.post("/sandbox/google/revoke", {"token": tokens["refresh_token"]}).status_code == 200
+    )
+    assert refresh(client, tokens["refresh_token"]).json() == INVALID_GRANT
+
+
+def _basic(pair) -> dict:
+    raw = base64.b64encode(f"{pair[0]}:{pair[1]}".encode()).decode()
+    return {"HTTP_AUTHORIZATION": f"Basic {raw}"}
+
+
+def test_strict_rfc7009_revocation_requires_client_authentication(client, settings):
+    settings.SIBLING_SANDBOX_RFC7009_CLIENTS = {GMAIL_CLIENT[0]}
+    tokens = google_tokens(client)
+    alone = client.post("/sandbox/google/revoke", {"token": tokens["refresh_token"]})
+    assert alone.status_code == 401 and alone.json()["error"] == "invalid_client"
+    wrong = client.post(
+        "/sandbox/google/revoke",
+        {"token": tokens["refresh_token"]},
+        **_basic((GMAIL_CLIENT[0], "wrong")),
+    )
+    assert wrong.status_code == 401
+    assert refresh(client, tokens["refresh_token"]).status_code == 200
+
+    done = client.post(
+        "/sandbox/google/revoke",
+        {"token": tokens["refresh_token"], "token_type_hint": "refresh_token"},
+        **_basic(GMAIL_CLIENT),
+    )
+    assert done.status_code == 200
+    assert refresh(client, tokens["refresh_token"]).json() == INVALID_GRANT
+    # RFC 7009: an invalid or already revoked token is answered 200 as well.
+    again = client.post(
+        "/sandbox/google/revoke", {"token": tokens["refresh_token"]}, **_basic(GMAIL_CLIENT)
+    )
+    assert again.status_code == 200
+
+
+def test_strict_rfc7009_client_secret_post_and_another_clients_token(client, settings):
+    settings.SIBLING_SANDBOX_RFC7009_CLIENTS = {GMAIL_CLIENT[0], FITBIT_CLIENT[0]}
+    tokens = google_tokens(client)
+    # Another client's credentials do not revoke this client's token (RFC 7009 section 2.1).
+    foreign = client.post(
+        "/sandbox/google/revoke",
+        {
+            "token": tokens["refresh_token"],
+            "client_id": FITBIT_CLIENT[0],
+            "client_secret": FITBIT_CLIENT[1],
+        },
+    )
+    assert foreign.status_code == 200
+    assert refresh(client, tokens["refresh_token"]).status_code == 200
+    own = client.post(
+        "/sandbox/google/revoke",
+        {
+            "token": tokens["refresh_token"],
+            "client_id": GMAIL_CLIENT[0],
+            "client_secret": GMAIL_CLIENT[1],
+        },
+    )
+    assert own.status_code == 200
     assert refresh(client, tokens["refresh_token"]).json() == INVALID_GRANT

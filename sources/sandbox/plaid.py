@@ -811,6 +811,10 @@ def accounts_get(call: PlaidCall) -> dict:
 
 @plaid_endpoint()
 def item_remove(call: PlaidCall) -> dict:
+    """/item/remove, as Plaid answers it: `{request_id}` once the Item is gone; refused with
+    INVALID_API_KEYS (wrong client), INVALID_ACCESS_TOKEN (unknown or already removed Item),
+    and the Item's `server_error` (500) and `rate_limit` (429) faults, which remove nothing.
+    A login the Item needs does not stop its removal."""
     item, _ = call.item("item/remove", needs_login=False)
     PlaidItem.objects.filter(pk=item.pk).update(removed=True)
     return {}

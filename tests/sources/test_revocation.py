@@ -16,6 +16,7 @@ import pytest
 import requests
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from sources.models import PendingRevocation, UserDataSource
 from sources.providers.base import OAuth2Provider, RevocationError
@@ -405,3 +406,23 @@ def test_a_deleted_connection_keeps_its_pending_revocation(gmail_connection, per
     assert not UserDataSource.objects.filter(pk=gmail_connection.pk).exists()
     pending = PendingRevocation.objects.get(user=person)
     assert pending.connection_id is None and pending.provider == "gmail"
+
+
+def test_the_retry_task_is_scheduled_every_few_minutes_and_retries_what_is_due(
+    gmail_connection, person
+):
+    from django.apps import apps
+    from django_q.models import Schedule
+
+    from ingestion.signals import setup_after_migrate
+
+    setup_after_migrate(sender=None, app_config=apps.get_app_config("ingestion"))
+    schedule = Schedule.objects.get(name="revocation-retry")
+    assert schedule.func == "sources.tasks.revocations_retry"
+    assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 5
+
+    fault_set("google", gmail_connection.sandbox_account, "server_error")
+    connection_disconnect(connection=gmail_connection, delete_data=False)
+    PendingRevocation.objects.update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    assert import_string(schedule.func)() == 1
+    assert not PendingRevocation.objects.exists()

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from ingestion.errors import Deferred, ReauthRequired, SyncError
+from ingestion.errors import Deferred, PersonErased, ReauthRequired, SyncError
 from ingestion.http import CallCounter, RetryPolicy
 from ingestion.models import SyncRun
 from ingestion.scheduler import (
@@ -107,7 +107,7 @@ def connection_sync(
     lease = _Lease(connection.pk, lease_owner)
     pending = windows_pending(connection_id=connection.pk) if windows else {}
     if connection.status != Status.ACTIVE or (windows and not pending):
-        _release(connection, lease, windows=windows, succeeded=True)
+        _release(connection, lease, run=None, windows=windows)
         return None
     # This run holds the lease, so a run of this connection still "running" belongs to a sync
     # whose lease expired (a killed worker, or one that lost its lease): say so.
@@ -132,26 +132,33 @@ def connection_sync(
                 connection, run, trigger, policy, on_page, lease, pending if windows else None
             )
         finally:
-            _release(
-                connection,
-                lease,
-                windows=windows,
-                succeeded=run.outcome in (Outcome.SUCCESS, Outcome.PARTIAL),
-            )
+            _release(connection, lease, run=run, windows=windows)
 
 
-def _release(connection: UserDataSource, lease: _Lease, *, windows: bool, succeeded: bool) -> None:
+def _release(
+    connection: UserDataSource, lease: _Lease, *, run: SyncRun | None, windows: bool
+) -> None:
     """Give the lease back, then start what waited for it: queued windows, a requested sync."""
     if not lease.release():
         return  # not ours any more: whoever holds it now starts what waits
+    if run is None:
+        return
     # A failed window run leaves its windows queued for the next sync's release, rather than
     # retrying at once against a provider that just failed.
+    succeeded = run.outcome in (Outcome.SUCCESS, Outcome.PARTIAL)
     if (succeeded or not windows) and windows_pending(connection_id=connection.pk):
         windows_fetch_enqueue(connection_id=connection.pk)
-    # A sync asked for while this one ran ("Sync now", a provider's notification) kept the
-    # connection due; start it now rather than at the next dispatch.
+    # A sync asked for while this one ran ("Sync now", a provider's notification) moved
+    # next_sync_at after this run's start and kept the connection due: start it now rather than
+    # at the next dispatch. Only such a request: a run never restarts itself.
     if settings.SIBLING_SYNC_ON_DUE:
-        connection_sync_enqueue(connection_id=connection.pk, trigger=SyncRun.Trigger.SCHEDULE)
+        asked = (
+            UserDataSource.objects.filter(pk=connection.pk)
+            .values_list("next_sync_at", flat=True)
+            .first()
+        )
+        if asked is not None and run.started_at < asked <= timezone.now():
+            connection_sync_enqueue(connection_id=connection.pk, trigger=SyncRun.Trigger.SCHEDULE)
 
 
 def _plan(
@@ -227,6 +234,12 @@ def _run(
                 )
         run.outcome = Outcome.PARTIAL if counts.quarantined else Outcome.SUCCESS
         _succeeded(connection, counts, reschedule=windows is None, scheduled_at=scheduled_at)
+    except PersonErased as err:
+        # The person's erasure has begun: stop quietly, and schedule nothing more for them.
+        run.outcome = Outcome.FAILED
+        _failed(run, err)
+        UserDataSource.objects.filter(pk=connection.pk).update(next_sync_at=None)
+        logger.info("sync stopped: the person's data is being erased")
     except LeaseLost as err:
         # Another sync holds the connection now: leave its state to that sync.
         run.outcome = Outcome.FAILED

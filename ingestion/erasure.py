@@ -53,6 +53,7 @@ from sibling.encryption import (
     key_vault_collection,
 )
 from sources.models import UserDataSource
+from sources.revocations import person_revocations_settle
 from sources.services import connection_disconnect
 
 __all__ = ["ErasureReport", "erasure_subject", "person_erase", "person_erase_sweep"]
@@ -101,9 +102,15 @@ def person_erase(*, user: AbstractBaseUser) -> ErasureReport:
         if connection.status == UserDataSource.Status.DISCONNECTED:
             connection.delete()
         else:
-            result = connection_disconnect(connection=connection, delete_data=True)
+            # No pending revocation is kept: its token would be new ciphertext of the person's.
+            result = connection_disconnect(
+                connection=connection, delete_data=True, keep_pending=False
+            )
             if result.revoke_error:
                 report.revoke_failures.append(result.provider_name)
+    # Revocations still pending from earlier disconnects get a last attempt (their tokens are
+    # under the key about to be destroyed), then go.
+    report.revoke_failures += person_revocations_settle(user_id=user_id)
     for name in collections:
         records_collection(name).delete_many({"user": user_id})
     for _label, model in traces:

@@ -71,6 +71,8 @@ SYNC_RUN_FIELDS = (
     "error_class",
     "error_message",
 )
+# "data" is read only from records of the earlier layout, not yet sealed (manage.py records_seal);
+# record_decode gives every record its decrypted data.
 RECORD_FIELDS = (
     "provider",
     "kind",

@@ -1,9 +1,11 @@
 """Reads for a person's own "My data" page: counts, latest records, records per day.
 
 Every query is filtered by the person first: every record index starts with ``user``, so each
-read stays within that person's records. Records are read through the plain client, which does
-not decrypt, so sealed fields are decrypted here under the owner's key (a value sealed under
-anyone else's key is refused rather than shown).
+read stays within that person's records. Counts and the chart read only the plaintext envelope
+(provider, kind, occurred_at). Every value of a record is sealed, and the records are read
+through the plain client, which does not decrypt: the latest records are decrypted here, through
+``record_decode``, under the owner's key (a value sealed under anyone else's key is refused
+rather than shown).
 """
 
 from __future__ import annotations

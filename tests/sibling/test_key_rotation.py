@@ -12,7 +12,12 @@ from pymongo.encryption import ClientEncryption
 from pymongo.errors import EncryptionError
 
 from sibling import encryption, mongo
-from sibling.encryption import CODEC_OPTIONS, key_vault_collection, value_encrypt
+from sibling.encryption import (
+    CODEC_OPTIONS,
+    data_key_create,
+    key_vault_collection,
+    value_encrypt,
+)
 from sibling.master_key import master_key_decode
 
 
@@ -35,6 +40,8 @@ def test_rotation_rewraps_every_data_key_under_the_new_master_key(
     own_key_vault, settings, tmp_path
 ):
     people = [ObjectId(), ObjectId()]
+    for person in people:
+        data_key_create(person)  # as connecting an account does
     stored = {
         person: value_encrypt({"token": f"secret of {person}"}, owner_id=person)
         for person in people

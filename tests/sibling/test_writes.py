@@ -7,6 +7,7 @@ from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 from pymongo import MongoClient
 
+from ingestion.fence import data_key_ensure
 from ingestion.models import WebhookEvent
 from sibling import writes
 from sibling.embedded import free_port
@@ -31,6 +32,7 @@ def _event(key: str) -> WebhookEvent:
 
 def test_the_document_is_the_one_the_orm_inserts(raw_db):
     person = UserFactory()
+    data_key_ensure(person.pk)  # as connecting an account does
     by_orm = Vault.objects.create(user=person, label="a", secret={"t": "s3cret"}, handle="h-1")
     coalesced = Vault(user=person, label="a", secret={"t": "s3cret"}, handle="h-1")
     writes.model_insert(coalesced)

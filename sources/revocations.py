@@ -25,8 +25,8 @@ from sources.providers.base import RevocationError, RevocationToken
 logger = logging.getLogger(__name__)
 State = PendingRevocation.State
 
-# Attempts in all, the first one included; with the backoff below the last is about three days
-# after the first.
+# Attempts in all, the first one included; with the backoff below (5 min doubling, at most 12 h)
+# the last comes about 33 hours after the first.
 MAX_ATTEMPTS = 10
 BACKOFF_FIRST = timedelta(minutes=5)
 BACKOFF_MAX = timedelta(hours=12)

@@ -93,9 +93,13 @@ def run(base: str) -> dict:
         user=person, provider=Plaid, external_account_id=item["item_id"], credentials=item
     )
     unique = []
-    for _ in range(TOTAL - REDELIVERED):
+    for n in range(TOTAL - REDELIVERED):
+        # Identical bodies signed in the same second are one event (the dedup key is the
+        # verified iat and body hash), so each event here differs by one field.
         body = json.dumps(
-            plaid_webhook_body(item["item_id"], "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
+            plaid_webhook_body(
+                item["item_id"], "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", bench_sequence=n
+            )
         )
         unique.append(
             {

@@ -46,6 +46,7 @@ _keys: dict[str, tuple[dict[str, Any], float]] = {}
 _unknown: dict[str, float] = {}
 _budget_spent_until = 0.0
 _keys_lock = threading.Lock()
+_fetch_lock = threading.Lock()
 
 
 class KeyUnavailable(WebhookRejected):
@@ -132,6 +133,17 @@ def verification_key(kid: str) -> dict[str, Any] | None:
     cached = _keys.get(kid)
     if cached and time.monotonic() - cached[1] < settings.PLAID_WEBHOOK_KEY_CACHE_S:
         return cached[0]
+    # One fetch at a time per process: concurrent deliveries signed with a new key wait for the
+    # first one's answer instead of each spending the budget (fetches are rare; cached keys
+    # never wait here).
+    with _fetch_lock:
+        return _verification_key_fetch(kid)
+
+
+def _verification_key_fetch(kid: str) -> dict[str, Any] | None:
+    cached = _keys.get(kid)
+    if cached and time.monotonic() - cached[1] < settings.PLAID_WEBHOOK_KEY_CACHE_S:
+        return cached[0]  # fetched while this delivery waited
     if cached is None and _kid_known_unknown(kid):
         return None
     if not _fetch_allowed():

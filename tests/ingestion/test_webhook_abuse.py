@@ -362,3 +362,26 @@ def test_the_connect_routes_remain(client):
 
     assert reverse("social:begin", args=["gmail"]) == "/connect/login/gmail/"
     assert reverse("social:complete", args=["gmail"]) == "/connect/complete/gmail/"
+
+
+def test_a_burst_signed_with_a_new_key_spends_one_fetch(live, settings, monkeypatch, key_fetches):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    settings.PLAID_WEBHOOK_KEY_FETCHES_PER_MIN = 1
+    monkeypatch.setattr(plaid_hooks, "_minute", lambda: 2)
+    bodies = [_unknown_item_body() for _ in range(8)]
+
+    def deliver(raw: bytes) -> int:
+        header = sandbox_hooks.plaid_verification_header(raw)
+        return requests.post(
+            f"{live.url}{PLAID_URL}",
+            data=raw,
+            headers={"Content-Type": "application/json", "Plaid-Verification": header},
+            timeout=30,
+        ).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(deliver, bodies)) == [200] * 8
+    assert len(key_fetches) == 1

@@ -61,6 +61,8 @@ def connection_window_fetch(
     stay queued and its release starts the fetch: never beside it, never dropped. A window beyond
     the bounds (``window_bounds``) is clamped and logged. False when nothing was queued.
     """
+    if stream not in {s.name for s in connection.provider_class.streams}:
+        raise ValueError(f"{connection.provider} has no stream {stream!r}")
     if connection.status != Status.ACTIVE:
         return False
     bounded = window_bounds(first, last)

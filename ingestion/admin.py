@@ -14,6 +14,7 @@ from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 from django.views.decorators.cache import never_cache
 
 from ingestion import selectors
@@ -64,8 +65,24 @@ def action_permitted(request: HttpRequest, opts: Any, action: str) -> bool:
     return request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows only the system writes: staff with the view permission read them, nobody adds or
+    edits one here, and rows that are evidence (``deletable = False``) are not deleted either."""
+
+    deletable = True
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return self.deletable and super().has_delete_permission(request, obj)
+
+
 @admin.register(SyncRun)
-class SyncRunAdmin(admin.ModelAdmin):
+class SyncRunAdmin(ReadOnlyAdmin):
     list_display = (
         "started_at",
         "provider",
@@ -88,12 +105,6 @@ class SyncRunAdmin(admin.ModelAdmin):
     @admin.display(description="seconds")
     def duration(self, obj: SyncRun) -> str:
         return "" if obj.duration_s is None else f"{obj.duration_s:.1f}"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(QuarantinedItem)
@@ -297,7 +308,8 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(AccessLedgerEntry)
-class AccessLedgerEntryAdmin(admin.ModelAdmin):
+class AccessLedgerEntryAdmin(ReadOnlyAdmin):
+    deletable = False
     list_display = ("created_at", "action", "scope", "actor", "reason")
     list_filter = ("action", "actor_is_staff")
     readonly_fields = (
@@ -309,15 +321,6 @@ class AccessLedgerEntryAdmin(admin.ModelAdmin):
         "reason",
         "created_at",
     )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @staff_view(PRIVACY_VIEW_PERMISSION)
@@ -413,9 +416,11 @@ def person_privacy(request: HttpRequest, user_id: str) -> HttpResponse:
 
 
 @admin.register(WebhookRejection)
-class WebhookRejectionAdmin(admin.ModelAdmin):
+class WebhookRejectionAdmin(ReadOnlyAdmin):
     """Refused webhook deliveries, counted per provider, reason, sender and hour (read-only;
     the rows expire on their own). Forged traffic is never stored as events."""
+
+    deletable = False
 
     list_display = ("bucket", "provider", "reason", "sender", "count", "last_at")
     list_filter = ("provider", "reason")
@@ -425,18 +430,7 @@ class WebhookRejectionAdmin(admin.ModelAdmin):
 
     @admin.display(description="recent examples (no bodies)")
     def examples_view(self, obj: WebhookRejection) -> str:
-        from django.utils.html import format_html
-
         return format_html("<pre>{}</pre>", json.dumps(obj.examples, indent=2))
 
     def get_fields(self, request: HttpRequest, obj: object = None) -> tuple:
         return (*self.fields, "examples_view")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False

@@ -117,8 +117,6 @@ def connection_for_account(
         rows = UserDataSource.objects.filter(external_lookup=external_lookup)
     else:
         return None
-    linked = [
-        row for row in rows if row.provider == provider and row.status != Status.DISCONNECTED
-    ]
+    linked = [row for row in rows if row.provider == provider and row.status != Status.DISCONNECTED]
     # The newest (ObjectIds grow with time) if one account is linked twice.
     return max(linked, key=lambda row: row.pk, default=None)

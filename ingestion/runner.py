@@ -42,6 +42,21 @@ Status = UserDataSource.Status
 Outcome = SyncRun.Outcome
 # A long sync renews its lease at most this often (and at least four times per lease).
 LEASE_RENEW_S = 60
+# What a run learns while it runs, written when it ends.
+RUN_RESULT_FIELDS = (
+    "outcome",
+    "ended_at",
+    "fetched",
+    "created",
+    "updated",
+    "deleted",
+    "quarantined",
+    "api_calls",
+    "rate_limited",
+    "pages",
+    "error_class",
+    "error_message",
+)
 # Seconds before retrying a failed connection, by consecutive failures (then the last one).
 FAILURE_BACKOFF_S = (60, 300, 900, 3600, 6 * 3600)
 
@@ -268,7 +283,11 @@ def _run(
         run.api_calls = counter.calls
         run.rate_limited = counter.rate_limited
         run.ended_at = timezone.now()
-        run.save()
+        # An update, not save(): a run deleted meanwhile (its person erased, its connection
+        # deleted with its data) must stay deleted, and save() would insert it again.
+        SyncRun.objects.filter(pk=run.pk).update(
+            **{name: getattr(run, name) for name in RUN_RESULT_FIELDS}
+        )
         logger.info(
             "sync ended: %s, %d fetched, %d created, %d updated, %d deleted, %d quarantined, "
             "%d API calls",

@@ -36,10 +36,12 @@ from django_q.conf import Conf
 from django_q.tasks import async_task
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from ingestion.errors import SyncError
 from ingestion.models import WebhookEvent, WebhookRejection
 from sibling import mongo
 from sibling.queue import broker
 from sibling.writes import model_insert
+from sources.providers.base import ProviderError
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1_000_000
@@ -337,7 +339,10 @@ def webhook_event_process(event_id: Any) -> WebhookEvent | None:
         event.error = event.error or ""
     except Exception as err:
         event.status = Status.FAILED
-        event.error = f"{type(err).__name__}: {str(err)[:200]}"
+        # Staff read this in the event log: only our own errors' messages are written to be
+        # safe; anything else (a parser's message may quote a value) is named by its class.
+        safe = isinstance(err, SyncError | ProviderError)
+        event.error = f"{type(err).__name__}: {str(err)[:200]}" if safe else type(err).__name__
         logger.warning("webhook %s failed: %s", event.pk, type(err).__name__)
     event.processed_at = timezone.now()
     # A processed event is kept for staff a while, then deleted by the TTL index; a failed one
@@ -347,16 +352,15 @@ def webhook_event_process(event_id: Any) -> WebhookEvent | None:
         if event.status == Status.PROCESSED
         else None
     )
-    event.save(
-        update_fields=[
-            "status",
-            "error",
-            "attempts",
-            "processed_at",
-            "expires_at",
-            "user",
-            "connection",
-        ]
+    # An update, not save(): an event deleted meanwhile (its person erased) stays deleted.
+    WebhookEvent.objects.filter(pk=event.pk).update(
+        status=event.status,
+        error=event.error,
+        attempts=event.attempts,
+        processed_at=event.processed_at,
+        expires_at=event.expires_at,
+        user_id=event.user_id,
+        connection_id=event.connection_id,
     )
     return event
 

@@ -3,7 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from ingestion.admin import SyncRunInline, action_permitted
+from ingestion.admin import ReadOnlyAdmin, SyncRunInline, action_permitted
 from sources import services
 from sources.models import PendingRevocation, UserDataSource
 from sources.revocations import revocation_retry_now
@@ -120,13 +120,23 @@ class UserDataSourceAdmin(admin.ModelAdmin):
 
     @admin.action(description="Disconnect (revoke access, keep data)", permissions=["disconnect"])
     def disconnect_keep_data(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for connection in queryset:
-            services.connection_disconnect(connection=connection, delete_data=False)
-        self.message_user(request, "Disconnected.", messages.SUCCESS)
+        disconnected = unconfirmed = 0
+        for connection in queryset.exclude(status=UserDataSource.Status.DISCONNECTED):
+            result = services.connection_disconnect(connection=connection, delete_data=False)
+            disconnected += 1
+            unconfirmed += not result.revoked
+        self.message_user(request, f"Disconnected: {disconnected}.", messages.SUCCESS)
+        if unconfirmed:
+            self.message_user(
+                request,
+                f"{unconfirmed} of them: the provider has not confirmed that access was withdrawn "
+                "yet; Pending revocations lists them while Sibling asks again.",
+                messages.WARNING,
+            )
 
 
 @admin.register(PendingRevocation)
-class PendingRevocationAdmin(admin.ModelAdmin):
+class PendingRevocationAdmin(ReadOnlyAdmin):
     """Grants people let go of that the provider has not confirmed withdrawn yet.
 
     Read-only for everyone (rows change only through the retry task); the token is never shown.
@@ -169,12 +179,6 @@ class PendingRevocationAdmin(admin.ModelAdmin):
     @admin.display(description="person", ordering="user__email")
     def person(self, obj: PendingRevocation) -> str:
         return obj.user.email or obj.user.get_username()
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False  # the detail page is for reading; "Retry now" checks its own permission
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         opts = self.model._meta

@@ -81,3 +81,19 @@ def wait_until(predicate, timeout_s: float = 30) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+# What a record keeps in plaintext: what the system needs to find and count records.
+ENVELOPE = {
+    "user",
+    "provider",
+    "kind",
+    "external_id",
+    "connection",
+    "occurred_at",
+    "sealed",
+    "schema_version",
+    "ingested_at",
+    "updated_at",
+    "raw_page",
+}

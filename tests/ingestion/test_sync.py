@@ -17,25 +17,11 @@ from sibling.mongo import plain_database
 from sources.models import UserDataSource
 from sources.providers.plaid import Plaid
 from sources.sandbox.faults import fault_set
-from tests.ingestion.conftest import NO_WAIT, fresh
+from tests.ingestion.conftest import ENVELOPE, NO_WAIT, fresh
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = UserDataSource.Status
 Outcome = SyncRun.Outcome
-# What a record keeps in plaintext: what the system needs to find and count records.
-ENVELOPE = {
-    "user",
-    "provider",
-    "kind",
-    "external_id",
-    "connection",
-    "occurred_at",
-    "sealed",
-    "schema_version",
-    "ingested_at",
-    "updated_at",
-    "raw_page",
-}
 
 
 def sync(connection, **kwargs):

@@ -392,3 +392,24 @@ def test_staff_replay_and_payload_need_a_reason_and_are_in_the_ledger(
         ("replay", "support ticket 42", staff.pk),
         ("view", "checking the item id", staff.pk),
     ]
+
+
+def test_an_event_deleted_while_it_is_processed_stays_deleted(monkeypatch):
+    """Its person's erasure deletes an event under way: the end of processing writes the
+    outcome onto the row if it is still there, and never stores it again."""
+    event, _ = webhook_event_store(
+        provider="plaid",
+        event=IncomingEvent(dedup_key=uuid.uuid4().hex, event_type="ITEM.ERROR", payload={}),
+        enqueue=False,
+    )
+
+    def erased_meanwhile(stored: WebhookEvent) -> None:
+        WebhookEvent.objects.filter(pk=stored.pk).delete()
+        raise ValueError("the value 'a personal value' is not a date")
+
+    monkeypatch.setattr("ingestion.webhooks.webhook_handler", lambda source: erased_meanwhile)
+    processed = webhook_event_process(event.pk)
+    assert processed.status == Status.FAILED
+    # An unexpected error is named by its class: its text may quote a value.
+    assert processed.error == "ValueError"
+    assert not WebhookEvent.objects.filter(pk=event.pk).exists()

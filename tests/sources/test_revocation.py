@@ -311,6 +311,24 @@ def test_a_retry_run_skips_what_another_run_claimed(gmail_connection):
     assert PendingRevocation.objects.get().attempts == 1
 
 
+def test_staff_disconnect_action_says_when_the_provider_has_not_confirmed(
+    gmail_connection, client
+):
+    client.force_login(
+        StaffFactory(is_superuser=True), backend="django.contrib.auth.backends.ModelBackend"
+    )
+    fault_set("google", gmail_connection.sandbox_account, "server_error")
+    answer = client.post(
+        reverse("admin:sources_userdatasource_changelist"),
+        {"action": "disconnect_keep_data", "_selected_action": [str(gmail_connection.pk)]},
+        follow=True,
+    )
+    said = [str(message) for message in answer.context["messages"]]
+    assert "Disconnected: 1." in said
+    assert any("has not confirmed" in text for text in said)
+    assert PendingRevocation.objects.filter(connection_id=gmail_connection.pk).count() == 1
+
+
 def test_erasure_tries_once_more_then_deletes_them(gmail_connection, person):
     email = gmail_connection.sandbox_account
     refresh_token = gmail_connection.credentials["refresh_token"]

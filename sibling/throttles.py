@@ -86,15 +86,19 @@ def rate_limit(
     return decorator
 
 
-def _login_view() -> Callable[..., HttpResponse]:
-    from django.contrib.auth import views as auth_views
-
-    view = auth_views.LoginView.as_view()
-    # Per address (one host guessing many accounts) and per username (many hosts guessing one).
+def login_limited(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A login view counted per address (one host guessing many accounts) and per username
+    (many hosts guessing one). Every login form shares the counts: people's and admin's."""
     view = rate_limit(
         group="login-username", key=username_key, rate_setting="SIBLING_LOGIN_RATE_USERNAME"
     )(view)
     return rate_limit(group="login-ip", key="ip", rate_setting="SIBLING_LOGIN_RATE_IP")(view)
+
+
+def _login_view() -> Callable[..., HttpResponse]:
+    from django.contrib.auth import views as auth_views
+
+    return login_limited(auth_views.LoginView.as_view())
 
 
 login_view = _login_view()

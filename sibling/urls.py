@@ -24,6 +24,8 @@ urlpatterns = [
     path("admin/sync-health/", ingestion_admin.dashboard, name="sync_dashboard"),
     path("admin/privacy/", ingestion_admin.privacy_search, name="privacy_search"),
     path("admin/privacy/<str:user_id>/", ingestion_admin.person_privacy, name="person_privacy"),
+    # Staff sign in here: counted with people's logins (sibling.throttles).
+    path("admin/login/", throttles.login_limited(admin.site.login)),
     path("admin/", admin.site.urls),
     path("webhooks/plaid/", PlaidWebhookReceiver.as_view(), name="webhook_plaid"),
     path("webhooks/gmail/", GmailWebhookReceiver.as_view(), name="webhook_gmail"),

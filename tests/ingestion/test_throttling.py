@@ -110,3 +110,15 @@ def test_events_api_is_limited_per_person(client, settings):
     throttled = client.post("/api/events/", body, content_type="application/json", **headers)
     assert throttled.status_code == 429
     assert int(throttled["Retry-After"]) >= 1 and "throttled" in throttled.json()["error"]
+
+
+def test_admin_login_shares_the_login_limits(client, settings):
+    settings.SIBLING_LOGIN_RATE_USERNAME = "2/10m"
+    staff = UserFactory(is_staff=True)
+    client.post("/login/", {"username": staff.username, "password": "x"})
+    client.post("/admin/login/", {"username": staff.username, "password": "y"})
+    _assert_throttled(
+        client.post("/admin/login/", {"username": staff.username, "password": "z"}),
+        as_json=False,
+    )
+    assert client.get("/admin/login/").status_code == 200  # reading the page is not counted

@@ -17,6 +17,7 @@ so it is derived from the provider registry on every response rather than writte
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import urlsplit
 
 from csp.middleware import CSPMiddleware, PolicyParts
@@ -41,7 +42,30 @@ def _source(url: str) -> str:
 
 
 def provider_sources() -> dict[str, list[str]]:
-    """CSP sources the configured providers' pages need, per directive (deduplicated, ordered)."""
+    """CSP sources the configured providers' pages need, per directive (deduplicated, ordered).
+
+    Every response asks for them: they are worked out once per configuration (the settings that
+    decide each provider's URLs), not once per response."""
+    from django.conf import settings
+
+    configuration = repr(
+        (
+            # Where each provider is reached (its credentials play no part).
+            [
+                (name, config["sandbox"], sorted(config["urls"].items()))
+                for name, config in sorted(settings.SIBLING_PROVIDERS.items())
+            ],
+            settings.SIBLING_SANDBOX_ALLOWED,
+            settings.SIBLING_SANDBOX_BASE_URL,
+        )
+    )
+    return {
+        directive: list(sources) for directive, sources in _provider_sources(configuration).items()
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _provider_sources(configuration: str) -> dict[str, tuple[str, ...]]:
     from sources.providers import PROVIDERS, OAuth2Provider, PlaidLinkProvider
 
     wanted: dict[str, list[str]] = {}
@@ -58,7 +82,7 @@ def provider_sources() -> dict[str, list[str]]:
             add("connect-src", _origin(provider.url("api")))
         elif issubclass(provider, OAuth2Provider):
             add("form-action", _origin(provider.url("authorize")))
-    return wanted
+    return {directive: tuple(sources) for directive, sources in wanted.items()}
 
 
 class ProviderCSPMiddleware(CSPMiddleware):

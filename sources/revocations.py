@@ -146,8 +146,14 @@ def revocation_retry(*, pending: PendingRevocation, now: datetime | None = None)
             error.code,
             pending.attempts,
         )
-    pending.save(
-        update_fields=["attempts", "last_attempt_at", "last_error", "state", "next_attempt_at"]
+    # An update, not save(): a row settled meanwhile (an erasure, another attempt that was
+    # confirmed) stays deleted, and this attempt does not fail for it.
+    PendingRevocation.objects.filter(pk=pending.pk).update(
+        attempts=pending.attempts,
+        last_attempt_at=pending.last_attempt_at,
+        last_error=pending.last_error,
+        state=pending.state,
+        next_attempt_at=pending.next_attempt_at,
     )
     return False
 

@@ -27,6 +27,7 @@ from sources.revocations import (
     MAX_ATTEMPTS,
     backoff_delay,
     person_revocations_settle,
+    revocation_retry,
     revocations_retry_due,
 )
 from sources.sandbox.faults import fault_clear, fault_set
@@ -311,9 +312,7 @@ def test_a_retry_run_skips_what_another_run_claimed(gmail_connection):
     assert PendingRevocation.objects.get().attempts == 1
 
 
-def test_staff_disconnect_action_says_when_the_provider_has_not_confirmed(
-    gmail_connection, client
-):
+def test_staff_disconnect_action_says_when_the_provider_has_not_confirmed(gmail_connection, client):
     client.force_login(
         StaffFactory(is_superuser=True), backend="django.contrib.auth.backends.ModelBackend"
     )
@@ -369,6 +368,18 @@ def _pending_for(person, connection) -> PendingRevocation:
     fault_set("google", connection.sandbox_account, "server_error")
     connection_disconnect(connection=connection, delete_data=False)
     return PendingRevocation.objects.get(user=person)
+
+
+def test_a_retry_of_a_row_settled_meanwhile_neither_fails_nor_brings_it_back(
+    gmail_connection, person
+):
+    # Two hands on one row: a retry run (or staff's "Retry now") read it, then an erasure
+    # settled it or another attempt was confirmed and deleted it before this attempt ended.
+    pending = _pending_for(person, gmail_connection)
+    fault_set("google", gmail_connection.sandbox_account, "server_error")
+    PendingRevocation.objects.filter(pk=pending.pk).delete()
+    assert revocation_retry(pending=pending) is False
+    assert not PendingRevocation.objects.exists()
 
 
 def test_view_only_staff_see_pending_revocations_without_the_token(

@@ -60,12 +60,22 @@ def api_token_revoke_view(request: HttpRequest, token_id: str) -> HttpResponse:
 ERASE_TOO_MANY_WRONG_PASSWORDS = "Too many wrong passwords. Nothing was deleted; try again later."
 
 
+def _login_username_key(group: str, request: HttpRequest) -> str:
+    # The username as the login's limit counts it (sibling.throttles.username_key).
+    return request.user.get_username().strip().lower()[:150]
+
+
 def _erase_password_usage(request: HttpRequest, *, increment: bool) -> dict[str, Any] | None:
-    """Wrong passwords given to the erase form, per person, on the login's per-username budget:
-    otherwise the form would be a way around the login's limit for guessing a password."""
-    rate = getattr(settings, "SIBLING_LOGIN_RATE_USERNAME", "10/10m")
+    """Wrong passwords given to the erase form, counted on the login's own per-username counter
+    (same group, key and rate): otherwise the form would be a way around the login's limit for
+    guessing a password."""
     return get_usage(
-        request, group="erase-password", key="user", rate=rate, method="POST", increment=increment
+        request,
+        group="login-username",
+        key=_login_username_key,
+        rate=settings.SIBLING_LOGIN_RATE_USERNAME,
+        method="POST",
+        increment=increment,
     )
 
 

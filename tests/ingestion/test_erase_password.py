@@ -4,6 +4,7 @@ password guesses."""
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from django.urls import reverse
 
 from ingestion.authentication import api_token_create, api_tokens_of
@@ -70,6 +71,22 @@ def test_wrong_passwords_are_limited_like_the_login(client, signed_in_person, se
     assert limited.status_code == 429
     assert int(limited["Retry-After"]) > 0
     assert ERASE_TOO_MANY_WRONG_PASSWORDS in limited.content.decode()
+    _nothing_erased(client, signed_in_person)
+
+
+def test_the_form_and_the_login_share_one_budget_of_guesses(client, signed_in_person, settings):
+    """A guess here and a guess at the login are counted together, per username: a session
+    left open does not add guesses to what the login allows."""
+    settings.SIBLING_LOGIN_RATE_USERNAME = "2/h"
+    username = signed_in_person.username
+    assert client.post(URL, {"confirm": PHRASE, "password": "a guess"}).status_code == 200
+    elsewhere = Client()
+    elsewhere.post("/login/", {"username": username.upper(), "password": "another guess"})
+    # The username's budget is spent, on both forms.
+    assert client.post(URL, {"confirm": PHRASE, "password": PASSWORD}).status_code == 429
+    assert (
+        elsewhere.post("/login/", {"username": username, "password": PASSWORD}).status_code == 429
+    )
     _nothing_erased(client, signed_in_person)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -21,6 +21,7 @@ from ingestion.errors import Deferred, PersonErased, ReauthRequired, SyncError
 from ingestion.http import CallCounter, RetryPolicy
 from ingestion.models import SyncRun
 from ingestion.scheduler import (
+    PendingWindow,
     connection_claim,
     connection_lease_release,
     connection_lease_renew,
@@ -177,8 +178,8 @@ def _release(
 
 
 def _plan(
-    connection: UserDataSource, client: Any, windows: dict[str, tuple[date, date]] | None
-) -> list[tuple[Stream, Iterator[Page], tuple[date, date] | None]]:
+    connection: UserDataSource, client: Any, windows: dict[str, PendingWindow] | None
+) -> list[tuple[Stream, Iterator[Page], PendingWindow | None]]:
     provider = connection.provider_class
     if windows is None:
         return [
@@ -187,11 +188,12 @@ def _plan(
         ]
     plan = []
     known = {stream.name: stream for stream in provider.streams}
-    for name, (first, last) in windows.items():
+    for name, window in windows.items():
         if name not in known:
-            window_done(connection_id=connection.pk, stream=name, first=first, last=last)
+            window_done(connection_id=connection.pk, stream=name, window=window)
             continue
-        plan.append((known[name], client.pages_between(known[name], first, last), (first, last)))
+        stream = known[name]
+        plan.append((stream, client.pages_between(stream, window.first, window.last), window))
     return plan
 
 
@@ -202,7 +204,7 @@ def _run(
     policy: RetryPolicy | None,
     on_page: Callable[[SyncRun, str, float | None], None] | None,
     lease: _Lease,
-    windows: dict[str, tuple[date, date]] | None,
+    windows: dict[str, PendingWindow] | None,
 ) -> SyncRun:
     provider = connection.provider_class
     counter = CallCounter()
@@ -244,9 +246,7 @@ def _run(
                 if on_page is not None:
                     on_page(run, stream.name, page.progress)
             if window is not None:
-                window_done(
-                    connection_id=connection.pk, stream=stream.name, first=window[0], last=window[1]
-                )
+                window_done(connection_id=connection.pk, stream=stream.name, window=window)
         run.outcome = Outcome.PARTIAL if counts.quarantined else Outcome.SUCCESS
         _succeeded(connection, counts, reschedule=windows is None, scheduled_at=scheduled_at)
     except PersonErased as err:

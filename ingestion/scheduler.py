@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.utils import timezone
@@ -95,31 +96,42 @@ def connection_lease_holder(*, connection_id: object) -> datetime | None:
 # --- Windows waiting for a fetch -----------------------------------------------------------------
 
 
+class PendingWindow(NamedTuple):
+    """Days of one stream waiting for a fetch. ``asked`` counts the notifications that named
+    them, so a fetch takes the window off the queue only if no notification came while it ran."""
+
+    first: date
+    last: date
+    asked: int
+
+
 def window_queue(*, connection_id: object, stream: str, first: date, last: date) -> None:
     """Add these days to the stream's pending window, merged with what waits already.
 
-    One atomic update ($min/$max over ISO dates, which order as strings), so concurrent
-    notifications merge rather than overwrite each other.
+    One atomic update ($min/$max over ISO dates, which order as strings; $inc of ``asked``), so
+    concurrent notifications merge rather than overwrite each other.
     """
     _connections().update_one(
         {"_id": connection_id},
         {
             "$min": {f"pending_windows.{stream}.first": first.isoformat()},
             "$max": {f"pending_windows.{stream}.last": last.isoformat()},
+            "$inc": {f"pending_windows.{stream}.asked": 1},
         },
     )
 
 
-def windows_pending(*, connection_id: object) -> dict[str, tuple[date, date]]:
+def windows_pending(*, connection_id: object) -> dict[str, PendingWindow]:
     """The pending windows by stream; malformed entries are dropped from the queue."""
     document = _connections().find_one({"_id": connection_id}, projection={"pending_windows": 1})
     pending = (document or {}).get("pending_windows") or {}
     windows = {}
     for stream, window in pending.items():
         try:
-            windows[stream] = (
+            windows[stream] = PendingWindow(
                 date.fromisoformat(window["first"]),
                 date.fromisoformat(window["last"]),
+                int(window["asked"]),
             )
         except (KeyError, TypeError, ValueError):
             _connections().update_one(
@@ -128,15 +140,12 @@ def windows_pending(*, connection_id: object) -> dict[str, tuple[date, date]]:
     return windows
 
 
-def window_done(*, connection_id: object, stream: str, first: date, last: date) -> bool:
-    """Take a fetched window off the queue, unless a notification widened it meanwhile (then
-    it stays, to be fetched again by the next window run)."""
+def window_done(*, connection_id: object, stream: str, window: PendingWindow) -> bool:
+    """Take a fetched window off the queue, unless a notification named the stream again while
+    it was fetched (even the same days: they may have changed after their page was read). Then
+    it stays, for the next window run."""
     done = _connections().update_one(
-        {
-            "_id": connection_id,
-            f"pending_windows.{stream}.first": first.isoformat(),
-            f"pending_windows.{stream}.last": last.isoformat(),
-        },
+        {"_id": connection_id, f"pending_windows.{stream}.asked": window.asked},
         {"$unset": {f"pending_windows.{stream}": ""}},
     )
     return bool(done.modified_count)

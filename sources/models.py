@@ -55,9 +55,9 @@ class UserDataSource(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     refresh_lock_until = models.DateTimeField(null=True, blank=True)
     # Days that providers' notifications named and no sync has fetched yet, merged per stream
-    # ({stream: {"first": "YYYY-MM-DD", "last": "YYYY-MM-DD"}}): kept here, not only in a task,
-    # so a window asked for while another sync holds the lease, or lost with a killed worker,
-    # is fetched after it rather than dropped.
+    # ({stream: {"first": "YYYY-MM-DD", "last": "YYYY-MM-DD", "asked": notifications}}): kept
+    # here, not only in a task, so a window asked for while another sync holds the lease, or
+    # lost with a killed worker, is fetched after it rather than dropped.
     pending_windows = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -100,7 +100,9 @@ def test_a_window_fetch_while_a_sync_runs_waits_for_it_and_both_sets_of_records_
         {
             "holder": Outcome.RUNNING,
             "lease_owner": owner,
-            "pending": {"steps": {"first": older.isoformat(), "last": newer.isoformat()}},
+            "pending": {
+                "steps": {"first": older.isoformat(), "last": newer.isoformat(), "asked": 2}
+            },
             "window_runs": 0,
         }
     ]
@@ -136,6 +138,36 @@ def test_a_window_queued_behind_a_killed_sync_is_fetched_after_the_next_sync(
     dead_run.refresh_from_db()
     assert dead_run.error_class == "Interrupted"
     assert SyncRun.objects.get(trigger=SyncRun.Trigger.WEBHOOK).outcome == Outcome.SUCCESS
+    assert fresh(fitbit_connection).pending_windows == {}
+
+
+def test_a_notification_for_the_same_days_during_their_fetch_is_fetched_again(fitbit_connection):
+    day = timezone.now().date() - timedelta(days=3)
+    hold_lease(fitbit_connection)  # so the first notification's window waits, queued
+    assert connection_window_fetch(fitbit_connection, stream="steps", first=day, last=day)
+    UserDataSource.objects.filter(pk=fitbit_connection.pk).update(
+        lease_owner="", lease_expires_at=None
+    )
+    notified = []
+
+    def the_day_changes_again(run: SyncRun, stream: str, progress: float | None) -> None:
+        # The provider says this day changed again, after its page was read: the fetch
+        # running now may not have seen that change, so the window must not leave the queue.
+        if not notified:
+            notified.append(
+                connection_window_fetch(fitbit_connection, stream="steps", first=day, last=day)
+            )
+
+    first = connection_sync(
+        fitbit_connection.pk,
+        trigger=SyncRun.Trigger.WEBHOOK,  # as the window task runs it
+        policy=NO_WAIT,
+        windows=True,
+        on_page=the_day_changes_again,
+    )
+    assert first.outcome == Outcome.SUCCESS and notified == [True]
+    windows = SyncRun.objects.filter(connection=fitbit_connection, trigger=SyncRun.Trigger.WEBHOOK)
+    assert [r.outcome for r in windows.order_by("started_at")] == [Outcome.SUCCESS] * 2
     assert fresh(fitbit_connection).pending_windows == {}
 
 
@@ -257,7 +289,7 @@ def test_a_too_old_window_is_clamped_and_logged_without_personal_data(
         assert connection_window_fetch(fitbit_connection, stream="steps", first=asked, last=today)
     horizon = today - timedelta(days=settings.SIBLING_BACKFILL_DAYS)
     assert fresh(fitbit_connection).pending_windows == {
-        "steps": {"first": horizon.isoformat(), "last": today.isoformat()}
+        "steps": {"first": horizon.isoformat(), "last": today.isoformat(), "asked": 1}
     }
     (message,) = [r.getMessage() for r in caplog.records if "clamped" in r.getMessage()]
     assert "2001" not in message and today.isoformat() not in message
@@ -278,7 +310,11 @@ def test_a_future_window_is_clamped_or_dropped(fitbit_connection, settings, capl
             last=today + timedelta(days=6),
         )
     assert fresh(fitbit_connection).pending_windows == {
-        "sleep": {"first": today.isoformat(), "last": (today + timedelta(days=1)).isoformat()}
+        "sleep": {
+            "first": today.isoformat(),
+            "last": (today + timedelta(days=1)).isoformat(),
+            "asked": 1,
+        }
     }
     assert len([r for r in caplog.records if "clamped" in r.getMessage()]) == 2
 

@@ -31,7 +31,23 @@ def require_signed_in_person(backend: Any, user: Any = None, **kwargs: Any) -> N
 def connection_store(
     strategy: Any, backend: Any, user: Any, uid: str, response: dict, details: dict, **kwargs: Any
 ) -> dict[str, Any]:
-    """Keep the tokens in the connection's encrypted credentials (and nowhere else)."""
+    """Keep the tokens in the connection's encrypted credentials (and nowhere else).
+
+    A refused connect also takes back the account link ``associate_user`` made for it just
+    before, so nothing connected leaves the account claimed (another Sibling account would be
+    told it is in use); a link that was already there belongs to a connection and stays.
+    """
+    try:
+        return _connection_store(strategy, backend, user, uid, response, details)
+    except AuthException:
+        if kwargs.get("new_association") and kwargs.get("social") is not None:
+            kwargs["social"].delete()
+        raise
+
+
+def _connection_store(
+    strategy: Any, backend: Any, user: Any, uid: str, response: dict, details: dict
+) -> dict[str, Any]:
     provider = get_provider(backend.name)
     granted_scopes = response.get("scope", "").split()
     # Google's consent screen lets the person untick scopes; without every one the provider

@@ -331,6 +331,21 @@ def test_a_connect_without_every_scope_is_refused_logged_and_its_grant_revoked(
         assert token not in caplog.text
 
 
+def test_a_refused_connect_leaves_the_account_linked_to_nobody(sandbox, browser, person):
+    _consent(browser, "gmail", email="unlinked@example.com", scope="openid email")
+    assert not UserSocialAuth.objects.filter(provider="gmail").exists()
+    # So another Sibling account can connect it: nothing was connected, nothing is claimed.
+    other = UserFactory()
+    second = Browser(sandbox.url)
+    second.log_in(other.username, PASSWORD)
+    page = second.google_connect("gmail", email="unlinked@example.com")
+    assert "Gmail is connected" in page.text
+    assert UserSocialAuth.objects.get(provider="gmail").user == other
+    # A refused reconnect of an account already connected keeps that connection's link.
+    _consent(second, "gmail", email="unlinked@example.com", scope="openid email")
+    assert UserSocialAuth.objects.get(provider="gmail").user == other
+
+
 def test_a_connect_whose_connection_cannot_be_stored_revokes_what_it_obtained(
     browser, person, caplog, monkeypatch
 ):

@@ -18,27 +18,34 @@ so it is derived from the provider registry on every response rather than writte
 from __future__ import annotations
 
 import functools
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from csp.middleware import CSPMiddleware, PolicyParts
 from django.http import HttpRequest, HttpResponseBase
 
 
-def _origin(url: str) -> str:
-    """``scheme://host[:port]/`` of an absolute URL; "" for a relative or malformed one."""
+def _absolute(url: str) -> SplitResult | None:
+    """The parts of an absolute http(s) URL; None for a relative or malformed one (a
+    misconfigured provider URL is left out of the policy rather than failing every response)."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        return ""
+        return None
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        return ""
-    return f"{parts.scheme}://{parts.netloc}/"
+        return None
+    return parts
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]/`` of an absolute URL; "" for a relative or malformed one."""
+    parts = _absolute(url)
+    return f"{parts.scheme}://{parts.netloc}/" if parts else ""
 
 
 def _source(url: str) -> str:
     """An absolute URL as a CSP source expression (path kept, query and fragment dropped)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" if _origin(url) else ""
+    parts = _absolute(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts else ""
 
 
 def provider_sources() -> dict[str, list[str]]:

@@ -159,3 +159,23 @@ def test_report_only_is_a_setting():
     )
     assert "default-src 'self'" in report_only and "frame-ancestors 'none'" in report_only
     assert "report-uri https://reports.example/csp" in report_only
+
+
+def test_a_malformed_provider_url_is_left_out_not_a_failure_of_every_page(client, settings):
+    """A typo in PLAID_LINK_SCRIPT_URL (an unclosed IPv6 bracket) must not answer 500 on every
+    page, admin's login included: the URL is left out of the policy."""
+    settings.SIBLING_SANDBOX_ALLOWED = False
+    settings.SIBLING_PROVIDERS = {
+        **settings.SIBLING_PROVIDERS,
+        "plaid": {
+            **settings.SIBLING_PROVIDERS["plaid"],
+            "urls": {"api": "https://sandbox.plaid.com", "link_script": "https://[cdn.plaid.com/x"},
+        },
+    }
+    sources = provider_sources()
+    assert "script-src" not in sources and "frame-src" not in sources
+    assert sources["connect-src"] == ["https://sandbox.plaid.com/"]
+    for url in ("/login/", "/admin/login/"):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert_strict(directives(response))

@@ -4,8 +4,11 @@ import time
 import uuid
 
 import pytest
+from django.utils import timezone
 
 from ingestion.http import RetryPolicy
+from ingestion.models import SyncRun
+from ingestion.scheduler import connection_claim
 from sources.models import UserDataSource
 from sources.providers.fitbit import Fitbit
 from sources.providers.plaid import Plaid
@@ -74,6 +77,21 @@ def rescuetime_connection(sandbox, person):
 
 def fresh(connection: UserDataSource) -> UserDataSource:
     return UserDataSource.objects.get(pk=connection.pk)
+
+
+def hold_lease(connection: UserDataSource) -> tuple[str, SyncRun]:
+    """Another worker's sync of this connection, running: it holds the lease and its run says
+    "running"."""
+    owner = connection_claim(connection_id=connection.pk, due=False)
+    assert owner
+    run = SyncRun.objects.create(
+        connection=connection,
+        user_id=connection.user_id,
+        provider=connection.provider,
+        trigger=SyncRun.Trigger.SCHEDULE,
+        started_at=timezone.now(),
+    )
+    return owner, run
 
 
 def wait_until(predicate, timeout_s: float = 30) -> None:

@@ -12,11 +12,11 @@ from ingestion import runner
 from ingestion.models import SyncRun, WebhookEvent
 from ingestion.notifications import connection_sync_request, connection_window_fetch, window_bounds
 from ingestion.runner import connection_sync
-from ingestion.scheduler import connection_claim, dispatch_due_syncs
+from ingestion.scheduler import dispatch_due_syncs
 from ingestion.storage import records_collection
 from sources.models import UserDataSource
 from sources.sandbox import webhooks as sandbox_hooks
-from tests.ingestion.conftest import NO_WAIT, fresh
+from tests.ingestion.conftest import NO_WAIT, fresh, hold_lease
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Outcome = SyncRun.Outcome
@@ -38,20 +38,6 @@ def notify(sandbox, settings, connection, day: date) -> None:
         f"{sandbox.url}{HEALTH_URL}", settings.FITBIT_WEBHOOK_SECRET, body
     )
     assert statuses == [204]
-
-
-def hold_lease(connection) -> tuple[str, SyncRun]:
-    """Another worker's sync, running: it holds the lease and its run says "running"."""
-    owner = connection_claim(connection_id=connection.pk, due=False)
-    assert owner
-    run = SyncRun.objects.create(
-        connection=connection,
-        user_id=connection.user_id,
-        provider=connection.provider,
-        trigger=SyncRun.Trigger.SCHEDULE,
-        started_at=timezone.now(),
-    )
-    return owner, run
 
 
 # --- A window fetch while a sync holds the lease ------------------------------------------------

@@ -8,16 +8,15 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
-from django.utils import timezone
 
 from ingestion.management.commands import sync as sync_command
 from ingestion.models import QuarantinedItem, SyncRun
 from ingestion.runner import connection_sync
-from ingestion.scheduler import connection_claim, connection_lease_release
+from ingestion.scheduler import connection_lease_release
 from ingestion.storage import records_collection
 from sources.sandbox.faults import fault_set
 from tests.factories import UserFactory
-from tests.ingestion.conftest import NO_WAIT, fresh, wait_until
+from tests.ingestion.conftest import NO_WAIT, fresh, hold_lease, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,19 +50,6 @@ def test_sync_command_shows_progress_and_the_outcome(rescuetime_connection):
     text = out.getvalue()
     assert "] 100%" in text and "success" in text
     assert SyncRun.objects.get(connection=rescuetime_connection).trigger == SyncRun.Trigger.MANUAL
-
-
-def hold_lease(connection) -> tuple[str, SyncRun]:
-    """A sync of this connection running in a worker: it holds the lease."""
-    owner = connection_claim(connection_id=connection.pk, due=False)
-    run = SyncRun.objects.create(
-        connection=connection,
-        user_id=connection.user_id,
-        provider=connection.provider,
-        trigger=SyncRun.Trigger.SCHEDULE,
-        started_at=timezone.now(),
-    )
-    return owner, run
 
 
 def test_sync_command_on_a_busy_connection_says_so_and_leaves_the_holder_alone(

@@ -11,7 +11,7 @@ from ingestion.schemas import (
     ProcessedPage,
     Quarantined,
     Record,
-    field_names_shown,
+    field_name_like,
     record_validate,
 )
 
@@ -43,9 +43,11 @@ def malformed_reason(kind: str, err: Exception) -> str:
     """The quarantine reason for an item a processor could not read. Reasons are stored in
     plaintext, so they name the missing field or the error's class, never the message: Python's
     messages quote the value ("invalid literal for int() with base 10: '72 bpm'")."""
-    if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str):
-        # The processor's own lookup: the key is a field name from its code.
-        return f"{kind}: malformed item (missing {field_names_shown([err.args[0]]) or 'a key'})"
+    if isinstance(err, KeyError) and err.args:
+        # Named when it looks like a field name from the processor's code; any other key may
+        # have been a value looked up in a table.
+        name = err.args[0]
+        return f"{kind}: malformed item (missing {name if field_name_like(name) else 'a key'})"
     return f"{kind}: malformed item ({type(err).__name__})"
 
 

@@ -265,6 +265,15 @@ def test_a_missing_field_is_named(raw_db):
     assert [q.reason for q in page.quarantined] == ["activity_day: malformed item (missing steps)"]
 
 
+def test_a_missing_key_that_is_no_field_name_is_not_repeated(raw_db):
+    page = items_process(
+        ProcessedPage(), [{}], lambda item: item[f"{SECRET} (seconds)"], kind="productivity_hour"
+    )
+    assert [q.reason for q in page.quarantined] == [
+        "productivity_hour: malformed item (missing a key)"
+    ]
+
+
 def test_events_are_quarantined_without_their_values(raw_db):
     person = UserFactory()
     events_accept(

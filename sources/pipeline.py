@@ -14,6 +14,7 @@ from django.db import DatabaseError
 from pymongo.errors import PyMongoError
 from social_core.exceptions import AuthException, AuthPolicyError, AuthProviderError
 
+from ingestion.errors import PersonErased
 from sources.providers import ProviderError, get_provider
 from sources.services import connection_upsert, oauth_credentials_from
 
@@ -70,7 +71,8 @@ def _connection_store(
             account_label=details.get("email", ""),
             granted_scopes=granted_scopes,
         )
-    except (DatabaseError, PyMongoError) as err:
+    # PersonErased: an erasure of this person has begun, and nothing more of theirs is stored.
+    except (DatabaseError, PyMongoError, PersonErased) as err:
         raise AuthException(backend, code=NOT_STORED, source="storage", stage="pipeline") from err
     messages.success(strategy.request, f"{provider.name} is connected. The first sync has started.")
     return {"connection": connection}

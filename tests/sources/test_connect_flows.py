@@ -7,8 +7,11 @@ import bson
 import pytest
 import requests
 from django.db import DatabaseError
+from django.utils import timezone
 from social_django.models import UserSocialAuth
 
+from ingestion.fence import erasure_subject
+from ingestion.models import ErasureRecord
 from sources.models import PendingRevocation, UserDataSource
 from sources.providers.fitbit import Fitbit
 from sources.providers.gmail import Gmail
@@ -360,6 +363,17 @@ def test_a_connect_whose_connection_cannot_be_stored_revokes_what_it_obtained(
     assert "AuthException code=connection_not_stored stage=pipeline" in caplog.text
     for token in _tokens_of("unstored@example.com"):
         assert token not in caplog.text
+
+
+def test_a_connect_while_the_person_is_being_erased_is_refused_and_revoked(browser, person):
+    ErasureRecord.objects.create(
+        subject=erasure_subject(person.pk), erased_at=timezone.now(), completed=False
+    )
+    page = _consent(browser, "gmail", email="erasing@example.com")
+    assert page.status_code == 200 and "Gmail: The account could not be saved" in page.text
+    assert not UserDataSource.objects.exists() and not UserSocialAuth.objects.exists()
+    assert GoogleGrant.objects.get(email="erasing@example.com").revoked
+    assert not PendingRevocation.objects.exists()  # no new ciphertext of an erased person
 
 
 def test_a_refused_connect_whose_revocation_fails_keeps_it_pending(browser, person, caplog):

@@ -300,6 +300,11 @@ SIBLING_LOGIN_RATE_USERNAME = env.str("SIBLING_LOGIN_RATE_USERNAME", default="10
 SIBLING_SIGNUP_RATE = env.str("SIBLING_SIGNUP_RATE", default="10/h")
 SIBLING_PLAID_LINK_TOKEN_RATE = env.str("SIBLING_PLAID_LINK_TOKEN_RATE", default="10/10m")
 SIBLING_RESCUETIME_KEY_RATE = env.str("SIBLING_RESCUETIME_KEY_RATE", default="10/10m")
+# How many proxies in front of Sibling append to X-Forwarded-For (1 behind the TLS proxy; 0 when
+# clients connect directly). Per-address limits count the address the outermost proxy saw, not
+# the proxy's own, which every client would share.
+SIBLING_PROXY_COUNT = env.int("SIBLING_PROXY_COUNT", default=0)
+RATELIMIT_IP_META_KEY = "sibling.throttles.client_address"
 
 # --- Events API (REST framework, OpenAPI schema at /api/schema/) ------------------------------
 REST_FRAMEWORK = {

@@ -4,11 +4,13 @@ Each limited view counts its requests per key (an address, a username, a signed-
 the window its rate names (``"10/10m"``: ten per ten minutes, windows fixed per key). Over the
 limit the view is not run: the answer is 429 with ``Retry-After`` (seconds to the window's end)
 and a clear message, as a page for people or as JSON for JSON endpoints. Rates are settings read
-at request time, so they can be changed per environment (and per test).
+at request time, so they can be changed per environment (and per test). Addresses are
+:func:`client_address` (django-ratelimit's ``RATELIMIT_IP_META_KEY``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -20,6 +22,30 @@ from django_ratelimit.core import get_usage
 
 THROTTLED_MESSAGE = "Too many attempts. Please wait a little and try again."
 Key = str | Callable[[str, HttpRequest], str]
+
+
+def client_address(request: HttpRequest) -> str:
+    """The address a request came from, as per-address limits count it.
+
+    ``REMOTE_ADDR``, unless ``SIBLING_PROXY_COUNT`` proxies stand in front (the TLS proxy of a
+    production setup): each appends the address it was reached from to ``X-Forwarded-For``, so
+    the entry that many from the right is the one the outermost proxy saw. Entries further left
+    were written by the client and are not believed. With fewer entries than proxies, or an
+    entry that is not an address, the connection's own address is counted.
+    """
+    remote = str(request.META.get("REMOTE_ADDR") or "")
+    hops = settings.SIBLING_PROXY_COUNT
+    if hops <= 0:
+        return remote
+    forwarded = [
+        entry.strip() for entry in str(request.META.get("HTTP_X_FORWARDED_FOR", "")).split(",")
+    ]
+    if len(forwarded) < hops:
+        return remote
+    try:
+        return str(ipaddress.ip_address(forwarded[-hops]))
+    except ValueError:
+        return remote
 
 
 def username_key(group: str, request: HttpRequest) -> str:

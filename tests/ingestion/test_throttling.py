@@ -122,3 +122,51 @@ def test_admin_login_shares_the_login_limits(client, settings):
         as_json=False,
     )
     assert client.get("/admin/login/").status_code == 200  # reading the page is not counted
+
+
+def test_behind_a_proxy_each_client_address_has_its_own_login_allowance(client, settings):
+    """Behind the TLS proxy every request comes from the proxy's address: counted by it, one
+    host's guesses would lock every person out. With SIBLING_PROXY_COUNT the address the proxy
+    saw is counted, and what a client writes into X-Forwarded-For itself is not believed."""
+    settings.SIBLING_LOGIN_RATE_IP = "2/10m"
+    settings.SIBLING_PROXY_COUNT = 1
+    proxy = {"REMOTE_ADDR": "10.0.0.2"}
+    for n in range(2):
+        client.post(
+            "/login/",
+            {"username": f"guess{n}", "password": "x"},
+            HTTP_X_FORWARDED_FOR=f"192.0.2.{n}, 203.0.113.9",  # the first entry is forged
+            **proxy,
+        )
+    forged = client.post(
+        "/login/",
+        {"username": "guess3", "password": "x"},
+        HTTP_X_FORWARDED_FOR="192.0.2.77, 203.0.113.9",
+        **proxy,
+    )
+    _assert_throttled(forged, as_json=False)
+    someone_else = client.post(
+        "/login/",
+        {"username": "person", "password": "x"},
+        HTTP_X_FORWARDED_FOR="198.51.100.20",
+        **proxy,
+    )
+    assert someone_else.status_code == 200
+
+
+def test_a_proxy_count_beyond_the_header_falls_back_to_the_connection(client, settings):
+    """Too few or unreadable X-Forwarded-For entries (a request that reached Sibling around the
+    proxy, or a miscounted setting): the connection's address is counted, never a 500."""
+    settings.SIBLING_LOGIN_RATE_IP = "1/10m"
+    settings.SIBLING_PROXY_COUNT = 2
+    for forwarded in ("not-an-address, also-not", "198.51.100.20"):
+        response = client.post(
+            "/login/",
+            {"username": "guess", "password": "x"},
+            HTTP_X_FORWARDED_FOR=forwarded,
+            REMOTE_ADDR="203.0.113.5",
+        )
+        if forwarded.startswith("not"):
+            assert response.status_code == 200
+        else:
+            _assert_throttled(response, as_json=False)

@@ -181,8 +181,8 @@ class PendingRevocationAdmin(ReadOnlyAdmin):
         return obj.user.email or obj.user.get_username()
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
-        opts = self.model._meta
-        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+        # The model's change permission (ReadOnlyAdmin refuses changing rows by hand).
+        return action_permitted(request, self.model._meta, "change")
 
     @admin.action(description="Retry now", permissions=["retry"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet) -> None:

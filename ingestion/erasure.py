@@ -116,9 +116,10 @@ def person_erase(*, user: AbstractBaseUser) -> ErasureReport:
     for _label, model in traces:
         model.objects.filter(user_id=user_id).delete()
     report.key_destroyed = _data_key_destroy(user_id)
-    # Whatever a sync that passed the fence before it was set wrote meanwhile.
-    person_erase_sweep(user_id)
     user.delete()
+    # Whatever a sync that passed the fence before it was set wrote meanwhile. After the
+    # account's own deletion, so that what the sweep finds (and reports) is only that.
+    person_erase_sweep(user_id)
     _sweep_schedule(user_id)
     fence.erased_at = timezone.now()
     fence.counts = dict(report.counts)

@@ -119,12 +119,3 @@ def login_limited(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
         group="login-username", key=username_key, rate_setting="SIBLING_LOGIN_RATE_USERNAME"
     )(view)
     return rate_limit(group="login-ip", key="ip", rate_setting="SIBLING_LOGIN_RATE_IP")(view)
-
-
-def _login_view() -> Callable[..., HttpResponse]:
-    from django.contrib.auth import views as auth_views
-
-    return login_limited(auth_views.LoginView.as_view())
-
-
-login_view = _login_view()

@@ -16,7 +16,7 @@ from sources.providers.plaid.webhooks import PlaidWebhookReceiver
 urlpatterns = [
     path("", source_views.home, name="home"),
     path("signup/", source_views.signup, name="signup"),
-    path("login/", throttles.login_view, name="login"),
+    path("login/", throttles.login_limited(auth_views.LoginView.as_view()), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("sources.urls")),
     path("connect/", include("sources.social_urls", namespace="social")),

@@ -145,6 +145,11 @@ def offset_zones(mql: Any) -> Any:
 def conformant_pipeline(pipeline: list[Any]) -> list[Any]:
     """The pipeline with its field specifications dotted (:func:`dotted_fields`), in nested
     pipelines too (``$lookup``, ``$unionWith``, ``$facet``), and its zones as offsets."""
+    # offset_zones walks the nested pipelines too: once, over the whole.
+    return offset_zones(_dotted_pipeline(pipeline))
+
+
+def _dotted_pipeline(pipeline: list[Any]) -> list[Any]:
     stages = []
     for stage in pipeline:
         if isinstance(stage, dict) and len(stage) == 1:
@@ -153,12 +158,12 @@ def conformant_pipeline(pipeline: list[Any]) -> list[Any]:
                 body = dotted_fields(body)
             elif name in ("$lookup", "$unionWith") and isinstance(body, dict):
                 if isinstance(body.get("pipeline"), list):
-                    body = {**body, "pipeline": conformant_pipeline(body["pipeline"])}
+                    body = {**body, "pipeline": _dotted_pipeline(body["pipeline"])}
             elif name == "$facet" and isinstance(body, dict):
-                body = {facet: conformant_pipeline(stages_) for facet, stages_ in body.items()}
+                body = {facet: _dotted_pipeline(stages_) for facet, stages_ in body.items()}
             stage = {name: body}
         stages.append(stage)
-    return offset_zones(stages)
+    return stages
 
 
 class ConformantQuery(MongoQuery):

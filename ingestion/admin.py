@@ -30,6 +30,7 @@ from ingestion.models import (
 )
 from ingestion.schemas import CATEGORY_COLLECTIONS
 from ingestion.storage import records_collection
+from ingestion.views import ERASE_TOO_MANY_WRONG_PASSWORDS, _erase_password_usage
 from ingestion.webhooks import webhook_event_enqueue
 from sibling.lookups import object_or_404
 from sources.models import UserDataSource
@@ -371,6 +372,7 @@ def person_privacy(request: HttpRequest, user_id: str) -> HttpResponse:
     person = object_or_404(get_user_model().objects.all(), user_id, what="person")
     rights = privacy_rights(actor=request.user, person=person)
     error = ""
+    retry_after = 0  # seconds, once the staff member's wrong passwords are too many
     if request.method == "POST":
         reason = request.POST.get("reason", "").strip()
         action = request.POST.get("action")
@@ -390,9 +392,18 @@ def person_privacy(request: HttpRequest, user_id: str) -> HttpResponse:
                     reason=reason,
                 )
                 return export_response(user=person)
+        elif (usage := _erase_password_usage(request, increment=False)) and (
+            usage["count"] >= usage["limit"]
+        ):
+            error = ERASE_TOO_MANY_WRONG_PASSWORDS
+            retry_after = max(1, int(usage["time_left"]))
         elif request.POST.get("confirm", "").strip() != person.get_username():
             error = ERASE_CONFIRM_WRONG
         elif not request.user.check_password(request.POST.get("password", "")):
+            # Counted with the staff member's own login guesses, as on a person's own erasure
+            # form: else this form would be a way around the login's limit for someone who
+            # holds a staff session.
+            _erase_password_usage(request, increment=True)
             error = ERASE_REAUTH_FAILED
         else:
             report = person_erase(user=person)
@@ -412,7 +423,11 @@ def person_privacy(request: HttpRequest, user_id: str) -> HttpResponse:
         "error": error,
         "rights": rights,
     }
-    return render(request, "admin/ingestion/person_privacy.html", context)
+    status = 429 if retry_after else 200
+    response = render(request, "admin/ingestion/person_privacy.html", context, status=status)
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @admin.register(WebhookRejection)

@@ -14,6 +14,7 @@ from django.utils.html import escape
 
 from ingestion.admin import ERASE_CONFIRM_WRONG, ERASE_REAUTH_FAILED, ERASE_STAFF_REFUSED
 from ingestion.models import AccessLedgerEntry, QuarantinedItem, SyncRun, WebhookEvent
+from ingestion.views import ERASE_TOO_MANY_WRONG_PASSWORDS
 from sources.models import UserDataSource
 from tests.factories import (
     STAFF_VIEW_PERMISSIONS,
@@ -245,6 +246,28 @@ def test_staff_erase_an_ordinary_person_only_with_their_own_password(exporter, c
     assert done.status_code == 302
     assert not get_user_model().objects.filter(pk=person.pk).exists()
     assert not UserDataSource.objects.filter(pk=connection.pk).exists()
+
+
+def test_a_staff_members_wrong_passwords_are_limited_like_their_login(
+    exporter, connection, settings
+):
+    """The password asked before an erasure is what stands between a stolen staff session and
+    erasing people: guessing it here is counted with the staff member's login guesses."""
+    settings.SIBLING_LOGIN_RATE_USERNAME = "2/h"
+    person = connection.user
+    url = reverse("person_privacy", args=[person.pk])
+    for _ in range(2):
+        wrong = exporter.post(
+            url, {"action": "erase", "confirm": person.username, "password": "no"}
+        )
+        assert escape(ERASE_REAUTH_FAILED) in wrong.content.decode()
+    # The budget is spent: even the right password waits, so guessing gains nothing.
+    limited = exporter.post(
+        url, {"action": "erase", "confirm": person.username, "password": PASSWORD}
+    )
+    assert limited.status_code == 429 and int(limited["Retry-After"]) > 0
+    assert escape(ERASE_TOO_MANY_WRONG_PASSWORDS) in limited.content.decode()
+    assert get_user_model().objects.filter(pk=person.pk).exists()
 
 
 @pytest.mark.parametrize("kind", ["staff", "superuser"])

@@ -56,8 +56,6 @@ from sources.models import UserDataSource
 from sources.revocations import person_revocations_settle
 from sources.services import connection_disconnect
 
-__all__ = ["ErasureReport", "erasure_subject", "person_erase", "person_erase_sweep"]
-
 logger = logging.getLogger(__name__)
 
 

@@ -14,10 +14,10 @@ from pymongo.encryption import ClientEncryption
 from pymongo.errors import EncryptionError
 
 from ingestion.authentication import api_token_create
-from ingestion.erasure import erasure_subject, person_erase, person_erase_sweep
+from ingestion.erasure import person_erase, person_erase_sweep
 from ingestion.errors import PersonErased
 from ingestion.events import events_accept
-from ingestion.fence import data_key_ensure
+from ingestion.fence import data_key_ensure, erasure_subject
 from ingestion.ledger import ledger_record
 from ingestion.models import (
     AccessLedgerEntry,

@@ -404,6 +404,17 @@ def test_view_only_staff_see_pending_revocations_without_the_token(
     assert PendingRevocation.objects.get().attempts == 1
 
 
+def test_staff_find_a_persons_pending_revocations_by_their_email(client, gmail_connection, person):
+    _pending_for(person, gmail_connection)
+    someone_else = StaffFactory()  # another account, whose email must not match
+    client.force_login(StaffFactory(permissions=("sources.view_pendingrevocation",)))
+    url = reverse("admin:sources_pendingrevocation_changelist")
+    found = client.get(url, {"q": person.email}).content.decode()
+    assert "1 pending revocation\n" in found and person.email in found
+    missed = client.get(url, {"q": someone_else.email}).content.decode()
+    assert "0 pending revocations" in missed and person.email not in missed
+
+
 def test_staff_without_the_permission_do_not_see_them(client, gmail_connection, person):
     _pending_for(person, gmail_connection)
     client.force_login(StaffFactory(permissions=("sources.view_userdatasource",)))

@@ -121,9 +121,9 @@ def connection_sync(
     if connection is None or connection.lease_owner != lease_owner:
         return None  # the lease expired and someone else holds it now
     lease = _Lease(connection.pk, lease_owner)
-    pending = windows_pending(connection_id=connection.pk) if windows else {}
+    pending = windows_pending(connection_id=connection.pk) if windows else None
     if connection.status != Status.ACTIVE or (windows and not pending):
-        _release(connection, lease, run=None, windows=windows)
+        lease.release()
         return None
     # This run holds the lease, so a run of this connection still "running" belongs to a sync
     # whose lease expired (a killed worker, or one that lost its lease): say so.
@@ -144,25 +144,21 @@ def connection_sync(
     )
     with log_context(provider=connection.provider, connection=connection.pk, run=run.pk):
         try:
-            return _run(
-                connection, run, trigger, policy, on_page, lease, pending if windows else None
-            )
+            return _run(connection, run, trigger, policy, on_page, lease, pending)
         finally:
-            _release(connection, lease, run=run, windows=windows)
+            _release(connection, lease, run)
 
 
-def _release(
-    connection: UserDataSource, lease: _Lease, *, run: SyncRun | None, windows: bool
-) -> None:
+def _release(connection: UserDataSource, lease: _Lease, run: SyncRun) -> None:
     """Give the lease back, then start what waited for it: queued windows, a requested sync."""
     if not lease.release():
         return  # not ours any more: whoever holds it now starts what waits
-    if run is None:
-        return
-    # A failed window run leaves its windows queued for the next sync's release, rather than
-    # retrying at once against a provider that just failed.
-    succeeded = run.outcome in (Outcome.SUCCESS, Outcome.PARTIAL)
-    if (succeeded or not windows) and windows_pending(connection_id=connection.pk):
+    # Queued windows follow a run that succeeded. After one that failed, was deferred or met the
+    # erasure fence they stay queued for the next sync that succeeds, rather than calling at once
+    # a provider that just failed or asked to wait, or fetching for a person being erased.
+    if run.outcome in (Outcome.SUCCESS, Outcome.PARTIAL) and windows_pending(
+        connection_id=connection.pk
+    ):
         windows_fetch_enqueue(connection_id=connection.pk)
     # A sync asked for while this one ran ("Sync now", a provider's notification) moved
     # next_sync_at after this run's start and kept the connection due: start it now rather than

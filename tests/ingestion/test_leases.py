@@ -9,7 +9,8 @@ import pytest
 from django.utils import timezone
 
 from ingestion import runner
-from ingestion.models import SyncRun, WebhookEvent
+from ingestion.fence import erasure_subject
+from ingestion.models import ErasureRecord, SyncRun, WebhookEvent
 from ingestion.notifications import connection_sync_request, connection_window_fetch, window_bounds
 from ingestion.runner import connection_sync
 from ingestion.scheduler import dispatch_due_syncs
@@ -125,6 +126,27 @@ def test_a_window_queued_behind_a_killed_sync_is_fetched_after_the_next_sync(
     assert dead_run.error_class == "Interrupted"
     assert SyncRun.objects.get(trigger=SyncRun.Trigger.WEBHOOK).outcome == Outcome.SUCCESS
     assert fresh(fitbit_connection).pending_windows == {}
+
+
+def test_windows_wait_behind_a_sync_that_did_not_succeed(fitbit_connection):
+    """A sync stopped by the person's erasure (or failed, or deferred by the provider) starts no
+    window fetch as it ends: the windows stay queued for a sync that succeeds."""
+    owner, _ = hold_lease(fitbit_connection)
+    day = timezone.now().date() - timedelta(days=3)
+    assert connection_window_fetch(fitbit_connection, stream="steps", first=day, last=day)
+
+    def erasure_begins(run: SyncRun, stream: str, progress: float | None) -> None:
+        ErasureRecord.objects.get_or_create(
+            subject=erasure_subject(fitbit_connection.user_id),
+            defaults={"erased_at": timezone.now(), "completed": False},
+        )
+
+    run = connection_sync(
+        fitbit_connection.pk, lease_owner=owner, policy=NO_WAIT, on_page=erasure_begins
+    )
+    assert run.error_class == "PersonErased"
+    assert not SyncRun.objects.filter(trigger=SyncRun.Trigger.WEBHOOK).exists()
+    assert fresh(fitbit_connection).pending_windows  # still queued, not dropped
 
 
 def test_a_notification_for_the_same_days_during_their_fetch_is_fetched_again(fitbit_connection):

@@ -111,7 +111,8 @@ def connection_sync(
     is due. The runner never runs beside another holder, and releases only its own lease.
     ``on_page(run, stream, progress)`` is called after each stored page (progress bars).
     ``windows`` fetches the days that notifications queued on the connection
-    (``pending_windows``) instead of its streams, and leaves cursors and schedule alone.
+    (``pending_windows``) instead of its streams; it never moves cursors, and moves the schedule
+    only as a failed run does (backoff, a provider's deferral).
     """
     if not lease_owner:
         lease_owner = connection_claim(connection_id=connection_id, due=False) or ""

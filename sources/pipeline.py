@@ -36,13 +36,20 @@ def connection_store(
 
     A refused connect also takes back the account link ``associate_user`` made for it just
     before, so nothing connected leaves the account claimed (another Sibling account would be
-    told it is in use); a link that was already there belongs to a connection and stays.
+    told it is in use); a link that was already there belongs to a connection and stays, and so
+    does that connection's grant (the refusal says ``grant_in_use``).
     """
     try:
         return _connection_store(strategy, backend, user, uid, response, details)
-    except AuthException:
-        if kwargs.get("new_association") and kwargs.get("social") is not None:
-            kwargs["social"].delete()
+    except AuthException as err:
+        if kwargs.get("social") is not None:
+            if kwargs.get("new_association"):
+                kwargs["social"].delete()
+            else:
+                # A reconnect of an account this person has connected: Google keeps one grant
+                # per account and client, so revoking this attempt's tokens would end the
+                # working connection's grant too. The backend leaves it alone.
+                err.grant_in_use = True  # type: ignore[attr-defined]
         raise
 
 

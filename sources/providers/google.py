@@ -86,13 +86,17 @@ class ProviderGoogleOAuth2(GoogleOAuth2):
 
         Everything after the token exchange (user info, the pipeline: a missing scope, storing
         the connection) can still refuse the connect, and a grant nobody keeps must not stay
-        alive at Google. Except when the account is already connected to another person:
-        Google keeps one grant per account and client, so revoking would end theirs too.
+        alive at Google. Except when the account is already connected (to another person, or
+        to this one, whose reconnect was refused): Google keeps one grant per account and
+        client, so revoking would end that connection's grant too.
         """
         try:
             return super().do_auth(access_token, *args, **kwargs)
         except Exception as err:
-            if getattr(err, "code", "") != "identity_in_use":
+            in_use = getattr(err, "code", "") == "identity_in_use" or getattr(
+                err, "grant_in_use", False
+            )
+            if not in_use:
                 from sources.revocations import connect_tokens_revoke
 
                 try:

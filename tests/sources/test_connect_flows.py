@@ -344,9 +344,15 @@ def test_a_refused_connect_leaves_the_account_linked_to_nobody(sandbox, browser,
     page = second.google_connect("gmail", email="unlinked@example.com")
     assert "Gmail is connected" in page.text
     assert UserSocialAuth.objects.get(provider="gmail").user == other
-    # A refused reconnect of an account already connected keeps that connection's link.
+    # A refused reconnect of an account already connected keeps that connection's link, and
+    # its grant: Google has one grant per account and client, shared by both attempts.
     _consent(second, "gmail", email="unlinked@example.com", scope="openid email")
     assert UserSocialAuth.objects.get(provider="gmail").user == other
+    grants = GoogleGrant.objects.filter(email="unlinked@example.com").order_by("pk")
+    # The first, refused connect's grant was revoked; the reconnect's was not (at Google it is
+    # the working connection's grant).
+    assert [grant.revoked for grant in grants] == [True, False, False]
+    assert UserDataSource.objects.get(user=other).status == UserDataSource.Status.ACTIVE
 
 
 def test_a_connect_whose_connection_cannot_be_stored_revokes_what_it_obtained(

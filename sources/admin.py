@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -91,6 +93,13 @@ class UserDataSourceAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # connections are made by people through the connect flows
+
+    def save_model(
+        self, request: HttpRequest, obj: UserDataSource, form: Any, change: bool
+    ) -> None:
+        # Only the fields staff changed: a full save would write back the lease, cursors and
+        # queued windows as the form read them, over what a running sync stored since.
+        obj.save(update_fields=[*form.changed_data, "updated_at"])
 
     def has_sync_permission(self, request: HttpRequest) -> bool:
         return action_permitted(request, self.model._meta, "sync")

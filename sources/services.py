@@ -36,6 +36,23 @@ def oauth_credentials_from(response: dict[str, Any], *, uid: str) -> dict[str, A
     return credentials
 
 
+# What connecting (or reconnecting) an account writes on an existing connection.
+CONNECT_FIELDS = (
+    "credentials",
+    "account_label",
+    "external_lookup",
+    "notice",
+    "granted_scopes",
+    "sandbox",
+    "status",
+    "last_error",
+    "consecutive_failures",
+    "disconnected_at",
+    "next_sync_at",
+    "updated_at",
+)
+
+
 def connection_upsert(
     *,
     user: AbstractBaseUser,
@@ -65,9 +82,12 @@ def connection_upsert(
     elif connection.credentials and "refresh_token" not in credentials:
         if refresh_token := connection.credentials.get("refresh_token"):
             credentials = {**credentials, "refresh_token": refresh_token}
+    fields = list(CONNECT_FIELDS)
     if connection.status == Status.DISCONNECTED:
+        # Reconnected after a disconnect: the first sync backfills again.
         connection.backfill_progress = 0.0
         connection.cursors = {}
+        fields += ["backfill_progress", "cursors"]
     connection.credentials = credentials
     connection.account_label = account_label or connection.account_label
     if "@" in (account_label or ""):
@@ -85,7 +105,12 @@ def connection_upsert(
     from ingestion.fence import data_key_ensure
 
     data_key_ensure(user.pk)
-    connection.save()
+    if connection.pk is None:
+        connection.save()
+    else:
+        # Only what connecting decides: a full save would write back the lease, cursors and
+        # queued windows as read above, over what a running sync stored since.
+        connection.save(update_fields=fields)
     logger.info("connection %s (%s) connected", connection.pk, provider.id)
     connection_due.send(sender=UserDataSource, connection=connection, trigger="backfill")
     return connection
@@ -185,6 +210,8 @@ def connection_disconnect(
     connection.status = Status.DISCONNECTED
     connection.disconnected_at = timezone.now()
     connection.next_sync_at = None
-    connection.save()
+    connection.save(
+        update_fields=["credentials", "status", "disconnected_at", "next_sync_at", "updated_at"]
+    )
     logger.info("connection %s (%s) disconnected, data kept", connection.pk, provider.id)
     return result

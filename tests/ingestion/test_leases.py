@@ -355,3 +355,35 @@ def test_a_notification_names_the_persons_civil_days_with_the_end_excluded():
     assert _days(civil_only) == (date(2026, 3, 1), date(2026, 3, 4))
     physical_only = [{"physicalTimeInterval": body["data"]["intervals"][0]["physicalTimeInterval"]}]
     assert _days(physical_only) == (date(2026, 3, 4), date(2026, 3, 5))  # UTC, a day either side
+
+
+def test_a_reconnect_while_a_sync_runs_leaves_its_lease_and_cursors(
+    rescuetime_connection, monkeypatch
+):
+    from ingestion import fence
+    from sources.providers.rescuetime import RescueTime
+    from sources.services import connection_upsert
+
+    key = rescuetime_connection.sandbox_account
+    holder = {}
+    ensure = fence.data_key_ensure
+
+    def a_sync_starts_meanwhile(user_id):
+        # Between the reconnect's read of the connection and its write, a sync takes the lease
+        # and stores a cursor.
+        holder["owner"], _ = hold_lease(rescuetime_connection)
+        UserDataSource.objects.filter(pk=rescuetime_connection.pk).update(
+            cursors={"daily": "2026-01-05"}
+        )
+        return ensure(user_id)
+
+    monkeypatch.setattr(fence, "data_key_ensure", a_sync_starts_meanwhile)
+    connection_upsert(
+        user=rescuetime_connection.user,
+        provider=RescueTime,
+        external_account_id=RescueTime.external_account_id_for_key(key),
+        credentials={"api_key": key},
+    )
+    connection = fresh(rescuetime_connection)
+    assert connection.lease_owner == holder["owner"]
+    assert connection.cursors == {"daily": "2026-01-05"}

@@ -30,9 +30,10 @@ from ingestion.models import (
 )
 from ingestion.schemas import CATEGORY_COLLECTIONS
 from ingestion.storage import records_collection
-from ingestion.views import ERASE_TOO_MANY_WRONG_PASSWORDS, _erase_password_usage
+from ingestion.views import ERASE_TOO_MANY_WRONG_PASSWORDS
 from ingestion.webhooks import webhook_event_enqueue
 from sibling.lookups import object_or_404
+from sibling.throttles import password_guess_usage
 from sources.models import UserDataSource
 
 # Who may do what in the views below (declared in the models' Meta.permissions).
@@ -392,7 +393,7 @@ def person_privacy(request: HttpRequest, user_id: str) -> HttpResponse:
                     reason=reason,
                 )
                 return export_response(user=person)
-        elif (usage := _erase_password_usage(request, increment=False)) and (
+        elif (usage := password_guess_usage(request, increment=False)) and (
             usage["count"] >= usage["limit"]
         ):
             error = ERASE_TOO_MANY_WRONG_PASSWORDS
@@ -403,7 +404,7 @@ def person_privacy(request: HttpRequest, user_id: str) -> HttpResponse:
             # Counted with the staff member's own login guesses, as on a person's own erasure
             # form: else this form would be a way around the login's limit for someone who
             # holds a staff session.
-            _erase_password_usage(request, increment=True)
+            password_guess_usage(request, increment=True)
             error = ERASE_REAUTH_FAILED
         else:
             report = person_erase(user=person)

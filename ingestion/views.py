@@ -6,7 +6,6 @@ import uuid
 from datetime import UTC
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
@@ -15,7 +14,6 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
-from django_ratelimit.core import get_usage
 
 from ingestion import mydata
 from ingestion.authentication import (
@@ -29,6 +27,7 @@ from ingestion.events import events_accept
 from ingestion.export import export_response
 from ingestion.forms import VOLUNTEERED_FORMS, ApiTokenForm, EraseForm
 from ingestion.ledger import Action, ledger_of, ledger_record
+from sibling.throttles import password_guess_usage
 
 
 @never_cache  # the answer to a creation holds the token itself
@@ -60,25 +59,6 @@ def api_token_revoke_view(request: HttpRequest, token_id: str) -> HttpResponse:
 ERASE_TOO_MANY_WRONG_PASSWORDS = "Too many wrong passwords. Nothing was deleted; try again later."
 
 
-def _login_username_key(group: str, request: HttpRequest) -> str:
-    # The username as the login's limit counts it (sibling.throttles.username_key).
-    return request.user.get_username().strip().lower()[:150]
-
-
-def _erase_password_usage(request: HttpRequest, *, increment: bool) -> dict[str, Any] | None:
-    """Wrong passwords given to the erase form, counted on the login's own per-username counter
-    (same group, key and rate): otherwise the form would be a way around the login's limit for
-    guessing a password."""
-    return get_usage(
-        request,
-        group="login-username",
-        key=_login_username_key,
-        rate=settings.SIBLING_LOGIN_RATE_USERNAME,
-        method="POST",
-        increment=increment,
-    )
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def privacy(request: HttpRequest) -> HttpResponse:
@@ -86,7 +66,7 @@ def privacy(request: HttpRequest) -> HttpResponse:
     deleted, the data key destroyed."""
     form = EraseForm(request.POST or None, user=request.user)
     if request.method == "POST":
-        usage = _erase_password_usage(request, increment=False)
+        usage = password_guess_usage(request, increment=False)
         if usage and usage["count"] >= usage["limit"]:
             response = _privacy_page(
                 request,
@@ -101,7 +81,7 @@ def privacy(request: HttpRequest) -> HttpResponse:
             logout(request)
             return render(request, "ingestion/erased.html", {"report": report})
         if form.password_refused:
-            _erase_password_usage(request, increment=True)
+            password_guess_usage(request, increment=True)
     return _privacy_page(request, form)
 
 

@@ -119,3 +119,23 @@ def login_limited(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
         group="login-username", key=username_key, rate_setting="SIBLING_LOGIN_RATE_USERNAME"
     )(view)
     return rate_limit(group="login-ip", key="ip", rate_setting="SIBLING_LOGIN_RATE_IP")(view)
+
+
+def _signed_in_username_key(group: str, request: HttpRequest) -> str:
+    # The signed-in person's username as the login's limit counts it (username_key).
+    return request.user.get_username().strip().lower()[:150]
+
+
+def password_guess_usage(request: HttpRequest, *, increment: bool) -> dict[str, Any] | None:
+    """The signed-in person's wrong passwords on a form that asks for theirs again (Delete all
+    my data, admin's erasure), counted on the login's own per-username counter (same group, key
+    and rate): otherwise such a form would be a way around the login's limit for someone who
+    holds a session. django-ratelimit's usage dict, or None when nothing is counted."""
+    return get_usage(
+        request,
+        group="login-username",
+        key=_signed_in_username_key,
+        rate=settings.SIBLING_LOGIN_RATE_USERNAME,
+        method="POST",
+        increment=increment,
+    )

@@ -131,6 +131,25 @@ def test_a_cached_key_that_expired_since_is_refused(client, live):
     assert late.status_code == 401 and late.json()["error"] == "expired signing key"
 
 
+def test_a_cached_key_due_for_a_re_check_serves_while_plaid_cannot_answer(
+    client, live, settings, monkeypatch
+):
+    from sources.sandbox.plaid import webhook_signing_key
+
+    settings.PLAID_WEBHOOK_KEY_FETCHES_PER_MIN = 2
+    monkeypatch.setattr(plaid_hooks, "_minute", lambda: 3)  # one budget window, whatever the time
+    kid, _key = webhook_signing_key()
+    assert plaid_post(client, _unknown_item_body()).status_code == 200  # one fetch
+    cached, _fetched = plaid_hooks._keys[kid]
+    plaid_hooks._keys[kid] = (cached, time.monotonic() - 2 * 3600)  # due for a re-check
+    settings.SIBLING_SANDBOX_BASE_URL = "http://127.0.0.1:1/sandbox"  # Plaid cannot be reached
+    # Genuine deliveries go on being verified with the key as last fetched, whether the fetch
+    # fails or the budget is spent; the re-check happens once Plaid answers again.
+    for _ in range(3):
+        assert plaid_post(client, _unknown_item_body()).status_code == 200
+    assert plaid_hooks._keys[kid][1] < time.monotonic() - 3600
+
+
 def test_a_re_encoded_signature_is_a_redelivery(client, live):
     raw = _unknown_item_body()
     token = sandbox_hooks.plaid_verification_header(raw)

@@ -41,11 +41,11 @@ UNKNOWN_KID_KEY = "plaid:webhook-unknown-kid:"
 
 # Per process: the keys Plaid gave (kid -> (jwk, when fetched)), the kids it did not know
 # (kid -> until when), and until when this process knows the shared fetch budget is spent. The
-# shared cache (sibling.cache) holds the unknown kids and the budget for every process.
+# shared cache (sibling.cache) holds the unknown kids and the budget for every process. They
+# change only under _fetch_lock; a cached key is read without it.
 _keys: dict[str, tuple[dict[str, Any], float]] = {}
 _unknown: dict[str, float] = {}
 _budget_spent_until = 0.0
-_keys_lock = threading.Lock()
 _fetch_lock = threading.Lock()
 
 
@@ -78,10 +78,10 @@ def _kid_known_unknown(kid: str) -> bool:
 
 def _kid_remember_unknown(kid: str) -> None:
     ttl = settings.PLAID_WEBHOOK_UNKNOWN_KID_S
-    with _keys_lock:
-        if len(_unknown) > 10_000:  # forged kids are unbounded; the shared cache still has them
-            _unknown.clear()
-        _unknown[kid] = time.monotonic() + ttl
+    # An expired kid leaves only when asked for again: a bound, the shared cache has the rest.
+    if len(_unknown) > 10_000:
+        _unknown.clear()
+    _unknown[kid] = time.monotonic() + ttl
     cache.set(UNKNOWN_KID_KEY + _kid_digest(kid), 1, ttl)
 
 
@@ -128,7 +128,8 @@ def verification_key(kid: str) -> dict[str, Any] | None:
     attacker can ask for: unknown kids are remembered for PLAID_WEBHOOK_UNKNOWN_KID_S, and all
     processes together fetch at most PLAID_WEBHOOK_KEY_FETCHES_PER_MIN keys a minute (beyond
     that, KeyUnavailable: 503, which Plaid retries). A known key is fetched again after
-    PLAID_WEBHOOK_KEY_CACHE_S to learn whether it has expired since.
+    PLAID_WEBHOOK_KEY_CACHE_S to learn whether it has expired since; while Plaid cannot answer
+    that, the key as last fetched serves.
     """
     cached = _keys.get(kid)
     if cached and time.monotonic() - cached[1] < settings.PLAID_WEBHOOK_KEY_CACHE_S:
@@ -146,18 +147,21 @@ def _verification_key_fetch(kid: str) -> dict[str, Any] | None:
         return cached[0]  # fetched while this delivery waited
     if cached is None and _kid_known_unknown(kid):
         return None
-    if not _fetch_allowed():
+    try:
+        if not _fetch_allowed():
+            raise KeyUnavailable("too many verification key requests; retry later")
+        key = _key_fetch(kid)
+    except KeyUnavailable:
         if cached is not None:
-            return cached[0]  # due for a re-check, which waits for the budget
-        raise KeyUnavailable("too many verification key requests; retry later")
-    key = _key_fetch(kid)
-    with _keys_lock:
-        if key is None:
-            _keys.pop(kid, None)
-        else:
-            _keys[kid] = (key, time.monotonic())
+            # A re-check Plaid cannot answer now (budget spent, unreachable): the key as last
+            # fetched serves, its expiry still checked, until Plaid answers again.
+            return cached[0]
+        raise
     if key is None:
+        _keys.pop(kid, None)
         _kid_remember_unknown(kid)
+    else:
+        _keys[kid] = (key, time.monotonic())
     return key
 
 

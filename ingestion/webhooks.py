@@ -170,6 +170,8 @@ def webhook_events_drain(*, limit: int = 1000) -> int:
 
 
 REJECTION_EXAMPLES = 5
+# What one example keeps of the header names a sender chose (they are as untrusted as the body).
+EXAMPLE_HEADERS, EXAMPLE_HEADER_LENGTH = 30, 64
 
 
 def sender_address(request: HttpRequest) -> str:
@@ -197,10 +199,12 @@ def webhook_rejection_record(
     example = {
         "at": now.isoformat(),
         "body_length": body_length,
-        # Header names only: values may carry tokens, genuine or forged.
+        # Header names only, shortened: values may carry tokens, genuine or forged.
         "headers": sorted(
-            name[5:].replace("_", "-").lower() for name in request.META if name.startswith("HTTP_")
-        )[:30],
+            name[5:].replace("_", "-").lower()[:EXAMPLE_HEADER_LENGTH]
+            for name in request.META
+            if name.startswith("HTTP_")
+        )[:EXAMPLE_HEADERS],
     }
     key = {
         "provider": provider,

@@ -220,6 +220,15 @@ def test_forged_deliveries_are_counted_in_one_bounded_row(client, live, raw_db):
     assert row.expires_at - row.bucket >= timedelta(days=7)
 
 
+def test_a_rejection_example_keeps_header_names_short(client, live):
+    # A sender chooses its header names as freely as its body: each one is kept shortened.
+    client.post(PLAID_URL, data=b"{}", content_type="application/json",
+                **{f"HTTP_X_{'A' * 4000}": "1"})  # fmt: skip
+    (example,) = WebhookRejection.objects.get().examples
+    assert max(len(name) for name in example["headers"]) <= 64
+    assert f"x-{'a' * 62}" in example["headers"]
+
+
 def test_rejection_log_and_event_ttl_indexes(raw_db):
     for model in (WebhookRejection, WebhookEvent):
         indexes = raw_db[model._meta.db_table].index_information()

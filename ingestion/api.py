@@ -1,8 +1,9 @@
 """``POST /api/events/``: Sibling's own apps send a person's behavioral and volunteered events.
 
 Errors are JSON ``{"error": "<message>"}`` (with ``fields`` for an invalid body): 400 malformed
-JSON, invalid Unicode or an invalid body, 401 no or a bad token, 405 another method, 413 a body
-over 1 MB, 429 over the person's rate (SIBLING_EVENTS_API_RATE, with ``Retry-After``). Nothing
+JSON, invalid Unicode or an invalid body, 401 no or a bad token, 405 another method, 410 the
+person's erasure has begun, 413 a body over 1 MB, 429 over the person's rate
+(SIBLING_EVENTS_API_RATE, with ``Retry-After``). Nothing
 answers 500: an unexpected failure is logged and answered 503, which apps retry.
 """
 
@@ -29,6 +30,7 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView, exception_handler
 
 from ingestion.authentication import ApiTokenAuthentication
+from ingestion.errors import PersonErased
 from ingestion.events import (
     MAX_EVENTS,
     MAX_ID_LENGTH,
@@ -58,10 +60,21 @@ class TooLarge(APIException):
     default_code = "too_large"
 
 
+class AccountErased(APIException):
+    """The person's erasure has begun: nothing more of theirs is stored, and retrying will not
+    change that (their tokens are refused with 401 once it has ended)."""
+
+    status_code = status.HTTP_410_GONE
+    default_detail = "This account is being erased; nothing more is stored for it."
+    default_code = "erased"
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's answers as ``{"error": ...}``; anything unexpected as 503, never a 500."""
     if isinstance(exc, RecursionError):
         exc = ParseError("JSON parse error - nested too deeply")
+    elif isinstance(exc, PersonErased):
+        exc = AccountErased()
     response = exception_handler(exc, context)
     if response is None:
         logger.exception("events API failed", exc_info=exc)
@@ -157,6 +170,9 @@ class EventsCreateApi(APIView):
             202: OutputSerializer,
             400: OpenApiResponse(ErrorSerializer, description="Malformed JSON or invalid body."),
             401: OpenApiResponse(ErrorSerializer, description="No token, or a bad one."),
+            410: OpenApiResponse(
+                ErrorSerializer, description="The person's account is being erased."
+            ),
             413: OpenApiResponse(ErrorSerializer, description="The body is over 1 MB."),
             429: OpenApiResponse(
                 ErrorSerializer, description="Too many requests; retry after `Retry-After` s."

@@ -40,6 +40,7 @@ from ingestion.errors import SyncError
 from ingestion.models import WebhookEvent, WebhookRejection
 from sibling import mongo
 from sibling.queue import broker
+from sibling.throttles import client_address
 from sibling.writes import model_insert
 from sources.providers.base import ProviderError
 
@@ -175,9 +176,10 @@ EXAMPLE_HEADERS, EXAMPLE_HEADER_LENGTH = 30, 64
 
 
 def sender_address(request: HttpRequest) -> str:
-    """The address a delivery came from, as counted: an IPv6 address by its /64 (one host has
-    a whole /64 to send from)."""
-    raw = str(request.META.get("REMOTE_ADDR") or "")
+    """The address a delivery came from, as counted: the client's address as the rate limits
+    see it (behind ``SIBLING_PROXY_COUNT`` proxies too), an IPv6 address by its /64 (one host
+    has a whole /64 to send from)."""
+    raw = client_address(request)
     try:
         address = ipaddress.ip_address(raw)
     except ValueError:

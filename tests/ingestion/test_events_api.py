@@ -509,3 +509,18 @@ def test_a_provider_event_whose_person_is_unknown_keeps_the_system_key(db, raw_d
     stored, _ = webhook_event_store(provider="plaid", event=incoming, enqueue=False)
     ciphertext = raw_db[WebhookEvent._meta.db_table].find_one({"_id": stored.pk})["payload"]
     assert ciphertext_key_id(ciphertext) == data_key_id("system:webhooks")
+
+
+def test_events_of_a_person_being_erased_are_refused_for_good(client, person, token, raw_db):
+    from django.utils import timezone
+
+    from ingestion.fence import erasure_subject
+    from ingestion.models import ErasureRecord
+
+    ErasureRecord.objects.create(
+        subject=erasure_subject(person.pk), erased_at=timezone.now(), completed=False
+    )
+    answer = post(client, {"events": VALID[:1]}, token)
+    # Not 503 "retry": retrying changes nothing while the account is being erased.
+    assert answer.status_code == 410 and "being erased" in answer.json()["error"]
+    assert not WebhookEvent.objects.filter(provider="events").exists()

@@ -244,6 +244,15 @@ def test_ipv6_senders_are_counted_per_64(rf):
     assert sender_address(one) == sender_address(two) == "2001:db8:1:2::/64"
 
 
+def test_behind_a_proxy_the_sender_is_the_address_the_proxy_saw(rf, settings):
+    from ingestion.webhooks import sender_address
+
+    settings.SIBLING_PROXY_COUNT = 1
+    forged = "198.51.100.7, 203.0.113.9"  # the client wrote the first entry itself
+    request = rf.post("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR=forged)
+    assert sender_address(request) == "203.0.113.9"
+
+
 def test_processed_events_expire_after_the_retention(settings):
     settings.SIBLING_WEBHOOK_RETENTION_DAYS = 12
     incoming = IncomingEvent(

@@ -18,6 +18,7 @@ from sources.providers.gmail import Gmail
 from sources.revocations import revocations_retry_due
 from sources.sandbox.faults import fault_set, google_account_ensure
 from sources.sandbox.models import GoogleAccessToken, GoogleGrant
+from sources.sandbox.testing import google_refresh
 from tests.factories import UserFactory
 from tests.sources.browsing import Browser, forms_of
 from tests.sources.conftest import PASSWORD
@@ -185,16 +186,7 @@ def test_disconnect_keeping_data_revokes_the_google_grant(browser, person):
     connection.refresh_from_db()
     assert connection.status == Status.DISCONNECTED and connection.credentials is None
     assert not UserSocialAuth.objects.filter(user=person, provider="gmail").exists()
-    refreshed = requests.post(
-        Gmail.url("token"),
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": refresh_token,
-            "client_id": "sandbox-gmail-client",
-            "client_secret": "sandbox-gmail-secret",
-        },
-        timeout=10,
-    )
+    refreshed = _refresh(refresh_token)
     assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
     assert "Reconnect" in browser.get("/connections/").text
 
@@ -237,16 +229,7 @@ def test_disconnect_when_the_provider_cannot_be_reached_still_forgets_the_creden
 
 
 def _refresh(refresh_token: str) -> requests.Response:
-    return requests.post(
-        Gmail.url("token"),
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": refresh_token,
-            "client_id": "sandbox-gmail-client",
-            "client_secret": "sandbox-gmail-secret",
-        },
-        timeout=10,
-    )
+    return google_refresh(Gmail, refresh_token)
 
 
 def test_a_revocation_google_does_not_confirm_is_shown_kept_and_retried_until_it_is(

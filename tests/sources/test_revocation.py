@@ -31,7 +31,7 @@ from sources.revocations import (
     revocations_retry_due,
 )
 from sources.sandbox.faults import fault_clear, fault_set
-from sources.sandbox.testing import google_credentials, plaid_item_link
+from sources.sandbox.testing import google_credentials, google_refresh, plaid_item_link
 from sources.services import connection_disconnect, connection_upsert
 from tests.factories import StaffFactory
 
@@ -168,16 +168,7 @@ def test_google_gets_the_token_alone_and_invalid_token_means_already_revoked(ser
 
 
 def _refresh(refresh_token: str) -> requests.Response:
-    return requests.post(
-        Gmail.url("token"),
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": refresh_token,
-            "client_id": "sandbox-gmail-client",
-            "client_secret": "sandbox-gmail-secret",
-        },
-        timeout=10,
-    )
+    return google_refresh(Gmail, refresh_token)
 
 
 def _email() -> str:

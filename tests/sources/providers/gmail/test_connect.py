@@ -1,0 +1,8 @@
+"""Gmail's connect, refresh, revoke and error tests, from the OAuth2 base."""
+
+from tests.sources.providers.google import GoogleSandboxHooks
+from tests.sources.providers.kit import OAuth2ProviderTests
+
+
+class TestGmailConnect(GoogleSandboxHooks, OAuth2ProviderTests):
+    provider_id = "gmail"

@@ -1,0 +1,39 @@
+"""Plaid's Link, exchange and removal tests, from the hosted-link base."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from sources.providers import get_provider
+from sources.sandbox.faults import fault_set
+from tests.sources.providers.kit import HostedLinkProviderTests
+
+
+class TestPlaidConnect(HostedLinkProviderTests):
+    provider_id = "plaid"
+    exchange_body_extra = {"institution": {"name": "First Sandbox Bank"}}
+
+    def public_token(self, sandbox_url: str, link_token: str) -> str:
+        # What Plaid Link's script does on the page: the bank picked, a public token.
+        public = requests.post(
+            f"{sandbox_url}/sandbox/plaid/link/public_token/create",
+            json={"link_token": link_token, "institution_id": "ins_sandbox_first"},
+            timeout=30,
+        )
+        assert public.status_code == 200, public.text
+        return public.json()["public_token"]
+
+    def credentials_work(self, credentials: dict[str, Any]) -> bool:
+        provider = get_provider(self.provider_id)
+        client = provider.client_credentials()
+        answer = requests.post(
+            f"{provider.url('api')}/item/get",
+            json={**client, "access_token": credentials["access_token"]},
+            timeout=30,
+        )
+        return answer.status_code == 200
+
+    def fail_next_removal(self, connection) -> None:
+        fault_set("plaid", connection.external_account_id, "server_error")

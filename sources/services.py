@@ -14,7 +14,7 @@ from social_django.models import UserSocialAuth
 from sources.models import UserDataSource
 from sources.providers import OAuth2Provider, Provider
 from sources.revocations import grant_revoke
-from sources.signals import connection_data_erase, connection_due
+from sources.signals import connection_data_erase, connection_disconnecting, connection_due
 
 logger = logging.getLogger(__name__)
 Status = UserDataSource.Status
@@ -179,6 +179,8 @@ def connection_disconnect(
     is not confirmed, and (with ``keep_pending``) a pending revocation asks again until it is.
     """
     provider = connection.provider_class
+    if connection.credentials:
+        connection_disconnecting.send_robust(sender=UserDataSource, connection=connection)
     credentials = connection.credentials or {}
     result = DisconnectResult(provider_name=provider.name, revoked=True)
     token = provider.revocation_token(credentials)

@@ -256,6 +256,14 @@ class WebhookReceiver(View):
         """Raise WebhookRejected unless the delivery is authentic (against the raw body)."""
         raise NotImplementedError
 
+    def parse(self, request: HttpRequest, body: bytes) -> Any:
+        """The delivery's payload, read after it was verified: the JSON body by default. A
+        provider whose notifications carry everything in headers reads them here."""
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise WebhookRejected("malformed JSON body", status=400) from None
+
     def intercept(self, request: HttpRequest, payload: Any) -> HttpResponse | None:
         """A response that bypasses storing (a verification handshake), or None."""
         return None
@@ -286,10 +294,7 @@ class WebhookReceiver(View):
                 provider=self.provider_id, reason=str(err), request=request, body_length=len(body)
             )
             raise
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            raise WebhookRejected("malformed JSON body", status=400) from None
+        payload = self.parse(request, body)
         answer = self.intercept(request, payload)
         if answer is not None:
             return answer

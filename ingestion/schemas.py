@@ -4,6 +4,11 @@ A kind belongs to a category, and each category is one collection (ExternalData,
 VolunteeredData). Adding a kind, or a category such as InferredData, is a registration here; the
 pipeline (processors, storage, reprocessing) reads this registry and needs no change.
 
+Providers declare the kinds they produce (``Provider.kinds``: their own in their package's
+``kinds.py``, shared ones in ``sources.providers.kinds``); the registry collects them from the
+provider registry the first time a kind is looked up. The kinds Sibling's own apps send (the
+events API) are registered below.
+
 Every field of a record's data is personal and stored encrypted with the person's data key
 (``ingestion.storage``): there is no per-field choice of what stays readable. Only the envelope
 (who, which provider and kind, the external id, when) is plaintext.
@@ -79,6 +84,7 @@ class ProcessedPage:
 
 
 _KINDS: dict[str, Kind] = {}
+_providers_collected = False
 
 
 def kind_register(kind: Kind) -> Kind:
@@ -93,7 +99,29 @@ def category_register(category: str, collection: str) -> None:
     CATEGORY_COLLECTIONS[category] = collection
 
 
+def provider_kinds_collect() -> None:
+    """Register every registered provider's declared kinds (once; later calls do nothing).
+
+    A declared kind whose category is unknown, or a name two providers declare differently, is
+    left out here: the system check (sources.checks) reports it at startup.
+    """
+    global _providers_collected
+    if _providers_collected:
+        return
+    from sources.providers import PROVIDERS
+
+    declared: dict[str, Kind] = {}
+    for provider in PROVIDERS.values():
+        for kind in provider.kinds:
+            if kind.category in CATEGORY_COLLECTIONS and declared.get(kind.name, kind) == kind:
+                declared[kind.name] = kind
+    for kind in declared.values():
+        _KINDS.setdefault(kind.name, kind)
+    _providers_collected = True
+
+
 def kind_get(name: str) -> Kind:
+    provider_kinds_collect()
     try:
         return _KINDS[name]
     except KeyError:
@@ -102,6 +130,7 @@ def kind_get(name: str) -> Kind:
 
 
 def kinds_all() -> list[Kind]:
+    provider_kinds_collect()
     return list(_KINDS.values())
 
 
@@ -184,112 +213,6 @@ def _types(spec: FieldSpec) -> tuple[type, ...]:
 
 NUMBER = (int, float)
 S = FieldSpec
-
-kind_register(
-    Kind(
-        "email_message",
-        "external",
-        {
-            "message_id": S(str),
-            "thread_id": S(str),
-            "internal_date": S(datetime),
-            "from": S(str),
-            "to": S(list),
-            "subject": S(str),
-            "labels": S(list),
-            "snippet": S(str),
-            "size": S(int),
-        },
-    )
-)
-kind_register(
-    Kind(
-        "transaction",
-        "external",
-        {
-            "transaction_id": S(str),
-            "account_id": S(str),
-            "date": S(str),
-            "datetime": S(datetime, required=False, nullable=True),
-            "amount": S(NUMBER),
-            "currency": S(str, nullable=True),
-            "name": S(str),
-            "merchant": S(str, required=False, nullable=True),
-            "category": S(list, required=False, nullable=True),
-            "pending": S(bool),
-            "pending_transaction_id": S(str, required=False, nullable=True),
-        },
-    )
-)
-kind_register(
-    Kind(
-        "activity_day",
-        "behavioral",
-        {
-            "date": S(str),
-            "steps": S(int),
-            "active_minutes": S(int, required=False, nullable=True),
-            "utc_offset_s": S(int, required=False, nullable=True),
-        },
-    )
-)
-kind_register(
-    Kind(
-        "sleep_session",
-        "behavioral",
-        {
-            "start": S(datetime),
-            "end": S(datetime),
-            "minutes_asleep": S(int),
-            "minutes_awake": S(int, required=False, nullable=True),
-            "stages": S(dict, required=False, nullable=True),
-            "main_sleep": S(bool, required=False, nullable=True),
-            "utc_offset_s": S(int, required=False, nullable=True),
-        },
-    )
-)
-kind_register(
-    Kind(
-        "heart_rate_day",
-        "behavioral",
-        {
-            "date": S(str),
-            "resting_bpm": S(NUMBER, required=False, nullable=True),
-            "min_bpm": S(NUMBER, required=False, nullable=True),
-            "max_bpm": S(NUMBER, required=False, nullable=True),
-            "avg_bpm": S(NUMBER, required=False, nullable=True),
-            "samples": S(int, required=False, nullable=True),
-        },
-    )
-)
-kind_register(
-    Kind(
-        "productivity_hour",
-        "behavioral",
-        {
-            "hour": S(str),
-            "seconds": S(int),
-            "activity": S(str),
-            "category": S(str),
-            "productivity": S(int),
-        },
-    )
-)
-kind_register(
-    Kind(
-        "productivity_day",
-        "behavioral",
-        {
-            "date": S(str),
-            "productivity_pulse": S(NUMBER, nullable=True),
-            "total_hours": S(NUMBER),
-            "very_productive_hours": S(NUMBER, required=False, nullable=True),
-            "distracting_hours": S(NUMBER, required=False, nullable=True),
-            "software_development_hours": S(NUMBER, required=False, nullable=True),
-        },
-    )
-)
-
 
 # --- Sent by Sibling's own apps (the events API) -----------------------------------------------
 

@@ -14,15 +14,16 @@ def setup_after_migrate(sender: Any, app_config: Any = None, **kwargs: Any) -> N
     from ingestion.scheduler import dispatch_schedule_ensure
     from ingestion.storage import indexes_ensure
     from sibling.queue import schedule_ensure
-    from sources.providers.gmail.tasks import SCHEDULE_NAME as GMAIL_WATCH
+    from sources.providers import PROVIDERS
 
     indexes_ensure()
     dispatch_schedule_ensure()
     # Safety net for the throttled drain requests of ingestion.webhooks.
     schedule_ensure(name="webhook-drain", func="ingestion.tasks.webhook_drain")
-    schedule_ensure(
-        name=GMAIL_WATCH, func="sources.providers.gmail.tasks.watch_renew_all", minutes=24 * 60
-    )
+    # Each provider's declared periodic work (a push watch's renewal, say).
+    for provider in PROVIDERS.values():
+        for work in provider.periodic:
+            schedule_ensure(name=work.name, func=work.func, minutes=work.minutes)
     from sources import tasks as source_tasks
 
     schedule_ensure(

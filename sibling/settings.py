@@ -17,6 +17,7 @@ from pymongo.encryption_options import AutoEncryptionOpts
 
 from sibling.embedded import DEFAULT_HOST, DEFAULT_PORT, server_uri
 from sibling.master_key import master_key_load
+from sources.providers.config import settings_from_environment
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("SIBLING_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -183,6 +184,12 @@ SIBLING_DISPATCH_BATCH = env.int("SIBLING_DISPATCH_BATCH", default=500)
 SIBLING_SYNC_ON_DUE = env.bool("SIBLING_SYNC_ON_DUE", default=True)
 # Bearer token for GET /metrics (staff sessions may read it too); unset, only staff can.
 SIBLING_METRICS_TOKEN = env.str("SIBLING_METRICS_TOKEN", default="")
+# (connect, read) seconds for every call to a provider, in syncs and connect flows alike: the
+# wait for a connection, then the longest wait for the next bytes of an answer.
+SIBLING_PROVIDER_TIMEOUT_S = (
+    env.float("SIBLING_PROVIDER_CONNECT_TIMEOUT_S", default=5.0),
+    env.float("SIBLING_PROVIDER_READ_TIMEOUT_S", default=30.0),
+)
 
 # --- Providers ---------------------------------------------------------------------------------
 # Each provider's endpoint URLs default to the real provider's; `<PROVIDER>_<NAME>_URL` overrides
@@ -190,7 +197,7 @@ SIBLING_METRICS_TOKEN = env.str("SIBLING_METRICS_TOKEN", default="")
 # built-in sandbox (sources/sandbox, mounted under /sandbox/), which cannot be enabled with DEBUG
 # off. `<PROVIDER>_SANDBOX=0/1` forces the choice in development.
 PORT = env.int("PORT", default=8000)
-# Where providers reach Sibling (webhook URLs, the Gmail push audience). Required with DEBUG off:
+# Where providers reach Sibling (webhook URLs, push audiences). Required with DEBUG off:
 # no silent fallback there, and `check --deploy` fails without it (sibling.checks).
 SIBLING_PUBLIC_URL = env.str(
     "SIBLING_PUBLIC_URL", default=f"http://127.0.0.1:{PORT}" if DEBUG else ""
@@ -201,89 +208,23 @@ SIBLING_SANDBOX_BASE_URL = env.str(
 ).rstrip("/")
 
 
-def _provider(name: str, *, credentials: dict[str, str], urls: tuple[str, ...]) -> dict:
-    prefix = name.upper()
-    configured = {key: env.str(f"{prefix}_{key.upper()}", default="") for key in credentials}
-    has_real = all(configured.values()) if configured else False
-    sandbox = SIBLING_SANDBOX_ALLOWED and env.bool(f"{prefix}_SANDBOX", default=not has_real)
-    return {
-        "sandbox": sandbox,
-        "credentials": credentials if sandbox else configured,
-        "urls": {u: env.str(f"{prefix}_{u.upper()}_URL", default="") for u in urls},
-    }
-
-
-SIBLING_PROVIDERS = {
-    "gmail": _provider(
-        "gmail",
-        credentials={"client_id": "sandbox-gmail-client", "client_secret": "sandbox-gmail-secret"},
-        urls=("authorize", "token", "revoke", "userinfo", "api"),
-    ),
-    "fitbit": _provider(
-        "fitbit",
-        credentials={
-            "client_id": "sandbox-fitbit-client",
-            "client_secret": "sandbox-fitbit-secret",
-        },
-        urls=("authorize", "token", "revoke", "userinfo", "api"),
-    ),
-    "plaid": _provider(
-        "plaid",
-        credentials={"client_id": "sandbox-plaid-client", "secret": "sandbox-plaid-secret"},
-        urls=("api", "link_script"),
-    ),
-    "rescuetime": _provider("rescuetime", credentials={}, urls=("api",)),
-}
-# The sandbox accepts these client credentials (one Google sandbox serves Gmail and Fitbit).
-SIBLING_SANDBOX_CLIENTS = {
-    "sandbox-gmail-client": "sandbox-gmail-secret",
-    "sandbox-fitbit-client": "sandbox-fitbit-secret",
-    "sandbox-plaid-client": "sandbox-plaid-secret",
-}
-# Sandbox clients whose refresh tokens rotate and are single use (as the legacy Fitbit API's
-# were); Google's do not.
+# Every registered provider's settings, from what its declaration names (see
+# sources.providers.config): SIBLING_PROVIDERS ({id: {"sandbox", "credentials", "urls"}}),
+# SIBLING_SANDBOX_CLIENTS (the client credentials the sandbox accepts), each provider's declared
+# settings (`<PROVIDER>_<NAME>`) and SIBLING_OAUTH2_BACKENDS (for AUTHENTICATION_BACKENDS).
+_provider_settings = settings_from_environment(env, sandbox_allowed=SIBLING_SANDBOX_ALLOWED)
+globals().update(_provider_settings)
+# Sandbox clients whose refresh tokens rotate and are single use (as some providers' do);
+# Google's do not.
 SIBLING_SANDBOX_ROTATING_CLIENTS = set(env.list("SIBLING_SANDBOX_ROTATING_CLIENTS", default=[]))
 # Sandbox clients whose token revocation is a strict RFC 7009 server (client authentication
 # required) instead of Google's (the token alone).
 SIBLING_SANDBOX_RFC7009_CLIENTS = set(env.list("SIBLING_SANDBOX_RFC7009_CLIENTS", default=[]))
 
 # --- Webhooks ------------------------------------------------------------------------------------
-# Where providers deliver: SIBLING_PUBLIC_URL + /webhooks/<provider>/ (Plaid's is sent with each
-# link token; Gmail's is the Pub/Sub push endpoint; Google Health's is the subscriber endpoint).
-# Gmail pushes carry a Google-signed OIDC token for this audience from this service account.
-GMAIL_PUSH_AUDIENCE = env.str("GMAIL_PUSH_AUDIENCE", default="")
-GMAIL_PUSH_SERVICE_ACCOUNT = env.str(
-    "GMAIL_PUSH_SERVICE_ACCOUNT",
-    default="gmail-push@sibling-sandbox.iam.gserviceaccount.com"
-    if SIBLING_PROVIDERS["gmail"]["sandbox"]
-    else "",
-)
-GMAIL_PUSH_TOPIC = env.str(
-    "GMAIL_PUSH_TOPIC",
-    default="projects/sibling-sandbox/topics/gmail"
-    if SIBLING_PROVIDERS["gmail"]["sandbox"]
-    else "",
-)
-# The Google Health API subscriber's secret (sent in Authorization) and, where configured, the
-# PEM public key of its notification signatures.
-FITBIT_WEBHOOK_SECRET = env.str(
-    "FITBIT_WEBHOOK_SECRET",
-    default="Bearer sandbox-health-webhook-secret"
-    if SIBLING_PROVIDERS["fitbit"]["sandbox"]
-    else "",
-)
-FITBIT_WEBHOOK_PUBLIC_KEY = env.str("FITBIT_WEBHOOK_PUBLIC_KEY", default="")
-# Google Health notifications carry no id: identical ones within this window are one delivery.
-FITBIT_WEBHOOK_DEDUP_WINDOW_S = env.int("FITBIT_WEBHOOK_DEDUP_WINDOW_S", default=600)
-# A fetched key is used this long, then fetched again (Plaid may have expired it since).
-PLAID_WEBHOOK_KEY_CACHE_S = env.int("PLAID_WEBHOOK_KEY_CACHE_S", default=3600)
-# A kid Plaid does not know is remembered this long, and at most this many key fetches run per
-# minute in all (forged tokens name any kid they like; each fetch is an outbound call).
-PLAID_WEBHOOK_UNKNOWN_KID_S = env.int("PLAID_WEBHOOK_UNKNOWN_KID_S", default=300)
-PLAID_WEBHOOK_KEY_FETCHES_PER_MIN = env.int("PLAID_WEBHOOK_KEY_FETCHES_PER_MIN", default=5)
-# (connect, read) seconds for every Plaid call; the key fetch answers a waiting webhook.
-PLAID_TIMEOUT_S = (5.0, env.float("PLAID_READ_TIMEOUT_S", default=60.0))
-PLAID_WEBHOOK_KEY_TIMEOUT_S = (3.0, 5.0)
+# Where providers deliver: SIBLING_PUBLIC_URL + /webhooks/<provider>/, for each provider that
+# declares a receiver (sibling/urls.py); their secrets and keys are the providers' declared
+# settings above.
 # Processed events are deleted after this many days (a TTL index); rejected deliveries are only
 # counted, per provider, reason and sender address and hour, and those counts kept this long.
 SIBLING_WEBHOOK_RETENTION_DAYS = env.int("SIBLING_WEBHOOK_RETENTION_DAYS", default=30)
@@ -298,8 +239,10 @@ SIBLING_EVENTS_API_RATE = env.str("SIBLING_EVENTS_API_RATE", default="120/min")
 SIBLING_LOGIN_RATE_IP = env.str("SIBLING_LOGIN_RATE_IP", default="30/10m")
 SIBLING_LOGIN_RATE_USERNAME = env.str("SIBLING_LOGIN_RATE_USERNAME", default="10/10m")
 SIBLING_SIGNUP_RATE = env.str("SIBLING_SIGNUP_RATE", default="10/h")
-SIBLING_PLAID_LINK_TOKEN_RATE = env.str("SIBLING_PLAID_LINK_TOKEN_RATE", default="10/10m")
-SIBLING_RESCUETIME_KEY_RATE = env.str("SIBLING_RESCUETIME_KEY_RATE", default="10/10m")
+# Per person and per provider: API keys checked on a connect page, and hosted-link tokens (and,
+# counted apart, their exchanges).
+SIBLING_CONNECT_KEY_RATE = env.str("SIBLING_CONNECT_KEY_RATE", default="10/10m")
+SIBLING_LINK_TOKEN_RATE = env.str("SIBLING_LINK_TOKEN_RATE", default="10/10m")
 # How many proxies in front of Sibling append to X-Forwarded-For (1 behind the TLS proxy; 0 when
 # clients connect directly). Per-address limits count the address the outermost proxy saw, not
 # the proxy's own, which every client would share.
@@ -323,12 +266,11 @@ SPECTACULAR_SETTINGS = {
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "sources:connections"
 LOGOUT_REDIRECT_URL = "login"
-# Google accounts are connected, never used to sign in: the pipeline refuses a flow without a
-# signed-in person (sources.pipeline.require_signed_in_person).
+# Provider accounts are connected, never used to sign in: the pipeline refuses a flow without a
+# signed-in person (sources.pipeline.require_signed_in_person). One backend per OAuth2 provider.
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
-    "sources.providers.gmail.auth.GmailOAuth2",
-    "sources.providers.fitbit.auth.FitbitOAuth2",
+    *_provider_settings["SIBLING_OAUTH2_BACKENDS"],
 ]
 SOCIAL_AUTH_URL_NAMESPACE = "social"
 SOCIAL_AUTH_JSONFIELD_ENABLED = True

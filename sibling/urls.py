@@ -1,7 +1,8 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import URLPattern, include, path
+from django.utils.module_loading import import_string
 
 from ingestion import admin as ingestion_admin
 from ingestion import metrics as ingestion_metrics
@@ -9,9 +10,21 @@ from ingestion import webhooks as ingestion_webhooks
 from sibling import throttles
 from sibling.views import healthz
 from sources import views as source_views
-from sources.providers.fitbit.webhooks import FitbitWebhookReceiver
-from sources.providers.gmail.webhooks import GmailWebhookReceiver
-from sources.providers.plaid.webhooks import PlaidWebhookReceiver
+from sources.providers import PROVIDERS
+
+
+def webhook_routes() -> list[URLPattern]:
+    """/webhooks/<id>/ (name webhook_<id>) for every provider that declares a receiver."""
+    return [
+        path(
+            f"webhooks/{provider.id}/",
+            import_string(provider.webhook_receiver_path).as_view(),
+            name=f"webhook_{provider.id}",
+        )
+        for provider in PROVIDERS.values()
+        if provider.webhook_receiver_path
+    ]
+
 
 urlpatterns = [
     path("", source_views.home, name="home"),
@@ -27,9 +40,7 @@ urlpatterns = [
     # Staff sign in here: counted with people's logins (sibling.throttles).
     path("admin/login/", throttles.login_limited(admin.site.login)),
     path("admin/", admin.site.urls),
-    path("webhooks/plaid/", PlaidWebhookReceiver.as_view(), name="webhook_plaid"),
-    path("webhooks/gmail/", GmailWebhookReceiver.as_view(), name="webhook_gmail"),
-    path("webhooks/fitbit/", FitbitWebhookReceiver.as_view(), name="webhook_fitbit"),
+    *webhook_routes(),
     path("healthz", healthz, name="healthz"),
     path("metrics", ingestion_metrics.metrics, name="metrics"),
 ]

@@ -1,15 +1,50 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.crypto import salted_hmac
 
 from sibling.fields import EncryptedField
-from sources.providers import get_provider, provider_choices
+from sources.providers import PROVIDERS, ProviderNotFound, get_provider
 from sources.providers.base import Provider
 
 
-class UserDataSource(models.Model):
+def provider_validate(value: str) -> None:
+    """A provider field holds the id of a registered provider (there are no choices: a new
+    provider needs no migration)."""
+    if value not in PROVIDERS:
+        raise ValidationError(
+            "Unknown provider %(value)s: not in the provider registry.",
+            code="unknown_provider",
+            params={"value": str(value)[:40]},
+        )
+
+
+class ProviderField(models.CharField):
+    """The id of a registered provider, validated against the registry."""
+
+    default_validators = [provider_validate]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("max_length", 40)
+        super().__init__(*args, **kwargs)
+
+
+class ProviderMixin:
+    """``get_provider_display()`` (the provider's name) for a model with a ``provider`` field,
+    as Django gives a field with choices."""
+
+    provider: str
+
+    def get_provider_display(self) -> str:
+        try:
+            return get_provider(self.provider).name
+        except ProviderNotFound:
+            return self.provider
+
+
+class UserDataSource(ProviderMixin, models.Model):
     """One person's connection to one account at one provider.
 
     Credentials (tokens, API key, Plaid access token) are encrypted with the person's data key;
@@ -26,7 +61,7 @@ class UserDataSource(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="data_sources"
     )
-    provider = models.CharField(max_length=40, choices=provider_choices())
+    provider = ProviderField()
     external_account_id = models.CharField(max_length=255)
     # What the person recognises the account by (an address, a bank's name): personal data.
     account_label = EncryptedField(null=True)
@@ -102,7 +137,7 @@ class UserDataSource(models.Model):
         return self.status != self.Status.DISCONNECTED
 
 
-class PendingRevocation(models.Model):
+class PendingRevocation(ProviderMixin, models.Model):
     """A grant Sibling let go of but the provider has not confirmed withdrawn yet.
 
     The connection's own credentials are forgotten at once; this row keeps only the token that
@@ -126,7 +161,7 @@ class PendingRevocation(models.Model):
         blank=True,
         related_name="pending_revocations",
     )
-    provider = models.CharField(max_length=40, choices=provider_choices())
+    provider = ProviderField()
     token = EncryptedField()
     token_type_hint = models.CharField(max_length=20)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)

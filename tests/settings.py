@@ -7,11 +7,12 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast users in tests
 
 # Rate limits count in the shared cache, which outlives each test: generous here so tests that
-# log in or fetch Plaid keys many times never meet them; the throttle tests set their own.
+# log in or fetch webhook keys many times never meet them; the throttle tests set their own.
 SIBLING_EVENTS_API_RATE = "100000/min"
 SIBLING_LOGIN_RATE_IP = "100000/m"
 SIBLING_LOGIN_RATE_USERNAME = "100000/m"
 SIBLING_SIGNUP_RATE = "100000/m"
-SIBLING_PLAID_LINK_TOKEN_RATE = "100000/m"
-SIBLING_RESCUETIME_KEY_RATE = "100000/m"
-PLAID_WEBHOOK_KEY_FETCHES_PER_MIN = 100000
+SIBLING_CONNECT_KEY_RATE = "100000/m"
+SIBLING_LINK_TOKEN_RATE = "100000/m"
+# Providers' declared per-minute limits too (<PROVIDER>_..._PER_MIN), whichever provider.
+globals().update({name: 100000 for name in list(globals()) if name.endswith("_PER_MIN")})

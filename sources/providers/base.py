@@ -1,8 +1,14 @@
 """What a provider is, and the behaviour each auth mode shares.
 
-A provider package declares constants (id, name, category, auth mode, scopes, streams, endpoint
-URLs) on a subclass of one auth-mode base class; everything an auth mode does the same way for
-every provider lives once in that base class.
+A provider package declares constants (id, name, category, auth mode, scopes, streams, the kinds
+it produces, endpoint URLs, client credentials, settings, webhook receiver, periodic work) on a
+subclass of one auth-mode base class; everything an auth mode does the same way for every
+provider lives once in that base class. The registry (``sources.providers.REGISTRY``) lists the
+declarations, and every piece of wiring (settings, auth backends, routes, kinds, schedules) is
+built from them; ``sources.checks`` refuses to start with an incomplete one.
+
+A declaration module (``provider.py``) is imported while Django's settings load: it imports no
+model and reads ``django.conf.settings`` only inside methods.
 
 Endpoint URLs: every named endpoint has the real provider's URL as default. Settings override it
 (``<PROVIDER>_<NAME>_URL``), and in development a provider without real credentials talks to the
@@ -12,45 +18,33 @@ built-in sandbox, whose paths each provider declares beside the real URLs.
 from __future__ import annotations
 
 import hashlib
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote_plus
 
 import requests
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-HTTP_TIMEOUT_S = 15
+# The error classes live in ingestion.errors (one hierarchy for connect-time calls and syncs);
+# importing them here keeps them importable from this module and from sources.providers.
+from ingestion.errors import (  # noqa: F401  (re-exported)
+    ProviderAuthError,
+    ProviderError,
+    ReauthRequired,
+    RevocationError,
+    error_code_safe,
+)
+from ingestion.http import CallCounter, ProviderHttp, RetryPolicy
+from sources.providers.oauth2 import ProviderOAuth2
 
+if TYPE_CHECKING:
+    from ingestion.schemas import Kind
 
-class ProviderError(Exception):
-    """A provider call failed. The message is safe to show and never holds a secret."""
-
-
-class ProviderAuthError(ProviderError):
-    """The provider refused the credentials: the person must connect again."""
-
-
-class RevocationError(ProviderError):
-    """The provider did not confirm a revocation.
-
-    ``code`` says why in a form safe for logs and staff pages: the provider's error code or HTTP
-    status (``"503"``, ``"400 invalid_client"``, ``"INTERNAL_SERVER_ERROR"``) or the class of
-    the network error (``"ConnectTimeout"``). Never a token.
-    """
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-_SAFE_CODE = re.compile(r"[^A-Za-z0-9_.\- ]")
-
-
-def error_code_safe(value: object) -> str:
-    """A provider's error code, cut to what can be logged: it is the provider's text."""
-    return _SAFE_CODE.sub("", str(value or ""))[:60]
+# What a declaration may say; sources.checks refuses anything else.
+CATEGORIES = ("external", "behavioral")
+AUTH_MODES = ("oauth2", "api_key", "hosted_link")
 
 
 @dataclass(frozen=True)
@@ -63,12 +57,37 @@ class RevocationToken:
 
 @dataclass(frozen=True)
 class Stream:
-    """One kind of record a provider yields: its primary key and the cursor it resumes from."""
+    """One sequence of records a provider's sync client pages through, and their kind (one of
+    the provider's ``kinds``)."""
 
     name: str
-    primary_key: str
-    cursor_field: str
     kind: str
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A setting the provider reads, besides its client credentials and endpoint URLs.
+
+    Read from the environment variable ``<ID>_<NAME>`` and published as the Django setting of
+    the same name (``Setting("push_topic")`` of provider ``x`` is ``settings.X_PUSH_TOPIC``).
+    ``sandbox_default`` replaces ``default`` while the provider talks to the sandbox. ``cast``
+    turns the variable's text into the value (``bool`` reads 1/0, true/false, yes/no).
+    """
+
+    name: str
+    default: Any = ""
+    sandbox_default: Any = None
+    cast: Callable[[str], Any] = str
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """Work the provider needs on a schedule: ``func`` (dotted path) every ``minutes``,
+    scheduled after migrate under ``name`` (unique across providers: prefix it with the id)."""
+
+    name: str
+    func: str
+    minutes: int
 
 
 class Provider:
@@ -77,11 +96,26 @@ class Provider:
     id: ClassVar[str]
     name: ClassVar[str]
     category: ClassVar[str]  # "external" or "behavioral"
-    auth_mode: ClassVar[str]  # "oauth2", "api_key" or "plaid_link"
+    auth_mode: ClassVar[str]  # "oauth2", "api_key" or "hosted_link"
     scopes: ClassVar[tuple[str, ...]] = ()
     streams: ClassVar[tuple[Stream, ...]] = ()
+    # The record kinds (ingestion.schemas.Kind) this provider produces: its own from
+    # <package>/kinds.py, shared ones from sources/providers/kinds.py. ingestion.schemas
+    # collects them; every stream's kind is one of them.
+    kinds: ClassVar[tuple[Kind, ...]] = ()
+    # Real endpoints, and the same names as paths under SIBLING_SANDBOX_BASE_URL.
     urls: ClassVar[dict[str, str]] = {}
     sandbox_paths: ClassVar[dict[str, str]] = {}
+    # Client credential names -> the sandbox's value for each; the real ones come from the
+    # environment (<ID>_<NAME>), and all of them set means the real provider.
+    credentials: ClassVar[dict[str, str]] = {}
+    # Other settings the provider reads (see Setting). The methods below read Django's
+    # settings through the module's `settings`; this attribute is only a declaration.
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    # The receiver View class of /webhooks/<id>/ (URL name webhook_<id>), when the provider
+    # delivers webhooks.
+    webhook_receiver_path: ClassVar[str] = ""
+    periodic: ClassVar[tuple[Periodic, ...]] = ()
     # Keys of the stored credentials that are secrets (never shown, logged or exported).
     secret_fields: ClassVar[tuple[str, ...]] = ()
     default_sync_interval_s: ClassVar[int] = 3600
@@ -154,14 +188,18 @@ class Provider:
 class OAuth2Provider(Provider):
     """Authorization-code grant through a social-auth backend named after the provider.
 
-    The backend (``backend`` in the provider package) takes its endpoints and client credentials
-    from here. Tokens land in the connection's encrypted credentials, never in social_django's
-    ``extra_data`` (see sources.pipeline).
+    The backend (``backend()``, a subclass of ``backend_base`` named after the provider's id and
+    registered as ``sources.providers.backends.<id>``) takes its endpoints and client
+    credentials from here. Tokens land in the connection's encrypted credentials, never in
+    social_django's ``extra_data`` (see sources.pipeline).
     """
 
     auth_mode = "oauth2"
     secret_fields = ("access_token", "refresh_token")
-    backend_path: ClassVar[str]
+    # The social-auth backend class this provider's backend is built on: any standard OAuth2
+    # provider works with ProviderOAuth2; one with its own dialect sets a subclass of
+    # sources.providers.oauth2.ProviderBackendMixin and social-core's backend for it.
+    backend_base: ClassVar[type] = ProviderOAuth2
     # Google sends a refresh token only for offline access granted on a consent screen.
     auth_extra_arguments: ClassVar[dict[str, str]] = {}
 
@@ -176,6 +214,19 @@ class OAuth2Provider(Provider):
     # (HTTP status, error code) answers the provider documents as "this token is already
     # invalid", which leave nothing to withdraw. RFC 7009 answers 200 for those, so none here.
     revocation_already_revoked: ClassVar[frozenset[tuple[int, str]]] = frozenset()
+
+    @classmethod
+    def backend(cls) -> type:
+        """The social-auth backend of this provider, built once from ``backend_base``."""
+        built = cls.__dict__.get("_backend")
+        if built is None:
+            built = type(
+                f"{cls.__name__}Backend",
+                (cls.backend_base,),
+                {"name": cls.id, "provider": cls, "__module__": "sources.providers.backends"},
+            )
+            cls._backend = built  # on this class only: a subclass builds its own
+        return built
 
     @classmethod
     def external_account_id(cls, *, uid: str, credentials: dict[str, Any]) -> str:
@@ -213,14 +264,21 @@ class OAuth2Provider(Provider):
                 # RFC 6749 section 2.3.1: both are form-encoded before they become Basic's
                 # user and password.
                 auth = (quote_plus(client["client_id"]), quote_plus(client["client_secret"]))
+        # One attempt, every answer read here: a revocation not confirmed is kept and retried
+        # with backoff by sources.revocations, so the person waiting is not held for retries.
+        http = ProviderHttp(
+            provider_name=cls.name,
+            policy=RetryPolicy(max_attempts=1),
+            counter=CallCounter(),
+            check=lambda response: None,
+        )
         try:
-            response = requests.post(
-                cls.url("revoke"), data=data, auth=auth, timeout=HTTP_TIMEOUT_S
-            )
-        except requests.RequestException as err:
+            with http:
+                response = http.request("POST", cls.url("revoke"), data=data, auth=auth)
+        except ProviderError as err:  # unreachable, a timeout: the network error's class
             raise RevocationError(
                 f"{cls.name} could not be reached to withdraw Sibling's access",
-                code=type(err).__name__,
+                code=type(err.__cause__ or err).__name__,
             ) from None  # the request in the cause would carry the token
         if response.status_code == 200:
             return
@@ -243,11 +301,17 @@ def oauth_error_code(response: requests.Response) -> str:
 
 
 class ApiKeyProvider(Provider):
-    """A personal API key the person pastes in, checked against the API before it is saved."""
+    """A personal API key the person pastes in, checked against the API before it is saved.
+
+    The connect page (``sources:connect``) shows ``key_help``, checks the key with
+    ``key_check`` and saves it under ``external_account_id_for_key`` with ``account_label``.
+    """
 
     auth_mode = "api_key"
     secret_fields = ("api_key",)
     key_help: ClassVar[str] = ""
+    # The connection's label on Connections: the key names no account Sibling could show.
+    account_label: ClassVar[str] = ""
 
     @classmethod
     def key_check(cls, api_key: str) -> None:
@@ -260,15 +324,58 @@ class ApiKeyProvider(Provider):
         return hashlib.sha256(api_key.encode()).hexdigest()[:24]
 
 
-class PlaidLinkProvider(Provider):
-    """Plaid Link: a link token for the page, a public token back, exchanged for an access token."""
+@dataclass(frozen=True)
+class LinkResult:
+    """What a hosted link's exchange gives: the account, its credentials and its label."""
 
-    auth_mode = "plaid_link"
+    external_account_id: str
+    credentials: dict[str, Any] = field(repr=False)  # secrets: never in a repr or a log
+    account_label: str
+
+
+class HostedLinkProvider(Provider):
+    """A hosted link: the provider's own script opens its dialog on Sibling's page.
+
+    The page (``sources:connect``) loads ``url("link_script")``, asks Sibling for a link token
+    (``link_token_create``), and opens the dialog through the global the script defines
+    (``link_global``): ``window[link_global].create({token, onSuccess, onExit})`` returns a
+    handler whose ``open()`` shows it. On success the dialog hands the page a public token and
+    metadata, which Sibling exchanges server side (``link_exchange``) for the credentials.
+    A person may link several accounts (several banks, say).
+    """
+
+    auth_mode = "hosted_link"
     secret_fields = ("access_token",)
+    # The global name the hosted script defines (the provider's documented web API).
+    link_global: ClassVar[str] = ""
+    # What the connect page says about the dialog, and the label of the button that opens it.
+    link_help: ClassVar[str] = ""
+    link_button: ClassVar[str] = "Continue"
+    # Names of ``urls`` the hosted script calls from the page itself: the page's
+    # Content-Security-Policy allows their origins in connect-src (sibling.csp).
+    link_connect_urls: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def link_token_create(cls, *, client_user_id: str) -> str:
+        """A short-lived token that opens the dialog for this person. Raises ProviderError."""
+        raise NotImplementedError
+
+    @classmethod
+    def link_exchange(cls, public_token: str, metadata: dict[str, Any]) -> LinkResult:
+        """Exchange the dialog's public token for credentials. Raises ProviderError.
+
+        ``metadata`` comes from the person's browser: it may be forged, so it serves only for
+        the label (cut short), never for the account id or the credentials.
+        """
+        raise NotImplementedError
 
     @classmethod
     def revocation_token(cls, credentials: dict[str, Any]) -> RevocationToken | None:
-        # The Item's access token is the whole grant: removing the Item ends it.
+        # The access token is the whole grant: removing the linked account ends it.
         if credentials.get("access_token"):
             return RevocationToken(credentials["access_token"], "access_token")
         return None
+
+
+# The former name, until every caller says HostedLinkProvider.
+PlaidLinkProvider = HostedLinkProvider

@@ -1,11 +1,14 @@
 from typing import Any
 
-import requests
-
-from sources.providers.base import HTTP_TIMEOUT_S, ProviderError, Stream
+from ingestion.errors import ProviderError
+from ingestion.http import ProviderHttp
+from sources.providers.base import Setting, Stream
 from sources.providers.google import GOOGLE_SANDBOX_PATHS, GOOGLE_URLS, GoogleProvider
+from sources.providers.google_http import google_check
+from sources.providers.kinds import ACTIVITY_DAY, HEART_RATE_DAY, SLEEP_SESSION
 
 SCOPE_PREFIX = "https://www.googleapis.com/auth/googlehealth."
+API_NAME = "The Google Health API"
 
 
 class Fitbit(GoogleProvider):
@@ -15,34 +18,46 @@ class Fitbit(GoogleProvider):
     id = "fitbit"
     name = "Fitbit"
     category = "behavioral"
-    backend_path = "sources.providers.fitbit.auth.FitbitOAuth2"
     scopes = (
         f"{SCOPE_PREFIX}activity_and_fitness.readonly",
         f"{SCOPE_PREFIX}sleep.readonly",
         f"{SCOPE_PREFIX}health_metrics_and_measurements.readonly",
     )
     streams = (
-        Stream("steps", primary_key="date", cursor_field="interval.end_time", kind="activity_day"),
-        Stream("sleep", primary_key="name", cursor_field="interval.end_time", kind="sleep_session"),
-        Stream("heart-rate", primary_key="date", cursor_field="sample_time", kind="heart_rate_day"),
+        Stream("steps", kind="activity_day"),
+        Stream("sleep", kind="sleep_session"),
+        Stream("heart-rate", kind="heart_rate_day"),
+    )
+    kinds = (ACTIVITY_DAY, SLEEP_SESSION, HEART_RATE_DAY)
+    credentials = {"client_id": "sandbox-fitbit-client", "client_secret": "sandbox-fitbit-secret"}
+    settings = (
+        # The Google Health API subscriber's secret (sent in Authorization) and, where
+        # configured, the PEM public key of its notification signatures.
+        Setting("webhook_secret", sandbox_default="Bearer sandbox-health-webhook-secret"),
+        Setting("webhook_public_key"),
+        # Notifications carry no id: identical ones within this window are one delivery.
+        Setting("webhook_dedup_window_s", default=600, cast=int),
     )
     urls = {**GOOGLE_URLS, "api": "https://health.googleapis.com/v4"}
     client_path = "sources.providers.fitbit.client.FitbitSyncClient"
     processor_path = "sources.providers.fitbit.processors.page_process"
     webhook_handler_path = "sources.providers.fitbit.webhooks.event_handle"
+    webhook_receiver_path = "sources.providers.fitbit.webhooks.FitbitWebhookReceiver"
     sandbox_paths = {**GOOGLE_SANDBOX_PATHS, "api": "/google/health/v4"}
 
     @classmethod
     def external_account_id(cls, *, uid: str, credentials: dict[str, Any]) -> str:
         # Webhook notifications name the person by healthUserId, not by the Google account id:
         # https://developers.google.com/health/reference/rest/v4/users/getIdentity
-        try:
-            response = requests.get(
-                f"{cls.url('api')}/users/me/identity",
-                headers={"Authorization": f"Bearer {credentials['access_token']}"},
-                timeout=HTTP_TIMEOUT_S,
-            )
-            response.raise_for_status()
-            return str(response.json()["healthUserId"])
-        except (requests.RequestException, KeyError, ValueError) as err:
-            raise ProviderError("The Google Health API did not tell which account this is") from err
+        # The person waits on the connect: the connect policy (one quick retry), Google's error
+        # mapping; a refused token is ReauthRequired, any failure a ProviderError.
+        with ProviderHttp.for_connect(
+            provider_name=API_NAME,
+            check=lambda r: google_check(r, provider_name=API_NAME),
+            bearer=lambda: credentials["access_token"],
+        ) as http:
+            body = http.get_json(f"{cls.url('api')}/users/me/identity")
+        health_user_id = body.get("healthUserId") if isinstance(body, dict) else None
+        if not isinstance(health_user_id, str | int) or not str(health_user_id):
+            raise ProviderError("The Google Health API did not tell which account this is")
+        return str(health_user_id)

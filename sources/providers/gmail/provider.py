@@ -1,4 +1,5 @@
-from sources.providers.base import Stream
+from sources.providers.base import Periodic, Setting, Stream
+from sources.providers.gmail.kinds import EMAIL_MESSAGE
 from sources.providers.google import GOOGLE_SANDBOX_PATHS, GOOGLE_URLS, GoogleProvider
 
 
@@ -8,11 +9,21 @@ class Gmail(GoogleProvider):
     id = "gmail"
     name = "Gmail"
     category = "external"
-    backend_path = "sources.providers.gmail.auth.GmailOAuth2"
     # https://developers.google.com/workspace/gmail/api/auth/scopes
     scopes = ("https://www.googleapis.com/auth/gmail.readonly",)
-    streams = (
-        Stream("messages", primary_key="id", cursor_field="historyId", kind="email_message"),
+    streams = (Stream("messages", kind="email_message"),)
+    kinds = (EMAIL_MESSAGE,)
+    credentials = {"client_id": "sandbox-gmail-client", "client_secret": "sandbox-gmail-secret"}
+    settings = (
+        # Pushes carry a Google-signed OIDC token for this audience (unset: the receiver's URL
+        # under SIBLING_PUBLIC_URL) from this service account, for mailboxes watched on this
+        # Pub/Sub topic (unset: no watch, no push).
+        Setting("push_audience"),
+        Setting(
+            "push_service_account",
+            sandbox_default="gmail-push@sibling-sandbox.iam.gserviceaccount.com",
+        ),
+        Setting("push_topic", sandbox_default="projects/sibling-sandbox/topics/gmail"),
     )
     urls = {
         **GOOGLE_URLS,
@@ -26,6 +37,11 @@ class Gmail(GoogleProvider):
         "push_certs": "/google/oauth2/v3/certs",
     }
     webhook_handler_path = "sources.providers.gmail.webhooks.event_handle"
+    webhook_receiver_path = "sources.providers.gmail.webhooks.GmailWebhookReceiver"
+    # A watch lasts 7 days: renewed daily for every active mailbox.
+    periodic = (
+        Periodic("gmail-watch-renew", "sources.providers.gmail.tasks.watch_renew_all", 24 * 60),
+    )
     default_sync_interval_s = 900
     client_path = "sources.providers.gmail.client.GmailSyncClient"
     processor_path = "sources.providers.gmail.processors.page_process"

@@ -1,7 +1,6 @@
 from typing import Any
 
 import plaid
-import urllib3
 from django.conf import settings
 from plaid.api import plaid_api
 from plaid.model.country_code import CountryCode
@@ -12,53 +11,73 @@ from plaid.model.link_token_create_request_user import LinkTokenCreateRequestUse
 from plaid.model.link_token_transactions import LinkTokenTransactions
 from plaid.model.products import Products
 
+from ingestion.http import provider_timeout
 from sources.providers.base import (
-    PlaidLinkProvider,
-    ProviderAuthError,
-    ProviderError,
+    HostedLinkProvider,
+    LinkResult,
     RevocationError,
     RevocationToken,
+    Setting,
     Stream,
-    error_code_safe,
 )
+from sources.providers.plaid import errors as plaid_errors
+from sources.providers.plaid.errors import REAUTH_ERROR_CODES  # noqa: F401  (re-exported)
+from sources.providers.plaid.kinds import TRANSACTION
 
 PLAID_VERSION = "2020-09-14"
-# Item errors that mean the person must go through Link again (update mode):
-# https://plaid.com/docs/errors/item/
-REAUTH_ERROR_CODES = {"ITEM_LOGIN_REQUIRED", "INVALID_ACCESS_TOKEN", "ITEM_NOT_FOUND"}
 # What /item/remove answers for an Item that no longer exists: nothing is left to remove.
 ITEM_GONE_CODES = {"ITEM_NOT_FOUND", "INVALID_ACCESS_TOKEN"}
 
 
 class TimeoutApiClient(plaid.ApiClient):
     """plaid-python's client with a timeout on every call: the generated client waits forever
-    unless each call passes ``_request_timeout``; this gives them settings.PLAID_TIMEOUT_S."""
+    unless each call passes ``_request_timeout``; this gives them the (connect, read) timeout
+    of every provider call, settings.SIBLING_PROVIDER_TIMEOUT_S."""
 
     def request(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
-        timeout = _request_timeout or settings.PLAID_TIMEOUT_S
+        timeout = _request_timeout or provider_timeout()
         return super().request(*args, _request_timeout=timeout, **kwargs)
 
 
-class Plaid(PlaidLinkProvider):
+class Plaid(HostedLinkProvider):
     """Bank transactions through Plaid (Link, then /transactions/sync)."""
 
     id = "plaid"
     name = "Bank (Plaid)"
     category = "external"
-    streams = (
-        Stream(
-            "transactions", primary_key="transaction_id", cursor_field="cursor", kind="transaction"
-        ),
+    streams = (Stream("transactions", kind="transaction"),)
+    kinds = (TRANSACTION,)
+    credentials = {"client_id": "sandbox-plaid-client", "secret": "sandbox-plaid-secret"}
+    settings = (
+        # A fetched webhook verification key is used this long, then fetched again (Plaid may
+        # have expired it since).
+        Setting("webhook_key_cache_s", default=3600, cast=int),
+        # A kid Plaid does not know is remembered this long, and at most this many key fetches
+        # run per minute in all (forged tokens name any kid they like; each fetch is an
+        # outbound call).
+        Setting("webhook_unknown_kid_s", default=300, cast=int),
+        Setting("webhook_key_fetches_per_min", default=5, cast=int),
     )
     urls = {
         "api": "https://production.plaid.com",
         "link_script": "https://cdn.plaid.com/link/v2/stable/link-initialize.js",
     }
     sandbox_paths = {"api": "/plaid", "link_script": "/plaid/link-initialize.js"}
+    # Link's web API: https://plaid.com/docs/link/web/ (Plaid.create({token, onSuccess, onExit})).
+    link_global = "Plaid"
+    link_help = (
+        "Your bank connection goes through Plaid. Sibling never sees your bank password; "
+        "it reads your transactions only."
+    )
+    link_button = "Choose your bank"
+    # Link calls the API environment from the page:
+    # https://plaid.com/docs/link/web/#content-security-policy-csp
+    link_connect_urls = ("api",)
     reauth_message = "Your bank asks you to sign in again."
     client_path = "sources.providers.plaid.client.PlaidSyncClient"
     processor_path = "sources.providers.plaid.processors.page_process"
     webhook_handler_path = "sources.providers.plaid.webhooks.event_handle"
+    webhook_receiver_path = "sources.providers.plaid.webhooks.PlaidWebhookReceiver"
     default_sync_interval_s = 6 * 3600
 
     @classmethod
@@ -75,21 +94,6 @@ class Plaid(PlaidLinkProvider):
         return plaid_api.PlaidApi(TimeoutApiClient(configuration))
 
     @classmethod
-    def error_from(cls, err: plaid.ApiException) -> ProviderError:
-        """The PlaidError body as one of our errors; the message is Plaid's display text."""
-        import json
-
-        try:
-            body = json.loads(err.body or "{}")
-        except ValueError:
-            body = {}
-        code = body.get("error_code", "")
-        message = body.get("display_message") or f"Plaid answered {err.status} ({code or 'error'})"
-        if code in REAUTH_ERROR_CODES:
-            return ProviderAuthError(cls.reauth_message)
-        return ProviderError(message)
-
-    @classmethod
     def link_token_create(cls, *, client_user_id: str) -> str:
         request = LinkTokenCreateRequest(
             client_name="Sibling",
@@ -101,24 +105,35 @@ class Plaid(PlaidLinkProvider):
             transactions=LinkTokenTransactions(days_requested=settings.SIBLING_BACKFILL_DAYS),
             webhook=f"{settings.SIBLING_PUBLIC_URL}/webhooks/plaid/",
         )
-        try:
-            return cls.api().link_token_create(request)["link_token"]
-        except plaid.ApiException as err:
-            raise cls.error_from(err) from err
-        except (urllib3.exceptions.HTTPError, OSError) as err:  # timeouts, refused connections
-            raise ProviderError("Plaid could not be reached. Please try again.") from err
+        # Any failure is one of ingestion.errors (a ProviderError; ProviderAuthError when the
+        # person must go through Link again), read by sources.providers.plaid.errors.
+        response = plaid_errors.call(
+            lambda: cls.api().link_token_create(request), reauth_message=cls.reauth_message
+        )
+        return response["link_token"]
 
     @classmethod
     def public_token_exchange(cls, public_token: str) -> dict[str, str]:
-        try:
-            response = cls.api().item_public_token_exchange(
+        response = plaid_errors.call(
+            lambda: cls.api().item_public_token_exchange(
                 ItemPublicTokenExchangeRequest(public_token=public_token)
-            )
-        except plaid.ApiException as err:
-            raise cls.error_from(err) from err
-        except (urllib3.exceptions.HTTPError, OSError) as err:
-            raise ProviderError("Plaid could not be reached. Please try again.") from err
+            ),
+            reauth_message=cls.reauth_message,
+        )
         return {"access_token": response["access_token"], "item_id": response["item_id"]}
+
+    @classmethod
+    def link_exchange(cls, public_token: str, metadata: dict[str, Any]) -> LinkResult:
+        """The Item's access token for Link's public token, labelled with the institution's
+        name from Link's onSuccess metadata (sent by the browser: a label only, cut short)."""
+        exchanged = cls.public_token_exchange(public_token)
+        institution = metadata.get("institution")
+        name = institution.get("name") if isinstance(institution, dict) else None
+        return LinkResult(
+            external_account_id=exchanged["item_id"],
+            credentials=exchanged,
+            account_label=(str(name).strip() if name else "")[:100] or "Bank account",
+        )
 
     @classmethod
     def revoke_token(cls, token: RevocationToken) -> None:
@@ -128,7 +143,7 @@ class Plaid(PlaidLinkProvider):
         try:
             cls.api().item_remove(ItemRemoveRequest(access_token=token.value))
         except plaid.ApiException as err:
-            code = cls.error_code_of(err)
+            code = plaid_errors.error_code(err)
             if code in ITEM_GONE_CODES:
                 return
             raise RevocationError(
@@ -139,13 +154,3 @@ class Plaid(PlaidLinkProvider):
             raise RevocationError(
                 "Plaid could not be reached to remove the bank link", code=type(err).__name__
             ) from None
-
-    @staticmethod
-    def error_code_of(err: plaid.ApiException) -> str:
-        import json
-
-        try:
-            body = json.loads(err.body or "{}")
-        except ValueError:
-            return ""
-        return error_code_safe(body.get("error_code")) if isinstance(body, dict) else ""

@@ -2,13 +2,10 @@ from datetime import date
 
 import requests
 
-from sources.providers.base import (
-    HTTP_TIMEOUT_S,
-    ApiKeyProvider,
-    ProviderAuthError,
-    ProviderError,
-    Stream,
-)
+from ingestion.errors import PermanentError, ProviderAuthError, ProviderError, TransientError
+from ingestion.http import ProviderHttp, response_check
+from sources.providers.base import ApiKeyProvider, Stream
+from sources.providers.rescuetime.kinds import PRODUCTIVITY_DAY, PRODUCTIVITY_HOUR
 
 
 class RescueTime(ApiKeyProvider):
@@ -18,12 +15,14 @@ class RescueTime(ApiKeyProvider):
     name = "RescueTime"
     category = "behavioral"
     streams = (
-        Stream("hours", primary_key="hour", cursor_field="date", kind="productivity_hour"),
-        Stream("days", primary_key="date", cursor_field="date", kind="productivity_day"),
+        Stream("hours", kind="productivity_hour"),
+        Stream("days", kind="productivity_day"),
     )
+    kinds = (PRODUCTIVITY_HOUR, PRODUCTIVITY_DAY)
     urls = {"api": "https://www.rescuetime.com"}
     sandbox_paths = {"api": "/rescuetime"}
     key_help = "Create a key at rescuetime.com under Settings, API & Integrations."
+    account_label = "RescueTime account"
     reauth_message = "RescueTime no longer accepts the saved key. Please enter a new one."
     client_path = "sources.providers.rescuetime.client.RescueTimeSyncClient"
     processor_path = "sources.providers.rescuetime.processors.page_process"
@@ -33,23 +32,34 @@ class RescueTime(ApiKeyProvider):
         # A bad key is answered with HTTP 200 and an error body:
         # https://www.rescuetime.com/rtx/developers (and leesharma/rescuetime requester.rb).
         today = date.today().isoformat()
+        # The person waits: the connect policy (one quick retry of a 5xx or a timeout).
         try:
-            response = requests.get(
-                f"{cls.url('api')}/anapi/data",
-                params={
-                    "key": api_key,
-                    "format": "json",
-                    "perspective": "rank",
-                    "restrict_kind": "overview",
-                    "restrict_begin": today,
-                    "restrict_end": today,
-                },
-                timeout=HTTP_TIMEOUT_S,
-            )
-            body = response.json()
-        except (requests.RequestException, ValueError) as err:
-            raise ProviderError("RescueTime could not be reached. Please try again.") from err
-        if response.status_code != 200:
-            raise ProviderError("RescueTime could not check the key. Please try again.")
+            with ProviderHttp.for_connect(provider_name=cls.name, check=_key_check_status) as http:
+                body = http.get_json(
+                    f"{cls.url('api')}/anapi/data",
+                    params={
+                        "key": api_key,
+                        "format": "json",
+                        "perspective": "rank",
+                        "restrict_kind": "overview",
+                        "restrict_begin": today,
+                        "restrict_end": today,
+                    },
+                )
+        except ProviderError as err:
+            # A cause is a network error or a body that is not JSON: nothing usable came back.
+            if isinstance(err, TransientError) and err.__cause__ is not None:
+                raise ProviderError("RescueTime could not be reached. Please try again.") from err
+            raise ProviderError("RescueTime could not check the key. Please try again.") from err
         if isinstance(body, dict) and "error" in body:
             raise ProviderAuthError("RescueTime did not accept this key.")
+
+
+def _key_check_status(response: requests.Response) -> None:
+    """Anything but 200 means the key could not be checked (a bad key is a 200 with an error
+    body); 5xx and 429 are retried as for a sync, never taken for a refusal of the key."""
+    if response.status_code == 200:
+        return
+    if response.status_code >= 500 or response.status_code == 429:
+        response_check(response, provider_name=RescueTime.name)
+    raise PermanentError(f"RescueTime answered {response.status_code}")

@@ -42,14 +42,21 @@ class StaffFactory(UserFactory):
             )
 
 
+def _api_key_provider() -> type:
+    from tests.sources.providers.kit import provider_for
+
+    return provider_for(auth_mode="api_key")
+
+
 class UserDataSourceFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = "sources.UserDataSource"
 
     user = factory.SubFactory(UserFactory)
-    provider = "rescuetime"
+    # An API-key provider from the registry: its credentials are a key, nothing to refresh.
+    provider = factory.LazyFunction(lambda: _api_key_provider().id)
     external_account_id = factory.Sequence(lambda n: f"account-{n}")
-    account_label = "RescueTime account"
+    account_label = factory.LazyAttribute(lambda c: f"{c.provider} account")
     credentials = factory.LazyAttribute(
         lambda c: {"api_key": f"sandbox-key-{c.external_account_id}"}
     )

@@ -1,5 +1,6 @@
-"""The hooks of ``kit.OAuth2ProviderTests`` for providers behind Google's sign-in, whose sandbox
-accounts are Google accounts (an email) sharing the sandbox's Google faults and grants."""
+"""The hooks of ``kit.OAuth2ProviderTests`` for providers behind Google's sign-in: their sandbox
+accounts are Google accounts (an email) at the sandbox's one Google OAuth server, whose faults
+and grants every Google provider shares."""
 
 from __future__ import annotations
 
@@ -8,11 +9,8 @@ from sources.sandbox.models import GoogleAccessToken, GoogleGrant
 
 
 class GoogleSandboxHooks:
-    def expire_access_token(self, account: str) -> None:
-        fault_set("google", account, "expire_access_token")
-
-    def fail_next_revocation(self, account: str) -> None:
-        fault_set("google", account, "server_error")
+    def sandbox_fault(self, account: str, fault: str, count: int = 1) -> None:
+        fault_set("google", account, fault, count)
 
     def grant_revoked(self, account: str) -> bool:
         grants = GoogleGrant.objects.filter(email=account)

@@ -22,6 +22,7 @@ import json
 import logging
 import uuid
 from functools import cached_property
+from importlib import import_module
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urljoin
@@ -90,6 +91,35 @@ def provider_with(**wanted: Any) -> type[Provider]:
     return provider_for(**wanted)
 
 
+def hooks(provider_id: str) -> ProviderTests:
+    """The provider's test hooks: an instance of the ``ProviderTests`` subclass in its
+    ``tests/sources/providers/<id>/test_connect.py``."""
+    module = import_module(f"tests.sources.providers.{provider_id}.test_connect")
+    for value in vars(module).values():
+        if (
+            isinstance(value, type)
+            and issubclass(value, ProviderTests)
+            and getattr(value, "provider_id", "") == provider_id
+        ):
+            return value()
+    raise LookupError(f"no ProviderTests subclass for {provider_id!r}")
+
+
+def sandbox_connection(
+    person: Any, provider: type[Provider] | None = None, **wanted: Any
+) -> UserDataSource:
+    """A connection of ``person`` made the real way against the sandbox (over HTTP: the
+    ``sandbox`` fixture must be in use), to ``provider`` or the first one matching ``wanted``.
+    Its ``sandbox_account`` names the account at the sandbox, for ``sandbox_fault``."""
+    provider = provider or provider_for(**wanted)
+    return hooks(provider.id).sandbox_connect(person)
+
+
+def sandbox_fault(connection: UserDataSource, fault: str, count: int = 1) -> None:
+    """Switch a sandbox fault on for the account behind a ``sandbox_connection``."""
+    hooks(connection.provider).sandbox_fault(connection.sandbox_account, fault, count)
+
+
 # --- Shared checks --------------------------------------------------------------------------------
 
 
@@ -151,6 +181,15 @@ class ProviderTests:
     def connection_of(self, person: Any) -> UserDataSource:
         return UserDataSource.objects.get(user=person, provider=self.provider_id)
 
+    def sandbox_connect(self, person: Any) -> UserDataSource:
+        """A connection made against the sandbox without a browser, with ``sandbox_account``."""
+        raise NotImplementedError
+
+    def sandbox_fault(self, account: str, fault: str, count: int = 1) -> None:
+        from sources.sandbox.faults import fault_set
+
+        fault_set(self.provider_id, account, fault, count)
+
     def disconnect(self, browser: Browser, connection: UserDataSource, data: str = "keep") -> str:
         path = reverse("sources:disconnect", args=[connection.pk])
         return browser.post(path, {"data": data}).text
@@ -185,11 +224,29 @@ class OAuth2ProviderTests(ProviderTests):
 
     def expire_access_token(self, account: str) -> None:
         """Make every access token the sandbox issued to ``account`` expire now."""
-        raise NotImplementedError
+        self.sandbox_fault(account, "expire_access_token")
 
     def fail_next_revocation(self, account: str) -> None:
         """Make the sandbox answer the next revocation for ``account`` with a 5xx."""
-        raise NotImplementedError
+        self.sandbox_fault(account, "server_error")
+
+    def sandbox_connect(self, person: Any) -> UserDataSource:
+        from sources.sandbox.testing import google_credentials
+        from sources.services import connection_upsert
+
+        account = self.account()
+        credentials = google_credentials(self.provider, account)
+        connection = connection_upsert(
+            user=person,
+            provider=self.provider,
+            external_account_id=self.provider.external_account_id(
+                uid=account, credentials=credentials
+            ),
+            credentials=credentials,
+            account_label=account,
+        )
+        connection.sandbox_account = account
+        return connection
 
     def grant_revoked(self, account: str) -> bool:
         """Whether every grant the sandbox issued to ``account`` is revoked."""
@@ -371,6 +428,19 @@ class ApiKeyProviderTests(ProviderTests):
     def good_key(self) -> str:
         return f"sandbox-{uuid.uuid4().hex[:12]}"
 
+    def sandbox_connect(self, person: Any) -> UserDataSource:
+        from sources.services import connection_upsert
+
+        key = self.good_key()
+        connection = connection_upsert(
+            user=person,
+            provider=self.provider,
+            external_account_id=self.provider.external_account_id_for_key(key),
+            credentials={"api_key": key},
+        )
+        connection.sandbox_account = key
+        return connection
+
     def connect_path(self) -> str:
         return reverse("sources:connect", args=[self.provider_id])
 
@@ -433,14 +503,30 @@ class HostedLinkProviderTests(ProviderTests):
     ``fail_next_removal`` (the sandbox answers the next removal with a 5xx).
     """
 
-    def public_token(self, sandbox_url: str, link_token: str) -> str:
+    def public_token(self, link_token: str) -> str:
         raise NotImplementedError
+
+    def sandbox_connect(self, person: Any) -> UserDataSource:
+        from sources.services import connection_upsert
+
+        provider = self.provider
+        public_token = self.public_token(provider.link_token_create(client_user_id=str(person.pk)))
+        linked = provider.link_exchange(public_token, {})
+        connection = connection_upsert(
+            user=person,
+            provider=provider,
+            external_account_id=linked.external_account_id,
+            credentials=linked.credentials,
+            account_label=linked.account_label,
+        )
+        connection.sandbox_account = linked.external_account_id
+        return connection
 
     def credentials_work(self, credentials: dict[str, Any]) -> bool:
         raise NotImplementedError
 
     def fail_next_removal(self, connection: UserDataSource) -> None:
-        raise NotImplementedError
+        self.sandbox_fault(connection.external_account_id, "server_error")
 
     exchange_body_extra: ClassVar[dict[str, Any]] = {}
 
@@ -454,7 +540,7 @@ class HostedLinkProviderTests(ProviderTests):
         return browser.post_json(path, {"public_token": public_token, **self.exchange_body_extra})
 
     def connect(self, browser: Browser, person: Any, sandbox: Any) -> UserDataSource:
-        public_token = self.public_token(sandbox.url, self.link_token(browser))
+        public_token = self.public_token(self.link_token(browser))
         assert self.exchange(browser, public_token).status_code == 200
         return self.connection_of(person)
 
@@ -467,7 +553,7 @@ class HostedLinkProviderTests(ProviderTests):
         self, browser, sandbox, person, raw_db, caplog
     ):
         caplog.set_level(logging.DEBUG)
-        public_token = self.public_token(sandbox.url, self.link_token(browser))
+        public_token = self.public_token(self.link_token(browser))
         answer = self.exchange(browser, public_token)
         assert answer.status_code == 200, answer.text
         assert answer.json()["redirect"] == reverse("sources:connections")

@@ -7,7 +7,6 @@ from typing import Any
 import requests
 
 from sources.providers import get_provider
-from sources.sandbox.faults import fault_set
 from tests.sources.providers.kit import HostedLinkProviderTests
 
 
@@ -15,10 +14,10 @@ class TestPlaidConnect(HostedLinkProviderTests):
     provider_id = "plaid"
     exchange_body_extra = {"institution": {"name": "First Sandbox Bank"}}
 
-    def public_token(self, sandbox_url: str, link_token: str) -> str:
+    def public_token(self, link_token: str) -> str:
         # What Plaid Link's script does on the page: the bank picked, a public token.
         public = requests.post(
-            f"{sandbox_url}/sandbox/plaid/link/public_token/create",
+            f"{get_provider(self.provider_id).url('api')}/link/public_token/create",
             json={"link_token": link_token, "institution_id": "ins_sandbox_first"},
             timeout=30,
         )
@@ -34,6 +33,3 @@ class TestPlaidConnect(HostedLinkProviderTests):
             timeout=30,
         )
         return answer.status_code == 200
-
-    def fail_next_removal(self, connection) -> None:
-        fault_set("plaid", connection.external_account_id, "server_error")

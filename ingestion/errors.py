@@ -1,19 +1,42 @@
-"""How a sync fails, by what the runner should do about it."""
+"""Why a provider call or a sync failed, by what the caller should do about it.
+
+One hierarchy for every provider call, at connect time as in syncs:
+
+    SyncError                  a sync stopped; the message is safe to show
+    ├── ProviderError          a provider call failed (connect, sync, webhook, revocation)
+    │   ├── TransientError     5xx, timeouts, resets: retried, then the run is retried later
+    │   ├── RateLimited        429 or a quota answer
+    │   ├── Deferred           a wait too long to spend in a worker
+    │   ├── AccessExpired      401: refresh the access token, then try once more
+    │   ├── ReauthRequired     the person must connect again (alias: ProviderAuthError)
+    │   ├── PermanentError     the provider refused the request itself
+    │   └── RevocationError    a revocation the provider did not confirm
+    └── PersonErased           the person is being erased
+
+Every message is written to be shown to the person and to staff: it never holds a secret (a
+token, a key, a request that carries one) or a personal field. Callers rely on that: the runner
+stores ``str(err)`` of any SyncError, views show ``str(err)`` of any ProviderError.
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 
 class SyncError(Exception):
-    """A provider call failed. Messages never contain a secret or a personal field."""
+    """A sync failed. Messages never contain a secret or a personal field."""
 
 
-class TransientError(SyncError):
+class ProviderError(SyncError):
+    """A provider call failed. The message is safe to show and never holds a secret."""
+
+
+class TransientError(ProviderError):
     """5xx, timeouts, resets: retried with backoff, then the run fails and is retried later."""
 
 
-class RateLimited(SyncError):
+class RateLimited(ProviderError):
     """429 or a quota error; retry_after_s from Retry-After or the provider's reset header."""
 
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
@@ -21,7 +44,7 @@ class RateLimited(SyncError):
         self.retry_after_s = retry_after_s
 
 
-class Deferred(SyncError):
+class Deferred(ProviderError):
     """The provider asks for a wait too long to spend in a worker: sync again at ``until``."""
 
     def __init__(self, message: str, *, until: datetime) -> None:
@@ -29,17 +52,59 @@ class Deferred(SyncError):
         self.until = until
 
 
-class AccessExpired(SyncError):
+class AccessExpired(ProviderError):
     """The access token was refused (401): refresh it, then try again once."""
 
 
-class ReauthRequired(SyncError):
-    """The grant is gone (invalid_grant, revoked, login required): the person must reconnect."""
+class ReauthRequired(ProviderError):
+    """The provider refused the credentials for good (invalid_grant, a revoked grant, a key it
+    no longer accepts, a login the bank asks for): the person must connect again."""
 
 
-class PermanentError(SyncError):
+# The name the connect flows use; one class, so an except of either name catches both.
+ProviderAuthError = ReauthRequired
+
+
+class PermanentError(ProviderError):
     """The provider refused the request itself; retrying it unchanged will not help."""
+
+
+class RevocationError(ProviderError):
+    """The provider did not confirm a revocation.
+
+    ``code`` says why in a form safe for logs and staff pages: the provider's error code or HTTP
+    status (``"503"``, ``"400 invalid_client"``, ``"INTERNAL_SERVER_ERROR"``) or the class of
+    the network error (``"ConnectTimeout"``). Never a token.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class PersonErased(SyncError):
     """The person is being (or has been) erased: nothing more of theirs may be stored."""
+
+
+_SAFE_CODE = re.compile(r"[^A-Za-z0-9_.\- ]")
+
+
+def error_code_safe(value: object) -> str:
+    """A provider's error code, cut to what can be logged: it is the provider's text."""
+    return _SAFE_CODE.sub("", str(value or ""))[:60]
+
+
+__all__ = [
+    "AccessExpired",
+    "Deferred",
+    "PermanentError",
+    "PersonErased",
+    "ProviderAuthError",
+    "ProviderError",
+    "RateLimited",
+    "ReauthRequired",
+    "RevocationError",
+    "SyncError",
+    "TransientError",
+    "error_code_safe",
+]

@@ -1,9 +1,16 @@
 """Calling a provider: retries with backoff and jitter, rate limits, expired tokens.
 
+Every call to a provider goes through here, from a sync as from a connect flow (an identity
+lookup, a key check, a revocation), so all share one timeout (``SIBLING_PROVIDER_TIMEOUT_S``)
+and one mapping of answers to ``ingestion.errors``.
+
 Transient errors are retried in place with exponential backoff and jitter, a bounded number of
 times. A rate limit whose wait is short is waited out in place; a long one defers the whole
 connection (the worker is not held). An expired access token is refreshed once and the call made
 again. Every call is counted for the SyncRun.
+
+A call made while a person waits for a page (``connect_policy()``) is tried at most twice, with
+waits under a second: a web request never sleeps long on a provider.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import requests
+from django.conf import settings
 from django.utils import timezone
 
 from ingestion.errors import (
@@ -28,7 +36,6 @@ from ingestion.errors import (
 )
 
 T = TypeVar("T")
-HTTP_TIMEOUT_S = 30
 # Google advises waiting at least 30 s after a 429 that gives no Retry-After.
 DEFAULT_RATE_LIMIT_WAIT_S = 30.0
 
@@ -45,6 +52,18 @@ class RetryPolicy:
         """Full-jitter exponential backoff for the given (1-based) failed attempt."""
         ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311  (jitter, not security)
+
+
+def connect_policy() -> RetryPolicy:
+    """The policy of a call made while a person waits (connect, key check, revocation): one
+    retry after a short pause; a rate limit of more than a second is not waited out."""
+    return RetryPolicy(max_attempts=2, base_delay_s=0.25, max_delay_s=0.5, max_inplace_wait_s=1.0)
+
+
+def provider_timeout() -> tuple[float, float]:
+    """(connect, read) seconds for one provider call: ``SIBLING_PROVIDER_TIMEOUT_S``."""
+    connect, read = settings.SIBLING_PROVIDER_TIMEOUT_S
+    return float(connect), float(read)
 
 
 class CallCounter:
@@ -68,7 +87,9 @@ def call_with_policy(
         try:
             return fn()
         except AccessExpired as err:
-            if refresh is None or refreshed:
+            if refresh is None:
+                raise ReauthRequired(f"{err} and there is no way to refresh it") from err
+            if refreshed:
                 raise ReauthRequired("the provider refused a freshly refreshed token") from err
             refresh()
             refreshed = True
@@ -133,6 +154,23 @@ class ProviderHttp:
         self.refresh = refresh
         self.session = requests.Session()
 
+    @classmethod
+    def for_connect(
+        cls,
+        *,
+        provider_name: str,
+        check: Callable[[requests.Response], None] | None = None,
+        bearer: Callable[[], str] | None = None,
+    ) -> ProviderHttp:
+        """A session for one call made while a person waits (``connect_policy()``)."""
+        return cls(
+            provider_name=provider_name,
+            policy=connect_policy(),
+            counter=CallCounter(),
+            check=check,
+            bearer=bearer,
+        )
+
     def get_json(self, url: str, *, params: Any = None) -> Any:
         return self.request_json("GET", url, params=params)
 
@@ -140,21 +178,47 @@ class ProviderHttp:
         return self.request_json("POST", url, body=body)
 
     def request_json(self, method: str, url: str, *, params: Any = None, body: Any = None) -> Any:
-        def once() -> Any:
-            headers = {"Authorization": f"Bearer {self.bearer()}"} if self.bearer else {}
-            try:
-                response = self.session.request(
-                    method, url, params=params, json=body, headers=headers, timeout=HTTP_TIMEOUT_S
-                )
-            except (requests.Timeout, requests.ConnectionError) as err:
-                raise TransientError(f"{self.provider_name} could not be reached") from err
-            finally:
-                self.counter.calls += 1
-            self.check(response)
+        """The JSON body of a call that passed the check; a body that is not JSON is
+        transient (a proxy's error page, a cut answer) and retried like a 5xx."""
+
+        def parse(response: requests.Response) -> Any:
             try:
                 return response.json()
             except ValueError as err:
                 raise TransientError(f"{self.provider_name} sent a body that is not JSON") from err
+
+        return self._call(method, url, parse, params=params, json=body)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """The response of a call that passed the check (``params``, ``data``, ``json``,
+        ``headers`` and ``auth`` as for requests)."""
+        return self._call(method, url, lambda response: response, **kwargs)
+
+    def _call(
+        self,
+        method: str,
+        url: str,
+        parse: Callable[[requests.Response], T],
+        *,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> T:
+        def once() -> T:
+            sent = dict(headers or {})
+            if self.bearer:
+                sent["Authorization"] = f"Bearer {self.bearer()}"
+            try:
+                response = self.session.request(
+                    method, url, headers=sent, timeout=provider_timeout(), **kwargs
+                )
+            except (requests.Timeout, requests.ConnectionError) as err:
+                raise TransientError(f"{self.provider_name} could not be reached") from err
+            except requests.RequestException as err:  # a bad URL, too many redirects
+                raise PermanentError(f"{self.provider_name} could not be called") from err
+            finally:
+                self.counter.calls += 1
+            self.check(response)
+            return parse(response)
 
         return call_with_policy(
             once, policy=self.policy, refresh=self.refresh, counter=self.counter
@@ -162,3 +226,9 @@ class ProviderHttp:
 
     def close(self) -> None:
         self.session.close()
+
+    def __enter__(self) -> ProviderHttp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -16,6 +16,7 @@ import requests
 from django.utils import timezone
 
 from ingestion.errors import ReauthRequired, TransientError
+from ingestion.http import provider_timeout
 from sibling import mongo
 from sources.models import UserDataSource
 from sources.providers import OAuth2Provider
@@ -23,7 +24,6 @@ from sources.providers import OAuth2Provider
 EXPIRY_MARGIN_S = 60
 LOCK_S = 30
 WAIT_FOR_LOCK_S = 20
-HTTP_TIMEOUT_S = 20
 
 
 class OAuthTokens:
@@ -101,7 +101,7 @@ class OAuthTokens:
                     "client_id": client["client_id"],
                     "client_secret": client["client_secret"],
                 },
-                timeout=HTTP_TIMEOUT_S,
+                timeout=provider_timeout(),
             )
         except (requests.Timeout, requests.ConnectionError) as err:
             raise TransientError(f"{self.provider.name} token endpoint unreachable") from err

@@ -12,13 +12,11 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
-import requests
-
 from ingestion.clients import OAuthSyncClient, Page, day_windows
-from ingestion.errors import PermanentError, RateLimited
-from ingestion.http import ProviderHttp, response_check, retry_after_s
+from ingestion.http import ProviderHttp
 from sources.providers import Stream
 from sources.providers.fitbit.provider import Fitbit
+from sources.providers.google_http import google_check
 
 # Civil-time filter fields by data type (path kebab-case, filter prefix snake_case).
 FILTERS = {
@@ -30,27 +28,6 @@ FILTERS = {
 WINDOW_DAYS = {"steps": 14, "heart-rate": 7, "sleep": 30}
 PAGE_SIZE = {"steps": 10000, "heart-rate": 10000, "sleep": 25}
 REFETCH_DAYS = 2
-
-
-def google_check(response: requests.Response, *, provider_name: str) -> None:
-    """Google's error envelope: quota errors may come as 403 as well as 429."""
-    if response.status_code in (403, 429):
-        try:
-            error = response.json().get("error", {})
-        except ValueError:
-            error = {}
-        reasons = {e.get("reason") for e in error.get("errors", []) if isinstance(e, dict)}
-        reasons |= {d.get("reason") for d in error.get("details", []) if isinstance(d, dict)}
-        if (
-            response.status_code == 429
-            or error.get("status") == "RESOURCE_EXHAUSTED"
-            or reasons & {"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"}
-        ):
-            raise RateLimited(
-                f"{provider_name} quota exceeded", retry_after_s=retry_after_s(response)
-            )
-        raise PermanentError(f"{provider_name} refused access ({error.get('status', 403)})")
-    response_check(response, provider_name=provider_name)
 
 
 class FitbitSyncClient(OAuthSyncClient):

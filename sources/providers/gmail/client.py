@@ -18,62 +18,21 @@ from typing import Any
 import requests
 
 from ingestion.clients import OAuthSyncClient, Page
-from ingestion.errors import AccessExpired, PermanentError, RateLimited, TransientError
-from ingestion.http import ProviderHttp, retry_after_s
+from ingestion.errors import PermanentError
+from ingestion.http import ProviderHttp
 from ingestion.tokens import OAuthTokens
 from sources.providers import Stream
 from sources.providers.gmail.provider import Gmail
+from sources.providers.google_http import NotFound, google_check
 
 METADATA_HEADERS = ("From", "To", "Subject", "Date")
 HISTORY_TYPES = ("messageAdded", "messageDeleted")
-# The legacy errors[].reason values, and the ErrorInfo reason of the newer envelope.
-RATE_LIMIT_REASONS = frozenset(
-    {"userRateLimitExceeded", "rateLimitExceeded", "RATE_LIMIT_EXCEEDED"}
-)
-
-
-class NotFound(PermanentError):
-    """A 404: for history.list a history id too old, for messages.get a message gone since."""
-
-
-def _error_fields(response: requests.Response) -> tuple[set[str], str]:
-    """The reasons and the status of Google's error envelope ({"error": {errors[], status}})."""
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        return set(), ""
-    if not isinstance(error, dict):
-        return set(), ""
-    reasons = {
-        str(entry.get("reason"))
-        for entry in error.get("errors") or []
-        if isinstance(entry, dict) and entry.get("reason")
-    }
-    for detail in error.get("details") or []:
-        if isinstance(detail, dict) and detail.get("reason"):
-            reasons.add(str(detail["reason"]))
-    return reasons, str(error.get("status") or "")
 
 
 def gmail_check(response: requests.Response) -> None:
-    """Google's error envelope mapped to what the runner does (see the Gmail handle-errors
-    guide): a quota 403 is a rate limit like a 429, any other 403 is a refusal."""
-    status = response.status_code
-    if status < 400:
-        return
-    if status == 401:
-        raise AccessExpired("Gmail refused the access token")
-    reasons, api_status = _error_fields(response)
-    # Reasons are Google's fixed vocabulary, never personal data: safe in messages.
-    label = (", ".join(sorted(reasons)) or api_status or "error")[:80]
-    rate_limited = bool(reasons & RATE_LIMIT_REASONS) or api_status == "RESOURCE_EXHAUSTED"
-    if status == 429 or (status == 403 and rate_limited):
-        raise RateLimited(f"Gmail rate limit ({label})", retry_after_s=retry_after_s(response))
-    if status == 404:
-        raise NotFound(f"Gmail answered 404 ({label})")
-    if status >= 500:
-        raise TransientError(f"Gmail answered {status} ({label})")
-    raise PermanentError(f"Gmail answered {status} ({label})")
+    """Google's error envelope mapped to what the runner does (sources.providers.google_http):
+    a quota 403 is a rate limit like a 429, any other 403 is a refusal."""
+    google_check(response, provider_name=Gmail.name)
 
 
 class GmailHttp(ProviderHttp):

@@ -10,14 +10,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import plaid
-import urllib3
 from plaid.model.transactions_sync_request import TransactionsSyncRequest
 
 from ingestion.clients import Page, SyncClient
-from ingestion.errors import PermanentError, RateLimited, ReauthRequired, TransientError
+from ingestion.errors import PermanentError, TransientError
 from ingestion.http import call_with_policy
 from sources.providers import Stream
-from sources.providers.plaid.provider import REAUTH_ERROR_CODES, Plaid
+from sources.providers.plaid import errors as plaid_errors
+from sources.providers.plaid.provider import Plaid
 
 PAGE_SIZE = 500
 MUTATION = "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION"
@@ -42,31 +42,19 @@ class PlaidSyncClient(SyncClient):
         self.counter.calls += 1
         try:
             # The raw body, exactly as received: it is what is kept for reprocessing.
-            response = self.api.transactions_sync(request, _preload_content=False)
+            response = plaid_errors.call(
+                lambda: self.api.transactions_sync(request, _preload_content=False),
+                reauth_message=Plaid.reauth_message,
+            )
+        except PermanentError as err:
+            if isinstance(err.__cause__, plaid.ApiException):
+                if plaid_errors.error_code(err.__cause__) == MUTATION:
+                    raise PaginationRestart from err
+            raise
+        try:
             return json.loads(response.data)
-        except plaid.ApiException as err:
-            raise self._error(err) from err
-        except (urllib3.exceptions.HTTPError, OSError) as err:
-            raise TransientError("Plaid could not be reached") from err
         except ValueError as err:
             raise TransientError("Plaid sent a body that is not JSON") from err
-
-    def _error(self, err: plaid.ApiException) -> Exception:
-        try:
-            body = json.loads(err.body or "{}")
-        except ValueError:
-            body = {}
-        code = body.get("error_code", "")
-        if code == MUTATION:
-            return PaginationRestart()
-        if code in REAUTH_ERROR_CODES or body.get("error_type") == "ITEM_ERROR":
-            return ReauthRequired(Plaid.reauth_message)
-        if err.status == 429 or body.get("error_type") == "RATE_LIMIT_EXCEEDED":
-            retry = err.headers.get("Retry-After") if err.headers else None
-            return RateLimited(f"Plaid rate limit ({code})", retry_after_s=_float(retry))
-        if err.status and err.status >= 500:
-            return TransientError(f"Plaid answered {err.status} ({code or 'error'})")
-        return PermanentError(f"Plaid answered {err.status} ({code or 'error'})")
 
     def pages(self, stream: Stream, cursor: Any) -> Iterator[Page]:
         start = cursor or ""
@@ -87,10 +75,3 @@ class PlaidSyncClient(SyncClient):
                 # upserted again without duplicates.
                 continue
         raise TransientError("Plaid data kept changing during pagination")
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None

@@ -10,6 +10,7 @@ import hmac
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -20,6 +21,7 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from plaid.model.webhook_verification_key_get_request import WebhookVerificationKeyGetRequest
 
+from ingestion.errors import error_code_safe
 from ingestion.models import WebhookEvent
 from ingestion.notifications import (
     connection_for_account,
@@ -29,10 +31,16 @@ from ingestion.notifications import (
     event_concerns,
 )
 from ingestion.webhooks import IncomingEvent, WebhookReceiver, WebhookRejected, body_digest
-from sources.providers.plaid.provider import REAUTH_ERROR_CODES, Plaid
+from sources.models import UserDataSource
+from sources.providers.plaid.errors import REAUTH_ERROR_CODES
+from sources.providers.plaid.provider import Plaid
 from sources.services import connection_disconnect
 
 MAX_AGE_S = 5 * 60
+# (connect, read) seconds of a key fetch: shorter than every other provider call
+# (settings.SIBLING_PROVIDER_TIMEOUT_S), because Plaid's delivery waits on it; a key that cannot
+# be fetched in time is a 503, which Plaid retries.
+KEY_FETCH_TIMEOUT_S = (3.0, 5.0)
 # How far ahead of our clock a genuine iat may be (Plaid's clock and ours differ a little).
 CLOCK_SKEW_S = 60
 MAX_KID_LENGTH = 200
@@ -110,7 +118,7 @@ def _key_fetch(kid: str) -> dict[str, Any] | None:
         response = Plaid.api().webhook_verification_key_get(
             WebhookVerificationKeyGetRequest(key_id=kid),
             _preload_content=False,
-            _request_timeout=settings.PLAID_WEBHOOK_KEY_TIMEOUT_S,
+            _request_timeout=KEY_FETCH_TIMEOUT_S,
         )
         return json.loads(response.data)["key"]
     except plaid.ApiException as err:
@@ -231,6 +239,41 @@ class PlaidWebhookReceiver(WebhookReceiver):
         return [IncomingEvent(dedup_key=key, event_type=kind, payload=payload)]
 
 
+def _sync_request(event: WebhookEvent, connection: UserDataSource) -> None:
+    connection_sync_request(connection)
+
+
+def _item_error(event: WebhookEvent, connection: UserDataSource) -> None:
+    error = (event.payload or {}).get("error")
+    code = error_code_safe(error.get("error_code") if isinstance(error, dict) else "")
+    if code in REAUTH_ERROR_CODES:
+        connection_reauth_required(connection)
+    else:
+        event.error = f"item error {code}"
+
+
+def _expiry_notice(event: WebhookEvent, connection: UserDataSource) -> None:
+    connection_notice(
+        connection,
+        "Your bank will soon stop sharing data with Sibling. Reconnect to keep it current.",
+    )
+
+
+def _permission_revoked(event: WebhookEvent, connection: UserDataSource) -> None:
+    connection_disconnect(connection=connection, delete_data=False)
+
+
+# "<webhook_type>.<webhook_code>" -> what it asks: https://plaid.com/docs/api/webhooks/
+HANDLERS: dict[str, Callable[[WebhookEvent, UserDataSource], None]] = {
+    "TRANSACTIONS.SYNC_UPDATES_AVAILABLE": _sync_request,
+    "TRANSACTIONS.DEFAULT_UPDATE": _sync_request,
+    "ITEM.ERROR": _item_error,
+    "ITEM.PENDING_EXPIRATION": _expiry_notice,
+    "ITEM.PENDING_DISCONNECT": _expiry_notice,
+    "ITEM.USER_PERMISSION_REVOKED": _permission_revoked,
+}
+
+
 def event_handle(event: WebhookEvent) -> None:
     payload = event.payload or {}
     connection = connection_for_account(
@@ -238,21 +281,8 @@ def event_handle(event: WebhookEvent) -> None:
     )
     if not event_concerns(event, connection):
         return
-    kind = event.event_type
-    if kind in ("TRANSACTIONS.SYNC_UPDATES_AVAILABLE", "TRANSACTIONS.DEFAULT_UPDATE"):
-        connection_sync_request(connection)
-    elif kind == "ITEM.ERROR":
-        code = (payload.get("error") or {}).get("error_code")
-        if code in REAUTH_ERROR_CODES:
-            connection_reauth_required(connection)
-        else:
-            event.error = f"item error {code}"
-    elif kind in ("ITEM.PENDING_EXPIRATION", "ITEM.PENDING_DISCONNECT"):
-        connection_notice(
-            connection,
-            "Your bank will soon stop sharing data with Sibling. Reconnect to keep it current.",
-        )
-    elif kind == "ITEM.USER_PERMISSION_REVOKED":
-        connection_disconnect(connection=connection, delete_data=False)
-    else:
-        event.error = f"unhandled event type {kind}"
+    handler = HANDLERS.get(event.event_type)
+    if handler is None:
+        event.error = f"unhandled event type {event.event_type}"
+        return
+    handler(event, connection)

@@ -1,0 +1,52 @@
+from sources.providers.base import Periodic, Setting, Stream
+from sources.providers.google import GOOGLE_SANDBOX_PATHS, GOOGLE_URLS, GoogleProvider
+from sources.providers.google_calendar.kinds import CALENDAR_EVENT
+
+# How long a channel is asked to live, and how often channels are renewed. Google may end a
+# channel sooner than asked (the channel's answer says when); renewal replaces every channel
+# that ends within RENEW_MARGIN of a run, so one missed run loses no notification.
+CHANNEL_TTL_S = 7 * 24 * 3600
+RENEW_EVERY_MINUTES = 60
+
+
+class GoogleCalendar(GoogleProvider):
+    """Events of every calendar in the person's calendar list, through the Calendar API v3."""
+
+    id = "google_calendar"
+    name = "Google Calendar"
+    category = "external"
+    # https://developers.google.com/workspace/calendar/api/auth: the calendar list and events,
+    # read only.
+    scopes = ("https://www.googleapis.com/auth/calendar.readonly",)
+    streams = (Stream("events", kind="calendar_event"),)
+    kinds = (CALENDAR_EVENT,)
+    credentials = {
+        "client_id": "sandbox-google_calendar-client",
+        "client_secret": "sandbox-google_calendar-secret",
+    }
+    settings = (
+        # Off: no channels are opened (syncs still run on schedule). Notifications need
+        # SIBLING_PUBLIC_URL to be an https address Google can reach.
+        Setting("push", default=True, cast=bool),
+        # The lifetime asked of each channel, in seconds.
+        Setting("channel_ttl_s", default=CHANNEL_TTL_S, cast=int),
+    )
+    # "channels" holds each watched calendar's channel, with the secret token notifications
+    # must carry: never shown.
+    secret_fields = ("access_token", "refresh_token", "channels")
+    urls = {**GOOGLE_URLS, "api": "https://www.googleapis.com/calendar/v3"}
+    sandbox_paths = {**GOOGLE_SANDBOX_PATHS, "api": "/google/calendar/v3"}
+    webhook_receiver_path = "sources.providers.google_calendar.webhooks.CalendarWebhookReceiver"
+    webhook_handler_path = "sources.providers.google_calendar.webhooks.event_handle"
+    periodic = (
+        Periodic(
+            "google_calendar-channels-renew",
+            "sources.providers.google_calendar.tasks.channels_renew_all",
+            RENEW_EVERY_MINUTES,
+        ),
+    )
+    # Notifications ask for a sync as soon as something changes; the schedule is the safety net
+    # (Google says notifications are not fully reliable).
+    default_sync_interval_s = 3600
+    client_path = "sources.providers.google_calendar.client.CalendarSyncClient"
+    processor_path = "sources.providers.google_calendar.processors.page_process"

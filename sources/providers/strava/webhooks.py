@@ -1,0 +1,187 @@
+"""Strava push subscriptions: the validation request, then events as hints.
+
+https://developers.strava.com/docs/webhooks/: creating the application's one subscription makes
+Strava send ``GET <callback>?hub.mode=subscribe&hub.challenge=...&hub.verify_token=...``,
+answered within two seconds with ``{"hub.challenge": ...}``. Events are POSTed as
+``{object_type, object_id, aspect_type, owner_id, subscription_id, event_time, updates}``.
+
+Strava signs nothing. An event is taken only when it names the configured subscription, and
+only as a hint: a created or changed activity starts a sync, which reads the activity from the
+API with the athlete's own token; a deletion removes a record Sibling already holds (nothing is
+read from the event but ids); a deauthorization disconnects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from ingestion.models import WebhookEvent
+from ingestion.notifications import (
+    connection_for_account,
+    connection_notice,
+    connection_sync_request,
+    event_concerns,
+)
+from ingestion.schemas import ProcessedPage
+from ingestion.storage import page_store
+from ingestion.webhooks import (
+    IncomingEvent,
+    WebhookReceiver,
+    WebhookRejected,
+    webhook_rejection_record,
+)
+from sources.models import UserDataSource
+from sources.providers.strava.provider import Strava
+from sources.services import connection_disconnect
+
+logger = logging.getLogger(__name__)
+# A challenge is Strava's random string; anything longer is not echoed.
+MAX_CHALLENGE = 255
+
+
+def _same(given: str, expected: str) -> bool:
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _id(value: Any) -> int:
+    """A Strava id (int64): an integer, or its digits; anything else is malformed."""
+    if isinstance(value, bool):
+        raise ValueError("not an id")
+    if isinstance(value, int) and value > 0:
+        return value
+    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
+        return int(value)
+    raise ValueError("not an id")
+
+
+class StravaWebhookReceiver(WebhookReceiver):
+    provider_id = "strava"
+    http_method_names = ["get", "post"]
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        """The subscription's validation: echo the challenge when the verify token matches."""
+        mode = request.GET.get("hub.mode", "")
+        challenge = request.GET.get("hub.challenge", "")
+        token = request.GET.get("hub.verify_token", "")
+        if (
+            mode == "subscribe"
+            and 0 < len(challenge) <= MAX_CHALLENGE
+            and _same(token, settings.STRAVA_WEBHOOK_VERIFY_TOKEN)
+        ):
+            return JsonResponse({"hub.challenge": challenge})
+        webhook_rejection_record(
+            provider=self.provider_id,
+            reason="subscription validation refused",
+            request=request,
+            body_length=0,
+        )
+        return JsonResponse({"error": "subscription validation refused"}, status=403)
+
+    def verify(self, request: HttpRequest, body: bytes) -> None:
+        # Nothing is signed: the subscription id is all an event can be checked by.
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise WebhookRejected("malformed JSON body", status=400) from None
+        given = payload.get("subscription_id") if isinstance(payload, dict) else None
+        if isinstance(given, bool) or not isinstance(given, int | str):
+            raise WebhookRejected("missing or unknown subscription")
+        if not _same(str(given), str(settings.STRAVA_WEBHOOK_SUBSCRIPTION_ID or "")):
+            raise WebhookRejected("missing or unknown subscription")
+
+    def events(self, payload: Any, body: bytes) -> list[IncomingEvent]:
+        object_type, aspect_type = payload["object_type"], payload["aspect_type"]
+        # A type Strava adds later is stored and answered 200 (its handler says unhandled);
+        # only a shape no event has is refused.
+        if not all(
+            isinstance(t, str) and t.isidentifier() and len(t) <= 40
+            for t in (object_type, aspect_type)
+        ):
+            raise ValueError("malformed object or aspect type")
+        updates = payload.get("updates") or {}
+        if not isinstance(updates, dict):
+            raise ValueError("updates is not an object")
+        # Only what the handlers read is kept: ids, the type, and the deauthorization flag.
+        event = {
+            "object_type": object_type,
+            "aspect_type": aspect_type,
+            "object_id": _id(payload["object_id"]),
+            "owner_id": _id(payload["owner_id"]),
+            "event_time": payload.get("event_time"),
+            "authorized": updates.get("authorized") if object_type == "athlete" else None,
+        }
+        # Strava retries a delivery with the same body: the same event, one effect.
+        canonical = json.dumps(
+            [payload.get("subscription_id"), event, updates], sort_keys=True, default=str
+        )
+        return [
+            IncomingEvent(
+                dedup_key=hashlib.sha256(canonical.encode()).hexdigest(),
+                event_type=f"{object_type}.{aspect_type}",
+                payload=event,
+            )
+        ]
+
+
+def _activity_changed(event: WebhookEvent, connection: UserDataSource) -> None:
+    # A hint: the sync reads the athlete's activities from the API with their own token.
+    if not connection_sync_request(connection):
+        event.error = "no sync started: the connection is not active or a sync is queued"
+
+
+def _activity_deleted(event: WebhookEvent, connection: UserDataSource) -> None:
+    counts = page_store(
+        connection=connection,
+        stream="activities",
+        processed=ProcessedPage(removed=[("workout", str(event.payload["object_id"]))]),
+    )
+    if counts.deleted:
+        UserDataSource.objects.filter(pk=connection.pk).update(
+            records_stored=F("records_stored") - counts.deleted
+        )
+
+
+def _athlete_updated(event: WebhookEvent, connection: UserDataSource) -> None:
+    if str(event.payload.get("authorized")).lower() != "false":
+        return  # a profile change: nothing Sibling keeps
+    # The athlete withdrew Sibling's access at Strava: every token is dead already, so there
+    # is nothing to revoke (and no pending revocation to keep). The data stays until the
+    # person deletes it, as after any disconnect that keeps it.
+    uid = (connection.credentials or {}).get("uid")
+    connection.credentials = {"uid": uid} if uid else None
+    connection_disconnect(connection=connection, delete_data=False, keep_pending=False)
+    connection_notice(
+        connection, "You removed Sibling's access in your Strava settings, so it stopped syncing."
+    )
+    logger.info("connection %s disconnected: the athlete deauthorized Sibling", connection.pk)
+
+
+HANDLERS: dict[str, Callable[[WebhookEvent, UserDataSource], None]] = {
+    "activity.create": _activity_changed,
+    "activity.update": _activity_changed,
+    "activity.delete": _activity_deleted,
+    "athlete.update": _athlete_updated,
+}
+
+
+def event_handle(event: WebhookEvent) -> None:
+    payload = event.payload or {}
+    connection = connection_for_account(
+        provider=Strava.id, external_account_id=str(payload.get("owner_id", ""))
+    )
+    if not event_concerns(event, connection):
+        return
+    handler = HANDLERS.get(event.event_type)
+    if handler is None:
+        event.error = f"unhandled event type {event.event_type}"
+        return
+    handler(event, connection)

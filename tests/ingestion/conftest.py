@@ -1,7 +1,6 @@
 """Connections made the real way against the sandbox (over HTTP), ready to sync."""
 
 import time
-import uuid
 
 import pytest
 from django.utils import timezone
@@ -10,11 +9,8 @@ from ingestion.http import RetryPolicy
 from ingestion.models import SyncRun
 from ingestion.scheduler import connection_claim
 from sources.models import UserDataSource
-from sources.providers.fitbit import Fitbit
-from sources.providers.plaid import Plaid
-from sources.sandbox.testing import google_credentials, plaid_item_link
-from sources.services import connection_upsert
 from tests.factories import UserFactory
+from tests.sources.providers.kit import sandbox_connection
 
 NO_WAIT = RetryPolicy(sleep=lambda seconds: None)
 
@@ -32,47 +28,40 @@ def person(db):
 
 
 @pytest.fixture
-def fitbit_connection(sandbox, person):
-    email = f"fit-{uuid.uuid4().hex[:8]}@example.com"
-    credentials = google_credentials(Fitbit, email)
-    connection = connection_upsert(
-        user=person,
-        provider=Fitbit,
-        external_account_id=Fitbit.external_account_id(uid=email, credentials=credentials),
-        credentials=credentials,
-        account_label=email,
-    )
-    connection.sandbox_account = email
-    return connection
+def oauth_connection(sandbox, person):
+    """A connection to an OAuth2 provider (tokens that expire and are refreshed)."""
+    return sandbox_connection(person, auth_mode="oauth2")
 
 
 @pytest.fixture
-def plaid_connection(sandbox, person):
-    exchanged = plaid_item_link(client_user_id=str(person.pk))
-    connection = connection_upsert(
-        user=person,
-        provider=Plaid,
-        external_account_id=exchanged["item_id"],
-        credentials=exchanged,
-        account_label="First Sandbox Bank",
-    )
-    connection.sandbox_account = exchanged["item_id"]
-    return connection
+def link_connection(sandbox, person):
+    """A connection through a hosted link (an access token that never expires)."""
+    return sandbox_connection(person, auth_mode="hosted_link")
 
 
 @pytest.fixture
-def rescuetime_connection(sandbox, person):
-    from sources.providers.rescuetime import RescueTime
+def key_connection(sandbox, person):
+    """A connection by API key: the simplest and fastest sync."""
+    return sandbox_connection(person, auth_mode="api_key")
 
-    key = f"sandbox-{uuid.uuid4().hex[:12]}"
-    connection = connection_upsert(
-        user=person,
-        provider=RescueTime,
-        external_account_id=RescueTime.external_account_id_for_key(key),
-        credentials={"api_key": key},
+
+def sync(connection: UserDataSource, **kwargs) -> SyncRun | None:
+    """One sync of the connection, as a worker runs it (retries without waiting)."""
+    from ingestion.runner import connection_sync
+
+    return connection_sync(connection.pk, policy=NO_WAIT, **kwargs)
+
+
+def stored(connection: UserDataSource, collection: str = "") -> list[dict]:
+    """The connection's records as stored (in its provider's category's collection)."""
+    from ingestion.storage import records_collection
+
+    collection = collection or f"{connection.provider_class.category}_data"
+    return list(
+        records_collection(collection).find(
+            {"user": connection.user_id, "connection": connection.pk}
+        )
     )
-    connection.sandbox_account = key
-    return connection
 
 
 def fresh(connection: UserDataSource) -> UserDataSource:

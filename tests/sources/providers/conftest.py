@@ -1,0 +1,31 @@
+"""Fixtures of every provider's tests: the provider of the test's folder and a connection to it
+made against the sandbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from sources.models import UserDataSource
+from sources.providers import Provider, get_provider
+from tests.sources.providers.kit import sandbox_connection
+
+
+@pytest.fixture
+def sandbox(live_server, settings):
+    """Every sandboxed provider talks to this test's live server over HTTP; backfills are short."""
+    settings.SIBLING_SANDBOX_BASE_URL = f"{live_server.url}/sandbox"
+    settings.SIBLING_BACKFILL_DAYS = 14
+    return live_server
+
+
+@pytest.fixture
+def provider(request) -> type[Provider]:
+    """The provider whose folder holds the test (tests/sources/providers/<id>/...)."""
+    parts = request.module.__name__.split(".")
+    return get_provider(parts[parts.index("providers") + 1])
+
+
+@pytest.fixture
+def connection(sandbox, person, provider) -> UserDataSource:
+    """A connection of ``person`` to the folder's provider, made the real way in the sandbox."""
+    return sandbox_connection(person, provider)

@@ -6,10 +6,12 @@ nonce or from here, and no framing of Sibling. What the connect flows need depen
 provider's endpoints are configured (the real provider, a staging URL, or the built-in sandbox),
 so it is derived from the provider registry on every response rather than written twice:
 
-- Plaid Link (https://plaid.com/docs/link/web/#content-security-policy-csp): the Link script
-  itself in ``script-src``, its origin in ``frame-src`` (Link opens in an iframe from
-  cdn.plaid.com) and the Plaid API environment in ``connect-src``. With the sandbox, the Link
-  imitation's script and the endpoint it calls, both under ``SIBLING_SANDBOX_BASE_URL``.
+- A hosted link (``HostedLinkProvider``: the provider's own script opens its dialog on Sibling's
+  page): the script itself in ``script-src``, its origin in ``frame-src`` (such dialogs open in
+  an iframe served beside the script) and the origins of the endpoints the provider declares the
+  script calls (``link_connect_urls``) in ``connect-src``. With the sandbox, the imitation's
+  script and endpoints, all under ``SIBLING_SANDBOX_BASE_URL``. What a provider's script needs
+  is documented in its folder (``sources/providers/<id>/provider.py``).
 - OAuth2 providers: the connect button posts to ``/connect/login/<provider>/``, which redirects to
   the provider's authorize URL; browsers apply ``form-action`` to redirects after a form
   submission, so each authorize URL's origin is allowed there.
@@ -73,7 +75,7 @@ def provider_sources() -> dict[str, list[str]]:
 
 @functools.lru_cache(maxsize=8)
 def _provider_sources(configuration: str) -> dict[str, tuple[str, ...]]:
-    from sources.providers import PROVIDERS, OAuth2Provider, PlaidLinkProvider
+    from sources.providers import PROVIDERS, HostedLinkProvider, OAuth2Provider
 
     wanted: dict[str, list[str]] = {}
 
@@ -82,11 +84,12 @@ def _provider_sources(configuration: str) -> dict[str, tuple[str, ...]]:
             wanted[directive].append(source)
 
     for provider in PROVIDERS.values():
-        if issubclass(provider, PlaidLinkProvider):
+        if issubclass(provider, HostedLinkProvider):
             script = provider.url("link_script")
             add("script-src", _source(script))
             add("frame-src", _origin(script))
-            add("connect-src", _origin(provider.url("api")))
+            for name in provider.link_connect_urls:
+                add("connect-src", _origin(provider.url(name)))
         elif issubclass(provider, OAuth2Provider):
             add("form-action", _origin(provider.url("authorize")))
     return {directive: tuple(sources) for directive, sources in wanted.items()}

@@ -10,7 +10,7 @@ from django.db.models import Q
 
 from sibling.lookups import object_or_404
 from sources.models import PendingRevocation, UserDataSource
-from sources.providers import PROVIDERS, Provider
+from sources.providers import PROVIDERS, HostedLinkProvider, Provider
 
 Status = UserDataSource.Status
 
@@ -32,12 +32,15 @@ class ProviderCard:
     pending_revocations: list[PendingRevocation] = field(default_factory=list)
 
     @property
+    def several_accounts(self) -> bool:
+        # A hosted link (a bank's, say) is made per account, and several are usual.
+        return issubclass(self.provider, HostedLinkProvider)
+
+    @property
     def can_add(self) -> bool:
-        # Several banks are usual; one mailbox/tracker per provider is the common case, but a
-        # disconnected one can always be connected again.
-        return self.provider.auth_mode == "plaid_link" or not any(
-            c.is_connected for c in self.connections
-        )
+        # One account per provider is the common case otherwise, but a disconnected one can
+        # always be connected again.
+        return self.several_accounts or not any(c.is_connected for c in self.connections)
 
 
 def status_text(connection: UserDataSource) -> str:

@@ -5,10 +5,11 @@ from sources import views
 app_name = "sources"
 urlpatterns = [
     path("connections/", views.connections, name="connections"),
-    path("connections/rescuetime/", views.rescuetime_connect, name="rescuetime_connect"),
-    path("connections/plaid/", views.plaid_connect, name="plaid_connect"),
-    path("connections/plaid/link-token/", views.plaid_link_token, name="plaid_link_token"),
-    path("connections/plaid/exchange/", views.plaid_exchange, name="plaid_exchange"),
+    # Connecting a source, per auth mode (sources.views.connect): api_key the key form,
+    # hosted_link the page that opens the provider's dialog, oauth2 social-auth's begin step.
+    path("connections/new/<str:provider_id>/", views.connect, name="connect"),
+    path("connections/new/<str:provider_id>/link-token/", views.link_token, name="link_token"),
+    path("connections/new/<str:provider_id>/exchange/", views.link_exchange, name="link_exchange"),
     path(
         "connections/<str:connection_id>/disconnect/",
         views.connection_disconnect,

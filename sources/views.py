@@ -8,7 +8,14 @@ import logging
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    JsonResponse,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -16,9 +23,15 @@ from django.views.decorators.http import require_http_methods, require_POST
 from sibling.throttles import rate_limit, user_key
 from sources import selectors, services
 from sources.forms import ApiKeyForm, DisconnectForm, SignUpForm
-from sources.providers import ProviderAuthError, ProviderError
-from sources.providers.plaid import Plaid
-from sources.providers.rescuetime import RescueTime
+from sources.providers import (
+    ApiKeyProvider,
+    HostedLinkProvider,
+    OAuth2Provider,
+    Provider,
+    ProviderAuthError,
+    ProviderError,
+    get_provider,
+)
 
 logger = logging.getLogger(__name__)
 CONNECTION_ACTIONS = ("pause", "resume", "sync")
@@ -121,84 +134,147 @@ def connection_disconnect(request: HttpRequest, connection_id: str) -> HttpRespo
     )
 
 
+def _provider_get(provider_id: str, auth_mode: str | None = None) -> type[Provider]:
+    """The registered provider, or 404: an unknown id and a provider of another auth mode than
+    the URL's look the same."""
+    try:
+        provider = get_provider(provider_id)
+    except LookupError:
+        raise Http404("No such source") from None
+    if auth_mode is not None and provider.auth_mode != auth_mode:
+        raise Http404("No such source")
+    return provider
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
-@rate_limit(group="rescuetime-key", key=user_key, rate_setting="SIBLING_RESCUETIME_KEY_RATE")
-def rescuetime_connect(request: HttpRequest) -> HttpResponse:
+def connect(request: HttpRequest, provider_id: str) -> HttpResponse:
+    """Connect a source, the way its auth mode does it."""
+    provider = _provider_get(provider_id)
+    if issubclass(provider, ApiKeyProvider):
+        # Each provider's key checks are counted apart: one provider's refusals spend no other's.
+        limited = rate_limit(
+            group=f"connect-key:{provider.id}",
+            key=user_key,
+            rate_setting="SIBLING_CONNECT_KEY_RATE",
+        )(_key_connect)
+        return limited(request, provider)
+    if issubclass(provider, HostedLinkProvider):
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET"])
+        return render(
+            request,
+            "sources/connect_hosted_link.html",
+            {
+                "provider": provider,
+                "link_script_url": provider.url("link_script"),
+                "sandboxed": provider.sandboxed(),
+            },
+        )
+    if issubclass(provider, OAuth2Provider):
+        # social-auth's begin step; 307 keeps a POST a POST (with its CSRF token) on the way.
+        begin = reverse("social:begin", args=[provider.id])
+        return HttpResponseRedirect(begin, status=307 if request.method == "POST" else 302)
+    raise Http404("No such source")
+
+
+def _key_connect(request: HttpRequest, provider: type[ApiKeyProvider]) -> HttpResponse:
     form = ApiKeyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         api_key = form.cleaned_data["api_key"]
         try:
-            RescueTime.key_check(api_key)
+            provider.key_check(api_key)
         except ProviderAuthError:
-            form.add_error("api_key", "RescueTime did not accept this key. Please check it.")
+            form.add_error("api_key", f"{provider.name} did not accept this key. Please check it.")
         except ProviderError as err:
             form.add_error(None, str(err))
         else:
             services.connection_upsert(
                 user=request.user,
-                provider=RescueTime,
-                external_account_id=RescueTime.external_account_id_for_key(api_key),
+                provider=provider,
+                external_account_id=provider.external_account_id_for_key(api_key),
                 credentials={"api_key": api_key},
-                account_label="RescueTime account",
+                account_label=provider.account_label or f"{provider.name} account",
             )
-            messages.success(request, "RescueTime is connected. The first sync has started.")
+            messages.success(request, f"{provider.name} is connected. The first sync has started.")
             return redirect("sources:connections")
     return render(
         request,
-        "sources/rescuetime_connect.html",
-        {"form": form, "provider": RescueTime, "sandboxed": RescueTime.sandboxed()},
+        "sources/connect_api_key.html",
+        {"form": form, "provider": provider, "sandboxed": provider.sandboxed()},
     )
 
 
-@login_required
-def plaid_connect(request: HttpRequest) -> HttpResponse:
-    return render(
-        request,
-        "sources/plaid_connect.html",
-        {
-            "provider": Plaid,
-            "link_script_url": Plaid.url("link_script"),
-            "sandboxed": Plaid.sandboxed(),
-        },
-    )
+def _json_error(message: str, status: int) -> JsonResponse:
+    # The Link page shows the message as it is: it must be safe to show and hold no secret.
+    return JsonResponse({"error": message}, status=status)
 
 
 @login_required
 @require_POST
-@rate_limit(
-    group="plaid-link-token",
-    key=user_key,
-    rate_setting="SIBLING_PLAID_LINK_TOKEN_RATE",
-    as_json=True,
-)
-def plaid_link_token(request: HttpRequest) -> JsonResponse:
+def link_token(request: HttpRequest, provider_id: str) -> HttpResponse:
+    """A link token that opens the provider's hosted dialog for this person (JSON)."""
+    provider = _provider_get(provider_id, "hosted_link")
+    limited = rate_limit(
+        group=f"link-token:{provider.id}",
+        key=user_key,
+        rate_setting="SIBLING_LINK_TOKEN_RATE",
+        as_json=True,
+    )(_link_token)
+    return limited(request, provider)
+
+
+def _link_token(request: HttpRequest, provider: type[HostedLinkProvider]) -> JsonResponse:
     try:
-        token = Plaid.link_token_create(client_user_id=str(request.user.pk))
+        token = provider.link_token_create(client_user_id=str(request.user.pk))
     except ProviderError as err:
-        return JsonResponse({"error": str(err)}, status=502)
+        return _json_error(str(err), 502)
     return JsonResponse({"link_token": token})
 
 
+# A public token is a short opaque string; anything far longer is not one.
+PUBLIC_TOKEN_MAX_LENGTH = 500
+
+
 @login_required
 @require_POST
-def plaid_exchange(request: HttpRequest) -> JsonResponse:
+def link_exchange(request: HttpRequest, provider_id: str) -> HttpResponse:
+    """The hosted dialog's public token (and its metadata) exchanged for the credentials (JSON).
+
+    The body is ``{"public_token": "...", "metadata": {...}}``. Exchanges are counted with the
+    link tokens' rate (a group of their own): each one is a call to the provider.
+    """
+    provider = _provider_get(provider_id, "hosted_link")
+    limited = rate_limit(
+        group=f"link-exchange:{provider.id}",
+        key=user_key,
+        rate_setting="SIBLING_LINK_TOKEN_RATE",
+        as_json=True,
+    )(_link_exchange)
+    return limited(request, provider)
+
+
+def _link_exchange(request: HttpRequest, provider: type[HostedLinkProvider]) -> JsonResponse:
     try:
         body = json.loads(request.body or b"{}")
-        public_token = str(body["public_token"])
-        institution = str((body.get("institution") or {}).get("name") or "Bank account")[:100]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return JsonResponse({"error": "public_token is required"}, status=400)
+    except ValueError:  # not JSON, or not UTF-8
+        return _json_error("The request was not understood. Please try again.", 400)
+    public_token = body.get("public_token") if isinstance(body, dict) else None
+    metadata = body.get("metadata", {}) if isinstance(body, dict) else None
+    if not isinstance(public_token, str) or not public_token.strip():
+        return _json_error("public_token is required", 400)
+    if len(public_token) > PUBLIC_TOKEN_MAX_LENGTH or not isinstance(metadata, dict):
+        return _json_error("The request was not understood. Please try again.", 400)
     try:
-        exchanged = Plaid.public_token_exchange(public_token)
+        result = provider.link_exchange(public_token.strip(), metadata)
     except ProviderError as err:
-        return JsonResponse({"error": str(err)}, status=502)
+        return _json_error(str(err), 502)
     services.connection_upsert(
         user=request.user,
-        provider=Plaid,
-        external_account_id=exchanged["item_id"],
-        credentials=exchanged,
-        account_label=institution,
+        provider=provider,
+        external_account_id=result.external_account_id,
+        credentials=result.credentials,
+        account_label=result.account_label,
     )
-    messages.success(request, f"{institution} is connected. The first sync has started.")
+    messages.success(request, f"{result.account_label} is connected. The first sync has started.")
     return JsonResponse({"redirect": reverse("sources:connections")})

@@ -1,5 +1,5 @@
-"""Rate limits: login (per address and per username), signup, the Plaid link token, the
-RescueTime key check and the events API answer 429 with Retry-After once over their rate."""
+"""Rate limits: login (per address and per username), signup, a hosted link's tokens and
+exchanges, API key checks and the events API answer 429 with Retry-After once over their rate."""
 
 from __future__ import annotations
 
@@ -7,11 +7,17 @@ import json
 
 import pytest
 from django.core.cache import cache
+from django.urls import reverse
 
 from ingestion.authentication import api_token_create
+from sources.providers import providers_with
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
+
+
+def _ids(provider) -> str:
+    return provider.id
 
 
 @pytest.fixture(autouse=True)
@@ -65,11 +71,14 @@ def test_signup_is_limited_per_address(client, settings):
     _assert_throttled(client.post("/signup/", {"username": ""}), as_json=False)
 
 
-def test_plaid_link_token_is_limited_per_person_in_json(client, settings, sandbox):
-    settings.SIBLING_PLAID_LINK_TOKEN_RATE = "2/10m"
+@pytest.mark.parametrize("provider", providers_with(auth_mode="hosted_link"), ids=_ids)
+def test_link_tokens_are_limited_per_person_and_provider_in_json(
+    client, settings, sandbox, provider
+):
+    settings.SIBLING_LINK_TOKEN_RATE = "2/10m"
     person = UserFactory()
     client.force_login(person)
-    url = "/connections/plaid/link-token/"
+    url = reverse("sources:link_token", args=[provider.id])
     for _ in range(2):
         assert client.post(url).status_code == 200
     _assert_throttled(client.post(url), as_json=True)
@@ -77,14 +86,28 @@ def test_plaid_link_token_is_limited_per_person_in_json(client, settings, sandbo
     assert client.post(url).status_code == 200
 
 
-def test_rescuetime_key_check_is_limited_per_person(client, settings, sandbox):
-    settings.SIBLING_RESCUETIME_KEY_RATE = "2/10m"
+@pytest.mark.parametrize("provider", providers_with(auth_mode="hosted_link"), ids=_ids)
+def test_link_exchanges_are_limited_per_person_in_json(client, settings, sandbox, provider):
+    settings.SIBLING_LINK_TOKEN_RATE = "2/10m"
     client.force_login(UserFactory())
-    url = "/connections/rescuetime/"
+    url = reverse("sources:link_exchange", args=[provider.id])
+    forged = {"public_token": "public-sandbox-forged"}
+    for _ in range(2):  # each forged token costs a call to the provider, so each is counted
+        assert client.post(url, forged, content_type="application/json").status_code == 502
+    _assert_throttled(client.post(url, forged, content_type="application/json"), as_json=True)
+    # Exchanges have their own count: link tokens are still allowed.
+    assert client.post(reverse("sources:link_token", args=[provider.id])).status_code == 200
+
+
+@pytest.mark.parametrize("provider", providers_with(auth_mode="api_key"), ids=_ids)
+def test_key_checks_are_limited_per_person_and_provider(client, settings, sandbox, provider):
+    settings.SIBLING_CONNECT_KEY_RATE = "2/10m"
+    client.force_login(UserFactory())
+    url = reverse("sources:connect", args=[provider.id])
     for _ in range(2):
         assert client.post(url, {"api_key": "not-a-key"}).status_code == 200
     _assert_throttled(client.post(url, {"api_key": "sandbox-abc"}), as_json=False)
-    assert client.get(url).status_code == 200
+    assert client.get(url).status_code == 200  # reading the page is not counted
 
 
 def test_events_api_is_limited_per_person(client, settings):

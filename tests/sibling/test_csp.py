@@ -5,11 +5,13 @@ and the connect flows work under it."""
 
 import re
 import subprocess
+from urllib.parse import urlsplit
 
 import pytest
 from django.urls import reverse
 
 from sibling.csp import provider_sources
+from sources.providers import providers_with
 from tests.factories import UserFactory
 from tests.helpers import MANAGE, project_env
 
@@ -54,11 +56,26 @@ def test_a_persons_pages_carry_the_policy(client):
         assert_strict(directives(response))
 
 
-def test_the_plaid_page_allows_its_inline_script_by_nonce_and_the_sandbox_link_script(
-    client, sandboxed
+def _link_provider(settings, **config: object):
+    """The first hosted-link provider, its configuration overridden with ``config``."""
+    linked = providers_with(auth_mode="hosted_link")
+    if not linked:
+        pytest.skip("no provider connects through a hosted link")
+    provider = linked[0]
+    if config:
+        settings.SIBLING_PROVIDERS = {
+            **settings.SIBLING_PROVIDERS,
+            provider.id: {**settings.SIBLING_PROVIDERS[provider.id], **config},
+        }
+    return provider
+
+
+@pytest.mark.parametrize("provider", providers_with(auth_mode="hosted_link"), ids=lambda p: p.id)
+def test_the_link_page_allows_its_inline_script_by_nonce_and_the_sandbox_link_script(
+    client, sandboxed, provider
 ):
     client.force_login(UserFactory(), backend="django.contrib.auth.backends.ModelBackend")
-    response = client.get(reverse("sources:plaid_connect"))
+    response = client.get(reverse("sources:connect", args=[provider.id]))
     policy = directives(response)
     assert_strict(policy)
     nonces = [v for v in policy["script-src"] if v.startswith("'nonce-")]
@@ -70,37 +87,53 @@ def test_the_plaid_page_allows_its_inline_script_by_nonce_and_the_sandbox_link_s
     # Every inline script carries the nonce; the others are allowed by their source.
     for attributes in inline:
         assert "src=" in attributes or f'nonce="{nonce}"' in attributes, attributes
-    assert "http://127.0.0.1:8123/sandbox/plaid/link-initialize.js" in policy["script-src"]
-    assert 'src="http://127.0.0.1:8123/sandbox/plaid/link-initialize.js"' in html
-    # The Link imitation calls the sandbox's public token endpoint.
-    assert "http://127.0.0.1:8123/" in policy["connect-src"]
-    # The Google connect buttons redirect to the sandbox's authorize page.
-    assert "http://127.0.0.1:8123/" in policy["form-action"]
+    script = provider.url("link_script")
+    assert script.startswith("http://127.0.0.1:8123/sandbox/")
+    assert script in policy["script-src"] and f'src="{script}"' in html
+    # The script's dialog is framed from its origin, and the imitation calls the sandbox.
+    assert "http://127.0.0.1:8123/" in policy["frame-src"]
+    if provider.link_connect_urls:
+        assert "http://127.0.0.1:8123/" in policy["connect-src"]
+    # OAuth2 connect buttons redirect to the sandbox's authorize page.
+    if providers_with(auth_mode="oauth2"):
+        assert "http://127.0.0.1:8123/" in policy["form-action"]
     # A fresh nonce every time.
-    again = directives(client.get(reverse("sources:plaid_connect")))["script-src"]
+    again = directives(client.get(reverse("sources:connect", args=[provider.id])))["script-src"]
     assert nonces[0] not in again
 
 
-def test_real_providers_get_their_documented_sources(settings):
-    # https://plaid.com/docs/link/web/#content-security-policy-csp
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/"
+
+
+def test_real_providers_get_the_sources_their_declarations_name(settings):
     settings.SIBLING_SANDBOX_ALLOWED = False
     sources = provider_sources()
-    assert sources["script-src"] == ["https://cdn.plaid.com/link/v2/stable/link-initialize.js"]
-    assert sources["frame-src"] == ["https://cdn.plaid.com/"]
-    assert sources["connect-src"] == ["https://production.plaid.com/"]
-    assert sources["form-action"] == ["https://accounts.google.com/"]
+    linked = providers_with(auth_mode="hosted_link")
+    assert sources.get("script-src", []) == [p.urls["link_script"] for p in linked]
+    assert sources.get("frame-src", []) == list(
+        dict.fromkeys(_origin(p.urls["link_script"]) for p in linked)
+    )
+    assert sources.get("connect-src", []) == list(
+        dict.fromkeys(_origin(p.urls[name]) for p in linked for name in p.link_connect_urls)
+    )
+    assert sources.get("form-action", []) == list(
+        dict.fromkeys(_origin(p.urls["authorize"]) for p in providers_with(auth_mode="oauth2"))
+    )
+    for url in sources.get("script-src", []) + sources.get("connect-src", []):
+        assert url.startswith("https://")
 
 
-def test_a_configured_plaid_environment_is_the_one_allowed(settings):
+def test_a_configured_environment_of_a_link_provider_is_the_one_allowed(settings):
     settings.SIBLING_SANDBOX_ALLOWED = False
-    settings.SIBLING_PROVIDERS = {
-        **settings.SIBLING_PROVIDERS,
-        "plaid": {
-            **settings.SIBLING_PROVIDERS["plaid"],
-            "urls": {"api": "https://sandbox.plaid.com", "link_script": ""},
-        },
-    }
-    assert provider_sources()["connect-src"] == ["https://sandbox.plaid.com/"]
+    provider = _link_provider(settings)
+    if not provider.link_connect_urls:
+        pytest.skip("the provider's script calls no endpoint of its own")
+    name = provider.link_connect_urls[0]
+    _link_provider(settings, urls={name: "https://staging.example.net/api", "link_script": ""})
+    assert "https://staging.example.net/" in provider_sources()["connect-src"]
+    assert _origin(provider.urls[name]) not in provider_sources()["connect-src"]
 
 
 def test_admin_pages_carry_the_policy(client):
@@ -119,21 +152,26 @@ def test_admin_pages_carry_the_policy(client):
 
 
 def test_the_sandbox_pages_carry_the_policy(client, sandboxed):
-    consent = client.get(
-        reverse("sandbox:google-authorize"),
-        {
-            "client_id": "sandbox-gmail-client",
-            "redirect_uri": "http://testserver/connect/complete/gmail/",
-            "response_type": "code",
-            "scope": "openid email",
-            "state": "s",
-        },
-    )
-    assert consent.status_code == 200, consent.content[:300]
-    assert_strict(directives(consent))
-    link_script = client.get(reverse("sandbox:plaid-link-script"))
-    assert link_script.status_code == 200
-    assert_strict(directives(link_script))
+    # Every OAuth2 provider's consent page and every hosted link's script, as the sandbox serves
+    # them (the sandbox answers on this test server; only the policy's origin is another).
+    for provider in providers_with(auth_mode="oauth2"):
+        complete = reverse("social:complete", args=[provider.id])
+        consent = client.get(
+            urlsplit(provider.url("authorize")).path,
+            {
+                "client_id": provider.client_credentials()["client_id"],
+                "redirect_uri": f"http://testserver{complete}",
+                "response_type": "code",
+                "scope": " ".join(provider.scopes),
+                "state": "s",
+            },
+        )
+        assert consent.status_code == 200, (provider.id, consent.content[:300])
+        assert_strict(directives(consent))
+    for provider in providers_with(auth_mode="hosted_link"):
+        link_script = client.get(urlsplit(provider.url("link_script")).path)
+        assert link_script.status_code == 200, provider.id
+        assert_strict(directives(link_script))
 
 
 def test_report_only_is_a_setting():
@@ -162,19 +200,17 @@ def test_report_only_is_a_setting():
 
 
 def test_a_malformed_provider_url_is_left_out_not_a_failure_of_every_page(client, settings):
-    """A typo in PLAID_LINK_SCRIPT_URL (an unclosed IPv6 bracket) must not answer 500 on every
-    page, admin's login included: the URL is left out of the policy."""
+    """A typo in a link script's URL setting (an unclosed IPv6 bracket) must not answer 500 on
+    every page, admin's login included: the URL is left out of the policy."""
     settings.SIBLING_SANDBOX_ALLOWED = False
-    settings.SIBLING_PROVIDERS = {
-        **settings.SIBLING_PROVIDERS,
-        "plaid": {
-            **settings.SIBLING_PROVIDERS["plaid"],
-            "urls": {"api": "https://sandbox.plaid.com", "link_script": "https://[cdn.plaid.com/x"},
-        },
-    }
+    provider = _link_provider(settings)
+    urls = {name: "https://staging.example.net/api" for name in provider.link_connect_urls}
+    _link_provider(settings, urls={**urls, "link_script": "https://[cdn.example.net/x"})
     sources = provider_sources()
-    assert "script-src" not in sources and "frame-src" not in sources
-    assert sources["connect-src"] == ["https://sandbox.plaid.com/"]
+    assert "https://[cdn.example.net/x" not in sources.get("script-src", [])
+    assert not any("[" in source for source in sources.get("frame-src", []))
+    if urls:
+        assert "https://staging.example.net/" in sources["connect-src"]
     for url in ("/login/", "/admin/login/"):
         response = client.get(url)
         assert response.status_code == 200, url

@@ -5,7 +5,6 @@ import ast
 
 import bson
 import pytest
-import requests
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
@@ -30,15 +29,14 @@ from ingestion.models import (
 )
 from ingestion.runner import connection_sync
 from ingestion.schemas import ProcessedPage, Quarantined, Record
-from ingestion.storage import page_store
+from ingestion.storage import page_store, record_decode
 from sibling.encryption import CODEC_OPTIONS, data_key_alt_name, key_vault_collection
 from sibling.mongo import plain_client, plain_database
 from sources.models import UserDataSource
-from sources.providers.plaid import Plaid
-from sources.sandbox.faults import fault_set
 from tests.factories import UserFactory
-from tests.ingestion.conftest import NO_WAIT, fresh
+from tests.ingestion.conftest import NO_WAIT, fresh, stored
 from tests.sources.conftest import PASSWORD
+from tests.sources.providers.kit import hooks, provider_for, sandbox_fault
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,11 +56,11 @@ def _documents_mentioning(user_id, needles: list[bytes]) -> list[tuple[str, dict
     return found
 
 
-def test_delete_all_my_data(client, plaid_connection, rescuetime_connection, person, settings):
+def test_delete_all_my_data(client, link_connection, key_connection, person, settings):
     settings.SIBLING_SYNC_ON_DUE = False
-    connection_sync(plaid_connection.pk, policy=NO_WAIT)
-    fault_set("rescuetime", rescuetime_connection.sandbox_account, "malformed")
-    connection_sync(rescuetime_connection.pk, policy=NO_WAIT)
+    connection_sync(link_connection.pk, policy=NO_WAIT)
+    sandbox_fault(key_connection, "malformed")
+    connection_sync(key_connection.pk, policy=NO_WAIT)
     api_token_create(user=person, name="phone")
     events_accept(
         user=person,
@@ -75,10 +73,10 @@ def test_delete_all_my_data(client, plaid_connection, rescuetime_connection, per
             }
         ],
     )
-    record = plain_database()["external_data"].find_one({"user": person.pk})
-    leftover_ciphertext = record["sealed"]  # as if a backup kept it
-    names = [t["name"].encode() for t in _sandbox_transactions(plaid_connection)][:20]
-    access_token = fresh(plaid_connection).credentials["access_token"]
+    leftover_ciphertext = stored(link_connection)[0]["sealed"]  # as if a backup kept it
+    names = _plaintext_of(link_connection, person)
+    credentials = fresh(link_connection).credentials
+    access_token = credentials["access_token"]
     email = person.email.encode()
 
     client.force_login(person, backend="django.contrib.auth.backends.ModelBackend")
@@ -104,17 +102,8 @@ def test_delete_all_my_data(client, plaid_connection, rescuetime_connection, per
     )
     with pytest.raises(EncryptionError):
         fresh_process.decrypt(leftover_ciphertext)
-    # The bank link was withdrawn at Plaid.
-    after = requests.post(
-        f"{Plaid.url('api')}/transactions/sync",
-        json={
-            "client_id": "sandbox-plaid-client",
-            "secret": "sandbox-plaid-secret",
-            "access_token": access_token,
-        },
-        timeout=10,
-    )
-    assert after.status_code == 400
+    # The link was withdrawn at the provider.
+    assert not hooks(link_connection.provider).credentials_work(credentials)
     # The erasure is recorded, without personal data.
     erasure = ErasureRecord.objects.get()
     assert erasure.subject == erasure_subject(person.pk) and erasure.key_destroyed
@@ -123,18 +112,16 @@ def test_delete_all_my_data(client, plaid_connection, rescuetime_connection, per
     assert client.get(reverse("sources:connections")).status_code == 302  # signed out
 
 
-def _sandbox_transactions(connection):
-    body = requests.post(
-        f"{Plaid.url('api')}/transactions/sync",
-        json={
-            "client_id": "sandbox-plaid-client",
-            "secret": "sandbox-plaid-secret",
-            "access_token": fresh(connection).credentials["access_token"],
-            "count": 100,
-        },
-        timeout=10,
-    ).json()
-    return body["added"]
+def _plaintext_of(connection, person) -> list[bytes]:
+    """Distinctive values of the connection's records, in the clear (the needles to look for)."""
+    values = [
+        str(value)
+        for record in stored(connection)[:20]
+        for value in record_decode(record, owner_id=person.pk)["data"].values()
+        if isinstance(value, str) and len(value) >= 12
+    ]
+    assert values
+    return [value.encode() for value in values]
 
 
 def _left_of(user_id) -> dict[str, int]:
@@ -164,9 +151,7 @@ def _scheduled_sweeps_run() -> int:
     return len(sweeps)
 
 
-def test_an_erasure_during_a_sync_stops_it_and_leaves_nothing(
-    rescuetime_connection, person, settings
-):
+def test_an_erasure_during_a_sync_stops_it_and_leaves_nothing(key_connection, person, settings):
     settings.SIBLING_SYNC_ON_DUE = False
     settings.SIBLING_BACKFILL_DAYS = 30  # several pages, so the sync goes on after the erasure
     user_id = person.pk
@@ -179,9 +164,7 @@ def test_an_erasure_during_a_sync_stops_it_and_leaves_nothing(
         assert _left_of(user_id)["behavioral_data"] > 0  # the sync had stored something
         person_erase(user=person)
 
-    run = connection_sync(
-        rescuetime_connection.pk, policy=NO_WAIT, on_page=erase_after_the_first_page
-    )
+    run = connection_sync(key_connection.pk, policy=NO_WAIT, on_page=erase_after_the_first_page)
 
     # The next page met the fence: the run ended there, writing nothing.
     assert pages_after_erasure == []
@@ -249,14 +232,20 @@ def test_the_sweep_removes_what_a_process_still_holding_the_key_wrote(person, ra
     """A sync in another process that passed the fence just before it was set may still write
     its page, even with a key of its own cached; the follow-up sweep removes it all."""
     user_id = person.pk
+    provider = provider_for(category="behavioral")
     person_erase(user=person)
     # What such a late page leaves: records, a raw page, a run, and (a key re-created by a
     # process that checked the fence before it was set).
     raw_db["behavioral_data"].insert_one(
-        {"user": user_id, "provider": "rescuetime", "kind": "productivity_day", "external_id": "d"}
+        {
+            "user": user_id,
+            "provider": provider.id,
+            "kind": provider.streams[0].kind,
+            "external_id": "d",
+        }
     )
-    raw_db[RawPage._meta.db_table].insert_one({"user_id": user_id, "provider": "rescuetime"})
-    raw_db[SyncRun._meta.db_table].insert_one({"user_id": user_id, "provider": "rescuetime"})
+    raw_db[RawPage._meta.db_table].insert_one({"user_id": user_id, "provider": provider.id})
+    raw_db[SyncRun._meta.db_table].insert_one({"user_id": user_id, "provider": provider.id})
     ClientEncryption(
         settings.SIBLING_KMS_PROVIDERS,
         settings.SIBLING_KEY_VAULT_NAMESPACE,

@@ -1,5 +1,5 @@
-"""A worker killed with SIGKILL in the middle of a backfill, then restarted, ends with exactly
-the sandbox's record set: nothing lost, nothing duplicated."""
+"""A worker killed with SIGKILL in the middle of a Google Health backfill (many daily pages),
+then restarted, ends with exactly the sandbox's record set: nothing lost, nothing duplicated."""
 
 import os
 import signal
@@ -15,11 +15,12 @@ from ingestion.runner import connection_sync
 from ingestion.storage import record_decode, records_collection
 from sources.models import UserDataSource
 from sources.providers.fitbit import Fitbit
-from sources.sandbox import health as sandbox_health
+from sources.providers.fitbit import sandbox as sandbox_health
+from sources.sandbox.testing import google_credentials
 from sources.services import connection_upsert
 from tests.factories import UserFactory
 from tests.helpers import BASE_DIR, kill_group, project_env, start_process
-from tests.ingestion.conftest import NO_WAIT, google_credentials, wait_until
+from tests.ingestion.conftest import NO_WAIT, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,7 +33,7 @@ def _records(connection) -> dict[tuple[str, str], dict]:
 
 
 def test_sigkill_mid_backfill_then_restart_ends_with_the_sandbox_record_set(
-    fitbit_connection, sandbox, settings, monkeypatch
+    connection, sandbox, settings, monkeypatch
 ):
     settings.SIBLING_BACKFILL_DAYS = 30
     # Today's data in the sandbox grows with the clock (a sample every 5 minutes): the synced
@@ -41,29 +42,29 @@ def test_sigkill_mid_backfill_then_restart_ends_with_the_sandbox_record_set(
     monkeypatch.setattr(sandbox_health, "timezone", SimpleNamespace(now=lambda: frozen))
     env = project_env(SIBLING_SANDBOX_BASE_URL=f"{sandbox.url}/sandbox", SIBLING_BACKFILL_DAYS="30")
     worker = start_process(
-        [sys.executable, str(BASE_DIR / "manage.py"), "sync", str(fitbit_connection.pk)], env
+        [sys.executable, str(BASE_DIR / "manage.py"), "sync", str(connection.pk)], env
     )
     try:
-        wait_until(lambda: RawPage.objects.filter(connection=fitbit_connection).count() >= 2)
+        wait_until(lambda: RawPage.objects.filter(connection=connection).count() >= 2)
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=10)
     finally:
         kill_group(worker)
     assert worker.returncode == -signal.SIGKILL
-    interrupted = _records(fitbit_connection)
+    interrupted = _records(connection)
     assert interrupted  # it was killed after storing something, before finishing
 
     # The killed worker's lease still runs: nobody may sync beside it, nor call its run
     # interrupted, until the lease has expired.
-    killed = SyncRun.objects.get(connection=fitbit_connection)
+    killed = SyncRun.objects.get(connection=connection)
     assert killed.outcome == SyncRun.Outcome.RUNNING
-    assert connection_sync(fitbit_connection.pk, policy=NO_WAIT) is None
+    assert connection_sync(connection.pk, policy=NO_WAIT) is None
     assert SyncRun.objects.get(pk=killed.pk).outcome == SyncRun.Outcome.RUNNING
-    UserDataSource.objects.filter(pk=fitbit_connection.pk).update(
+    UserDataSource.objects.filter(pk=connection.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)  # as time would
     )
 
-    run = connection_sync(fitbit_connection.pk, policy=NO_WAIT)
+    run = connection_sync(connection.pk, policy=NO_WAIT)
     assert run.outcome == SyncRun.Outcome.SUCCESS, run.error_message
     killed.refresh_from_db()
     assert killed.outcome == SyncRun.Outcome.FAILED and killed.error_class == "Interrupted"
@@ -73,14 +74,14 @@ def test_sigkill_mid_backfill_then_restart_ends_with_the_sandbox_record_set(
         user=UserFactory(),
         provider=Fitbit,
         external_account_id="reference",
-        credentials=google_credentials(Fitbit, fitbit_connection.sandbox_account),
+        credentials=google_credentials(Fitbit, connection.sandbox_account),
     )
     assert connection_sync(reference.pk, policy=NO_WAIT).outcome == SyncRun.Outcome.SUCCESS
-    resumed, clean = _records(fitbit_connection), _records(reference)
+    resumed, clean = _records(connection), _records(reference)
     assert resumed.keys() == clean.keys()
     assert resumed == clean
     ids = [
         r["external_id"]
-        for r in records_collection("behavioral_data").find({"connection": fitbit_connection.pk})
+        for r in records_collection("behavioral_data").find({"connection": connection.pk})
     ]
     assert len(ids) == len(set((k, i) for k, i in resumed))

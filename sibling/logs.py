@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
+
+from pythonjsonlogger import json as json_logger
 
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "log_context", default=None
@@ -53,19 +55,38 @@ class ScrubbingFormatter(logging.Formatter):
         return scrub(super().format(record))
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": scrub(record.getMessage()),
-            "process": record.process,
-        }
+class JsonFormatter(json_logger.JsonFormatter):
+    """One JSON object a line (python-json-logger): time (UTC, milliseconds), level, logger,
+    message, process, the sync context fields that are set, any ``extra`` fields, and the
+    exception. Every string in it is scrubbed before it is serialized (scrubbing the JSON text
+    could cut an escape sequence in two and break the line)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "rename_fields", {"levelname": "level", "name": "logger", "exc_info": "exception"}
+        )
+        super().__init__(["levelname", "name", "message", "process"], **kwargs)
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["time"] = datetime.fromtimestamp(record.created, UTC).isoformat(
+            timespec="milliseconds"
+        )
+        super().add_fields(log_data, record, message_dict)
         for name in CONTEXT_FIELDS:
-            value = getattr(record, name, "-")
-            if value != "-":
-                line[name] = value
-        if record.exc_info:
-            line["exception"] = scrub(self.formatException(record.exc_info))
-        return json.dumps(line)
+            if log_data.get(name) == "-":  # not set: left out, as the plain format cannot
+                del log_data[name]
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return _scrubbed(log_data)
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(item) for item in value]
+    return value

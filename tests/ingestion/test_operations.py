@@ -8,6 +8,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from prometheus_client.parser import text_string_to_metric_families
 
 from ingestion.management.commands import sync as sync_command
 from ingestion.models import QuarantinedItem, SyncRun
@@ -103,7 +104,13 @@ def test_metrics_are_for_operators_only(client, rescuetime_connection, settings)
     response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer operator-token")
     body = response.content.decode()
     assert response.status_code == 200
-    assert 'sibling_sync_runs_total{provider="rescuetime",outcome="success"} 1' in body
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+    runs = ("sibling_sync_runs_total", (("outcome", "success"), ("provider", "rescuetime")))
+    assert samples[runs] == 1
     assert "sibling_queue_depth" in body and "sibling_oldest_due_connection_age_seconds" in body
 
 

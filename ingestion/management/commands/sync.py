@@ -4,6 +4,7 @@ from typing import Any
 from bson import ObjectId
 from bson.errors import InvalidId
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
 
 from ingestion.models import SyncRun
 from ingestion.runner import connection_sync
@@ -11,8 +12,11 @@ from ingestion.scheduler import connection_claim, connection_lease_holder
 from sources.models import UserDataSource
 from sources.selectors import person_by_login
 
-BAR = 30
 WAIT_POLL_S = 2.0
+# A stream whose client tells how far through its backfill it is gets a bar; one that cannot
+# tell gets a page count.
+BAR_FORMAT = "  {desc}: [{bar:30}] {percentage:3.0f}%"
+COUNT_FORMAT = "  {desc}: page {n}"
 
 
 class Command(BaseCommand):
@@ -31,6 +35,8 @@ class Command(BaseCommand):
             help="wait for a sync that holds the connection to finish, then sync",
         )
 
+    _bar: tqdm | None = None
+
     def handle(self, *args: Any, **options: Any) -> None:
         connections = self._connections(options)
         if not connections:
@@ -44,17 +50,20 @@ class Command(BaseCommand):
             if not owner:
                 continue
             # The same lease every other sync takes: the runner never runs beside another.
-            run = connection_sync(
-                connection.pk,
-                trigger=SyncRun.Trigger.MANUAL,
-                lease_owner=owner,
-                on_page=self._progress,
-            )
+            try:
+                run = connection_sync(
+                    connection.pk,
+                    trigger=SyncRun.Trigger.MANUAL,
+                    lease_owner=owner,
+                    on_page=self._progress,
+                )
+            finally:
+                self._bar_close()
             if run is None:
                 self.stdout.write("  skipped (not active)")
                 continue
             self.stdout.write(
-                f"\n  {run.outcome}: {run.fetched} fetched, {run.created} created, "
+                f"  {run.outcome}: {run.fetched} fetched, {run.created} created, "
                 f"{run.updated} updated, {run.deleted} deleted, {run.quarantined} quarantined, "
                 f"{run.api_calls} API calls"
                 + (f" ({run.error_message})" if run.error_message else "")
@@ -96,13 +105,29 @@ class Command(BaseCommand):
         ).exists()
 
     def _progress(self, run: SyncRun, stream: str, progress: float | None) -> None:
+        """One page stored: the stream's bar moves (a new stream starts a new bar)."""
+        bar = self._bar
+        if bar is None or bar.desc != stream or (bar.total is None) != (progress is None):
+            self._bar_close()
+            bar = self._bar = tqdm(
+                desc=stream,
+                total=None if progress is None else 100,
+                bar_format=COUNT_FORMAT if progress is None else BAR_FORMAT,
+                ascii=".#",
+                # The command's own stream (tests pass a StringIO), unwrapped: Django's wrapper
+                # would end every redraw with a newline.
+                file=self.stdout._out,
+                leave=True,
+            )
         if progress is None:
-            line = f"  {stream}: page {run.pages}"
+            bar.update(1)
         else:
-            filled = int(BAR * progress)
-            line = f"  {stream}: [{'#' * filled}{'.' * (BAR - filled)}] {progress:4.0%}"
-        self.stdout.write(f"\r{line:<60}", ending="")
-        self.stdout.flush()
+            bar.update(max(0, round(progress * 100) - bar.n))
+
+    def _bar_close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def _connections(self, options: dict[str, Any]) -> list[UserDataSource]:
         queryset = UserDataSource.objects.filter(status=UserDataSource.Status.ACTIVE)

@@ -96,9 +96,9 @@ def test_nav_links_to_my_data(client, person):
 
 @pytest.mark.django_db(transaction=True)
 def test_page_shows_counts_and_latest_records_decrypted_for_the_owner_only(
-    client, plaid_connection, person
+    client, link_connection, person
 ):
-    synced(plaid_connection)
+    synced(link_connection)
     events_accept(user=person, events=[note_event("mine: call the dentist")])
     other = UserFactory()
     events_accept(user=other, events=[note_event("theirs: a secret of someone else")])
@@ -107,23 +107,27 @@ def test_page_shows_counts_and_latest_records_decrypted_for_the_owner_only(
     assert response.status_code == 200
     html = response.content.decode()
 
-    transactions = raw_records(person, "external_data", kind="transaction")
-    assert transactions
+    provider = link_connection.provider
+    collection = f"{link_connection.provider_class.category}_data"
+    kind = raw_records(person, collection)[0]["kind"]
+    records = raw_records(person, collection, kind=kind)
+    assert len(records) > 10
     counts = {(row.provider, row.kind): row.n for c in response.context["counts"] for row in c.rows}
-    assert counts == {("plaid", "transaction"): len(transactions), ("sibling_app", "note"): 1}
+    assert counts == {(provider, kind): len(records), ("sibling_app", "note"): 1}
     assert re.search(
-        rf'data-provider="plaid" data-kind="transaction">.*?<td class="num">{len(transactions)}<',
+        rf'data-provider="{provider}" data-kind="{kind}">.*?<td class="num">{len(records)}<',
         html,
     )
 
-    # The newest transactions are shown decrypted; the rest are in the export, not here.
-    newest = sorted(transactions, key=lambda d: d["occurred_at"], reverse=True)[:10]
-    shown = response.context["latest"]["transaction"]
+    # The newest records are shown decrypted; the rest are in the export, not here.
+    newest = sorted(records, key=lambda d: d["occurred_at"], reverse=True)[:10]
+    shown = response.context["latest"][kind]
     assert len(shown) == 10
     assert [r.occurred_at for r in shown] == [d["occurred_at"] for d in newest]
     for document in newest:
-        name = value_decrypt(document["sealed"], owner_id=person.pk)["name"]
-        assert escape(name) in html
+        data = value_decrypt(document["sealed"], owner_id=person.pk)
+        texts = [v for v in data.values() if isinstance(v, str) and len(v) >= 4]
+        assert any(escape(text) in html for text in texts)
     assert "mine: call the dentist" in html
     assert "theirs" not in html and "someone else" not in html
 
@@ -299,10 +303,11 @@ def test_export_needs_post(client, person):
 
 @pytest.mark.django_db(transaction=True)
 def test_export_streams_everything_decrypted_without_secrets(
-    client, plaid_connection, rescuetime_connection, person
+    client, link_connection, key_connection, person
 ):
-    synced(plaid_connection)
-    synced(rescuetime_connection)
+    synced(link_connection)
+    synced(key_connection)
+    link, key = link_connection.provider, key_connection.provider
     events_accept(user=person, events=[note_event("mine: buy oat milk")])
     events_accept(user=UserFactory(), events=[note_event("theirs: do not export me")])
 
@@ -334,10 +339,11 @@ def test_export_streams_everything_decrypted_without_secrets(
         assert name in readme
 
     connections = jsonl(archive, "connections.jsonl")
-    assert {c["provider"] for c in connections} == {"plaid", "rescuetime"}
-    plaid = next(c for c in connections if c["provider"] == "plaid")
-    assert plaid["account_label"] == "First Sandbox Bank" and plaid["status"] == "active"
-    assert plaid["synced_streams"] and plaid["last_success_at"]
+    assert {c["provider"] for c in connections} == {link, key}
+    linked = next(c for c in connections if c["provider"] == link)
+    assert linked["account_label"] == link_connection.account_label
+    assert linked["status"] == "active"
+    assert linked["synced_streams"] and linked["last_success_at"]
     for connection in connections:
         assert not {"credentials", "cursors", "external_lookup"} & set(connection)
 
@@ -348,24 +354,27 @@ def test_export_streams_everything_decrypted_without_secrets(
         assert len(exported) == len(stored)
         assert {r["id"] for r in exported} == {str(d["_id"]) for d in stored}
         assert all("sealed" not in r for r in exported)
-    transactions = [r for r in jsonl(archive, "external_data.jsonl") if r["kind"] == "transaction"]
-    assert transactions and all("name" in r["data"] for r in transactions)
-    by_id = {r["external_id"]: r for r in transactions}
-    for document in raw_records(person, "external_data")[:20]:
+    link_collection = f"{link_connection.provider_class.category}_data"
+    linked_records = [
+        r for r in jsonl(archive, f"{link_collection}.jsonl") if r["provider"] == link
+    ]
+    assert linked_records and all(r["data"] for r in linked_records)
+    by_id = {r["external_id"]: r for r in linked_records}
+    for document in raw_records(person, link_collection, provider=link)[:20]:
         sealed = value_decrypt(document["sealed"], owner_id=person.pk)
         record = by_id[document["external_id"]]
-        assert "data" not in document  # amounts are sealed too; the export decrypts them
-        assert record["data"]["name"] == sealed["name"]
-        assert record["data"]["amount"] == sealed["amount"]
+        assert "data" not in document  # every value is sealed; the export decrypts them
+        assert record["data"] == sealed
         assert record["occurred_at"] == document["occurred_at"].isoformat()
-        assert record["connection"] == str(plaid_connection.pk)
-    hours = [r for r in jsonl(archive, "behavioral_data.jsonl") if r["provider"] == "rescuetime"]
-    assert any("activity" in r["data"] for r in hours)
+        assert record["connection"] == str(link_connection.pk)
+    key_collection = f"{key_connection.provider_class.category}_data"
+    keyed = [r for r in jsonl(archive, f"{key_collection}.jsonl") if r["provider"] == key]
+    assert keyed and all(r["data"] for r in keyed)
     [note] = jsonl(archive, "volunteered_data.jsonl")
     assert note["data"] == {"text": "mine: buy oat milk"}
 
     runs = jsonl(archive, "sync_runs.jsonl")
-    assert Counter(r["provider"] for r in runs) == {"plaid": 1, "rescuetime": 1}
+    assert Counter(r["provider"] for r in runs) == {link: 1, key: 1}
     assert all(r["outcome"] == "success" for r in runs)
 
     # The export itself is in the person's access ledger (written before the archive).
@@ -377,7 +386,7 @@ def test_export_streams_everything_decrypted_without_secrets(
     assert b"theirs" not in contents and b"do not export me" not in contents
     secrets = [
         s
-        for connection in (plaid_connection, rescuetime_connection)
+        for connection in (link_connection, key_connection)
         for s in secret_strings(fresh(connection).credentials)
     ]
     assert secrets

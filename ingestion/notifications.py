@@ -99,9 +99,9 @@ def connection_notice(connection: UserDataSource, text: str) -> None:
 def connection_for_account(
     *, provider: str, external_account_id: str | None = None, external_lookup: str | None = None
 ) -> UserDataSource | None:
-    """The connection a provider's notification names by its account (Plaid's ``item_id`` or
-    Google Health's ``healthUserId`` as ``external_account_id``, a Gmail address's
-    ``external_lookup``), never a disconnected one: a reconnected account's events go to its
+    """The connection a provider's notification names by its account (the provider's account
+    or item id as ``external_account_id``, or a mailbox address's ``external_lookup``), never a
+    disconnected one: a reconnected account's events go to its
     current connection only, and an account nobody has connected any more concerns no one.
 
     The query is exactly an index's fields ((provider, external_account_id), or

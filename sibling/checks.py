@@ -14,7 +14,7 @@ from django.core.checks import CheckMessage, Error, Tags, register
 
 PUBLIC_URL_MISSING = (
     "SIBLING_PUBLIC_URL is not set. With DEBUG off it is required: it is where providers reach "
-    "Sibling (Plaid's webhook URL, the Gmail push audience, the Google Health subscriber)."
+    "Sibling (webhook URLs sent to providers, push audiences, subscriber endpoints)."
 )
 PUBLIC_URL_NOT_HTTPS = "SIBLING_PUBLIC_URL must be an https:// URL with a host when DEBUG is off."
 
@@ -25,7 +25,7 @@ def public_url_check(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
 
     Development (DEBUG on) falls back to the local server's address, which providers cannot reach;
     a production process that did the same would register unreachable webhooks and accept no
-    Gmail pushes, silently.
+    pushes, silently.
     """
     if settings.DEBUG:
         return []

@@ -37,7 +37,7 @@ PATH_ATTRIBUTES = ("client_path", "processor_path", "webhook_handler_path", "web
 
 
 def _label(provider: type[Provider]) -> str:
-    return getattr(provider, "id", None) or provider.__qualname__
+    return getattr(provider, "id", None) or f"{provider.__module__}.{provider.__name__}"
 
 
 def _imports(path: str) -> bool:

@@ -47,8 +47,8 @@ class ProviderMixin:
 class UserDataSource(ProviderMixin, models.Model):
     """One person's connection to one account at one provider.
 
-    Credentials (tokens, API key, Plaid access token) are encrypted with the person's data key;
-    ``last_error`` is written for people and staff and never holds a secret.
+    Credentials (tokens, an API key, a linked account's access token) are encrypted with the
+    person's data key; ``last_error`` is written for people and staff and never holds a secret.
     """
 
     class Status(models.TextChoices):
@@ -77,7 +77,7 @@ class UserDataSource(ProviderMixin, models.Model):
     # Something the person should act on soon (a bank consent about to expire), not an error.
     notice = models.CharField(max_length=300, blank=True)
     # A keyed hash of the account's address, so a notification that names only the address
-    # (Gmail's push) finds its connection without storing the address in the clear.
+    # (a mailbox's push, say) finds its connection without storing the address in the clear.
     external_lookup = models.CharField(max_length=64, blank=True, db_index=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     records_stored = models.PositiveIntegerField(default=0)

@@ -15,89 +15,96 @@ from ingestion.models import QuarantinedItem, SyncRun
 from ingestion.runner import connection_sync
 from ingestion.scheduler import connection_lease_release
 from ingestion.storage import records_collection
-from sources.sandbox.faults import fault_set
 from tests.factories import UserFactory
 from tests.ingestion.conftest import NO_WAIT, fresh, hold_lease, wait_until
+from tests.sources.providers.kit import sandbox_fault
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_reprocess_replays_raw_pages_without_calling_the_provider(plaid_connection, settings):
-    connection_sync(plaid_connection.pk, policy=NO_WAIT)
+def test_reprocess_replays_raw_pages_without_calling_the_provider(link_connection, settings):
+    connection_sync(link_connection.pk, policy=NO_WAIT)
     collection = records_collection("external_data")
-    before = collection.count_documents({"connection": plaid_connection.pk})
-    collection.delete_many({"connection": plaid_connection.pk})
+    before = collection.count_documents({"connection": link_connection.pk})
+    collection.delete_many({"connection": link_connection.pk})
     settings.SIBLING_SANDBOX_BASE_URL = "http://127.0.0.1:9/sandbox"  # the provider is gone
     out = StringIO()
     call_command(
-        "reprocess", "--provider", "plaid", "--user", plaid_connection.user.username, stdout=out
+        "reprocess",
+        "--provider",
+        link_connection.provider,
+        "--user",
+        link_connection.user.username,
+        stdout=out,
     )
     assert "pages replayed" in out.getvalue()
-    assert collection.count_documents({"connection": plaid_connection.pk}) == before
+    assert collection.count_documents({"connection": link_connection.pk}) == before
 
 
-def test_reprocess_does_not_duplicate_quarantine(plaid_connection):
-    fault_set("plaid", plaid_connection.sandbox_account, "malformed")
-    connection_sync(plaid_connection.pk, policy=NO_WAIT)
-    quarantined = QuarantinedItem.objects.filter(connection=plaid_connection).count()
+def test_reprocess_does_not_duplicate_quarantine(link_connection):
+    sandbox_fault(link_connection, "malformed")
+    connection_sync(link_connection.pk, policy=NO_WAIT)
+    quarantined = QuarantinedItem.objects.filter(connection=link_connection).count()
     assert quarantined
-    call_command("reprocess", "--provider", "plaid", stdout=StringIO())
-    assert QuarantinedItem.objects.filter(connection=plaid_connection).count() == quarantined
+    call_command("reprocess", "--provider", link_connection.provider, stdout=StringIO())
+    assert QuarantinedItem.objects.filter(connection=link_connection).count() == quarantined
 
 
-def test_sync_command_shows_progress_and_the_outcome(rescuetime_connection):
+def test_sync_command_shows_progress_and_the_outcome(key_connection):
     out = StringIO()
-    call_command("sync", str(rescuetime_connection.pk), stdout=out)
+    call_command("sync", str(key_connection.pk), stdout=out)
     text = out.getvalue()
     assert "] 100%" in text and "success" in text
-    assert SyncRun.objects.get(connection=rescuetime_connection).trigger == SyncRun.Trigger.MANUAL
+    assert SyncRun.objects.get(connection=key_connection).trigger == SyncRun.Trigger.MANUAL
 
 
 def test_sync_command_on_a_busy_connection_says_so_and_leaves_the_holder_alone(
-    rescuetime_connection,
+    key_connection,
 ):
-    owner, holder = hold_lease(rescuetime_connection)
+    owner, holder = hold_lease(key_connection)
     out = StringIO()
     with pytest.raises(CommandError, match="busy"):
-        call_command("sync", str(rescuetime_connection.pk), stdout=out)
+        call_command("sync", str(key_connection.pk), stdout=out)
     assert "busy: another sync of this connection is running" in out.getvalue()
     holder.refresh_from_db()
     assert holder.outcome == SyncRun.Outcome.RUNNING
-    assert fresh(rescuetime_connection).lease_owner == owner
-    assert SyncRun.objects.filter(connection=rescuetime_connection).count() == 1
+    assert fresh(key_connection).lease_owner == owner
+    assert SyncRun.objects.filter(connection=key_connection).count() == 1
 
 
-def test_sync_command_with_wait_syncs_once_the_holder_is_done(rescuetime_connection, monkeypatch):
+def test_sync_command_with_wait_syncs_once_the_holder_is_done(key_connection, monkeypatch):
     monkeypatch.setattr(sync_command, "WAIT_POLL_S", 0.05)
-    owner, holder = hold_lease(rescuetime_connection)
+    owner, holder = hold_lease(key_connection)
     out = StringIO()
 
     def holder_finishes() -> None:
         wait_until(lambda: "waiting" in out.getvalue())
         SyncRun.objects.filter(pk=holder.pk).update(outcome=SyncRun.Outcome.SUCCESS)
-        connection_lease_release(connection_id=rescuetime_connection.pk, owner=owner)
+        connection_lease_release(connection_id=key_connection.pk, owner=owner)
 
     worker = threading.Thread(target=holder_finishes)
     worker.start()
-    call_command("sync", str(rescuetime_connection.pk), "--wait", stdout=out)
+    call_command("sync", str(key_connection.pk), "--wait", stdout=out)
     worker.join()
     assert "success" in out.getvalue()
-    manual = SyncRun.objects.get(connection=rescuetime_connection, trigger=SyncRun.Trigger.MANUAL)
+    manual = SyncRun.objects.get(connection=key_connection, trigger=SyncRun.Trigger.MANUAL)
     assert manual.outcome == SyncRun.Outcome.SUCCESS and manual.started_at >= holder.started_at
     assert SyncRun.objects.get(pk=holder.pk).outcome == SyncRun.Outcome.SUCCESS
-    assert fresh(rescuetime_connection).lease_owner == ""
+    assert fresh(key_connection).lease_owner == ""
 
 
-def test_sync_log_lines_carry_the_run_context_and_no_secret(rescuetime_connection, caplog):
+def test_sync_log_lines_carry_the_run_context_and_no_secret(key_connection, caplog):
     with caplog.at_level(logging.INFO, logger="ingestion.runner"):
-        run = connection_sync(rescuetime_connection.pk, policy=NO_WAIT)
+        run = connection_sync(key_connection.pk, policy=NO_WAIT)
     lines = [r for r in caplog.records if r.name == "ingestion.runner"]
-    assert lines and all(r.run == str(run.pk) and r.provider == "rescuetime" for r in lines)
-    assert rescuetime_connection.sandbox_account not in caplog.text
+    assert lines and all(
+        r.run == str(run.pk) and r.provider == key_connection.provider for r in lines
+    )
+    assert key_connection.sandbox_account not in caplog.text
 
 
-def test_metrics_are_for_operators_only(client, rescuetime_connection, settings):
-    connection_sync(rescuetime_connection.pk, policy=NO_WAIT)
+def test_metrics_are_for_operators_only(client, key_connection, settings):
+    connection_sync(key_connection.pk, policy=NO_WAIT)
     assert client.get("/metrics").status_code == 403
     settings.SIBLING_METRICS_TOKEN = "operator-token"
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
@@ -109,13 +116,16 @@ def test_metrics_are_for_operators_only(client, rescuetime_connection, settings)
         for family in text_string_to_metric_families(body)
         for sample in family.samples
     }
-    runs = ("sibling_sync_runs_total", (("outcome", "success"), ("provider", "rescuetime")))
+    runs = (
+        "sibling_sync_runs_total",
+        (("outcome", "success"), ("provider", key_connection.provider)),
+    )
     assert samples[runs] == 1
     assert "sibling_queue_depth" in body and "sibling_oldest_due_connection_age_seconds" in body
 
 
-def test_staff_dashboard(client, rescuetime_connection):
-    connection_sync(rescuetime_connection.pk, policy=NO_WAIT)
+def test_staff_dashboard(client, key_connection):
+    connection_sync(key_connection.pk, policy=NO_WAIT)
     client.force_login(
         UserFactory(is_staff=True, is_superuser=True),
         backend="django.contrib.auth.backends.ModelBackend",
@@ -123,5 +133,5 @@ def test_staff_dashboard(client, rescuetime_connection):
     page = client.get(reverse("sync_dashboard"))
     text = page.content.decode()
     assert page.status_code == 200
-    assert "Connections by status" in text and "rescuetime" in text
+    assert "Connections by status" in text and key_connection.provider in text
     assert page.context["chart"][0]["total"] > 0

@@ -26,7 +26,7 @@ Reasons are Google's fixed vocabulary, never personal data: they go into message
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import requests
@@ -95,7 +95,8 @@ def seconds_to_quota_reset(now: datetime | None = None) -> float:
     """Seconds until the next midnight Pacific time, when Google's daily quotas reset."""
     local = (now or datetime.now(QUOTA_DAY_ZONE)).astimezone(QUOTA_DAY_ZONE)
     midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return max(60.0, (midnight - local).total_seconds())
+    # In UTC: a subtraction within one zone counts wall-clock hours, wrong across a clock change.
+    return max(60.0, (midnight.astimezone(UTC) - local.astimezone(UTC)).total_seconds())
 
 
 def google_check(response: requests.Response, *, provider_name: str) -> None:

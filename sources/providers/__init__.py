@@ -29,6 +29,8 @@ REGISTRY: tuple[str, ...] = (
     "sources.providers.plaid.provider.Plaid",
     "sources.providers.fitbit.provider.Fitbit",
     "sources.providers.rescuetime.provider.RescueTime",
+    "sources.providers.google_calendar.provider.GoogleCalendar",
+    "sources.providers.strava.provider.Strava",
 )
 
 

@@ -418,11 +418,16 @@ def _cancelled(event: dict[str, Any]) -> dict[str, Any]:
     if event.get("recurringEventId"):
         kept["recurringEventId"] = event["recurringEventId"]
         kept["originalStartTime"] = event["originalStartTime"]
-    return {**kept, "status": "cancelled"}
+    # Private: where it was, so listings keep their order (stripped from answers).
+    return {
+        **kept,
+        "status": "cancelled",
+        "_start": event.get("start") or kept.get("originalStartTime"),
+    }
 
 
 def _start_of(event: dict[str, Any]) -> datetime:
-    start = event.get("start") or event.get("originalStartTime") or {}
+    start = event.get("start") or event.get("originalStartTime") or event.get("_start") or {}
     if "dateTime" in start:
         return datetime.fromisoformat(start["dateTime"])
     day = date.fromisoformat(start["date"])

@@ -172,9 +172,9 @@ def connect(request: HttpRequest, provider_id: str) -> HttpResponse:
             },
         )
     if issubclass(provider, OAuth2Provider):
-        # social-auth's begin step; 307 keeps a POST a POST (with its CSRF token) on the way.
+        # social-auth's begin step; a POST stays a POST there (307), with its CSRF token.
         begin = reverse("social:begin", args=[provider.id])
-        return HttpResponseRedirect(begin, status=307 if request.method == "POST" else 302)
+        return HttpResponseRedirect(begin, preserve_request=request.method == "POST")
     raise Http404("No such source")
 
 

@@ -139,6 +139,10 @@ def auth_error(resource: str = "Athlete", field: str = "access_token") -> HttpRe
     return fault(401, "Authorization Error", resource, field, "invalid")
 
 
+def server_error() -> HttpResponse:
+    return json_response({"message": "Internal Server Error", "errors": []}, status=500)
+
+
 def _client_secret(client_id: str) -> str | None:
     return settings.SIBLING_SANDBOX_CLIENTS.get(client_id)
 
@@ -406,6 +410,8 @@ def token(request: HttpRequest) -> HttpResponse:
         return json_response({**_token_body(access, refresh), "athlete": athlete_summary(athlete)})
     if grant_type == "refresh_token":
         used = record_get(NS, "refresh", request.POST.get("refresh_token", ""), live=True)
+        if used is not None and fault_take(NS, used.account, "server_error"):
+            return server_error()
         # Spent at once: of two concurrent refreshes with one token, one gets a new token and
         # the other this 400, as at Strava.
         if used is None or used.data.get("client_id") != client_id or not record_spend(used):
@@ -442,6 +448,8 @@ def deauthorize(request: HttpRequest) -> HttpResponse:
     access = record_get(NS, "access", value, live=True)
     if access is None:
         return auth_error()
+    if fault_take(NS, access.account, "server_error"):
+        return server_error()
     athlete_deauthorize(access.account, access.data.get("client_id"))
     return json_response({"access_token": value})
 
@@ -658,7 +666,7 @@ def api_view(view: Callable[[HttpRequest, Caller], HttpResponse]) -> Callable[..
         if over or fault_take(NS, caller.athlete, "rate_limit", pending):
             answer = rate_limited()
         elif fault_take(NS, caller.athlete, "server_error", pending):
-            answer = json_response({"message": "Internal Server Error", "errors": []}, status=500)
+            answer = server_error()
         else:
             caller.malformed = fault_take(NS, caller.athlete, "malformed", pending)
             answer = view(request, caller, **kwargs)
@@ -709,7 +717,7 @@ def activities_list(request: HttpRequest, caller: Caller) -> HttpResponse:
         activities.reverse()  # newest first, unless listing from a time onwards
     chunk = activities[(page - 1) * per_page : page * per_page]
     if caller.malformed and chunk:
-        chunk = [*chunk, {"id": "broken", "start_date": "yesterday"}, {"sport_type": "Run"}]
+        chunk = [*chunk, {"id": "broken", "start_date": "yesterday"}, {"id": 2**53 + 1}]
     return json_response(chunk)
 
 

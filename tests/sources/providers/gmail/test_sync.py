@@ -1,5 +1,6 @@
-"""Gmail: the processor on small payloads, the error mapping, then whole syncs over HTTP against
-the sandbox (backfill, incremental, history 404, a killed backfill, malformed items)."""
+"""Gmail: the error mapping, then whole syncs over HTTP against the sandbox (backfill,
+incremental, history 404, a killed backfill, malformed items). The processor's unit tests are in
+test_processors.py."""
 
 from __future__ import annotations
 
@@ -21,10 +22,9 @@ from ingestion.runner import connection_sync
 from ingestion.storage import record_decode
 from sibling.mongo import plain_database
 from sources.models import UserDataSource
-from sources.providers.gmail.client import GmailSyncClient, NotFound, _history_changes, gmail_check
-from sources.providers.gmail.processors import page_process
+from sources.providers.gmail.client import GmailSyncClient, NotFound, gmail_check
 from sources.providers.gmail.provider import Gmail
-from sources.sandbox.gmail import Mailbox
+from sources.providers.gmail.sandbox import Mailbox
 from sources.sandbox.testing import google_credentials
 from sources.services import connection_upsert
 from tests.factories import UserFactory
@@ -34,144 +34,6 @@ NO_WAIT = RetryPolicy(sleep=lambda seconds: None)
 BACKFILL_DAYS = 7
 METADATA_HEADERS = ["From", "To", "Subject", "Date"]
 SENSITIVE = {"from", "to", "subject", "snippet"}
-
-
-# --- Processor ---------------------------------------------------------------------------------
-
-
-def message(**overrides) -> dict:
-    """A messages.get(format=metadata) resource as Gmail sends it."""
-    base = {
-        "id": "18c0ffee00000001",
-        "threadId": "18c0ffee00000000",
-        "labelIds": ["INBOX", "UNREAD"],
-        "snippet": "Hi Ada, the draft is attached",
-        "historyId": "123456",
-        "internalDate": "1767225600000",  # 2026-01-01T00:00:00Z
-        "sizeEstimate": 4321,
-        "payload": {
-            "partId": "",
-            "mimeType": "text/plain",
-            "filename": "",
-            "headers": [
-                {"name": "From", "value": "Alex Rivera <alex@example.org>"},
-                {"name": "to", "value": "Ada <ada@example.com>, bob@example.net"},
-                {"name": "Subject", "value": "The draft"},
-                {"name": "Date", "value": "Thu, 01 Jan 2026 00:00:00 +0000"},
-            ],
-        },
-    }
-    return {**base, **overrides}
-
-
-def test_message_becomes_an_email_message_record():
-    page = page_process("messages", {"messages": [message()]})
-    assert page.quarantined == [] and page.removed == []
-    (record,) = page.records
-    when = datetime(2026, 1, 1, tzinfo=UTC)
-    assert record.kind == "email_message"
-    assert record.external_id == "18c0ffee00000001"
-    assert record.occurred_at == when
-    assert record.data == {
-        "message_id": "18c0ffee00000001",
-        "thread_id": "18c0ffee00000000",
-        "internal_date": when,
-        "from": "Alex Rivera <alex@example.org>",
-        "to": ["ada@example.com", "bob@example.net"],
-        "subject": "The draft",
-        "labels": ["INBOX", "UNREAD"],
-        "snippet": "Hi Ada, the draft is attached",
-        "size": 4321,
-    }
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [None, {}, {"partId": ""}, {"headers": []}, {"headers": [{"name": "X-Other", "value": "1"}]}],
-)
-def test_missing_headers_are_tolerated(payload):
-    item = message(payload=payload)
-    if payload is None:
-        del item["payload"]
-    page = page_process("messages", {"messages": [item]})
-    assert page.quarantined == []
-    data = page.records[0].data
-    assert (data["from"], data["to"], data["subject"]) == ("", [], "")
-
-
-def test_missing_optional_fields_get_neutral_values():
-    item = {"id": "a1", "internalDate": "1767225600000"}
-    (record,) = page_process("messages", {"messages": [item]}).records
-    assert record.data["thread_id"] == "a1"
-    assert (record.data["labels"], record.data["snippet"], record.data["size"]) == ([], "", 0)
-
-
-def test_undisclosed_recipients_give_no_address():
-    item = message(payload={"headers": [{"name": "To", "value": "undisclosed-recipients:;"}]})
-    assert page_process("messages", {"messages": [item]}).records[0].data["to"] == []
-
-
-@pytest.mark.parametrize(
-    "broken",
-    [
-        {"internalDate": "not-a-timestamp"},
-        {"internalDate": None},
-        {"internalDate": ""},
-        {"internalDate": "-5"},
-        {"internalDate": "9" * 30},
-        {"internalDate": 1.5e300},
-        {"id": None},
-        {"id": ""},
-        {"id": 42},
-    ],
-)
-def test_unusable_id_or_internal_date_is_quarantined_and_the_rest_kept(broken):
-    page = page_process(
-        "messages", {"messages": [message(id="good-1"), message(**broken), message(id="good-2")]}
-    )
-    assert [r.external_id for r in page.records] == ["good-1", "good-2"]
-    (quarantined,) = page.quarantined
-    assert quarantined.kind == "email_message"
-    assert quarantined.reason.startswith("email_message:")
-
-
-def test_the_sandbox_malformed_shape_is_quarantined():
-    item = message(internalDate="not-a-timestamp")
-    del item["payload"]["headers"]
-    page = page_process("messages", {"messages": [item, "not an object"]})
-    assert page.records == []
-    assert len(page.quarantined) == 2
-    assert "internalDate" in page.quarantined[0].reason
-
-
-def test_deleted_ids_become_removed_entries():
-    page = page_process("messages", {"messages": [], "deleted": ["m1", "", None, "m2"]})
-    assert page.removed == [("email_message", "m1"), ("email_message", "m2")]
-
-
-@pytest.mark.parametrize("payload", [{}, {"messages": [], "deleted": []}])
-def test_an_empty_page_gives_nothing(payload):
-    page = page_process("messages", payload)
-    assert (page.records, page.removed, page.quarantined) == ([], [], [])
-
-
-def test_history_skips_messages_deleted_later_in_the_same_history():
-    def entry(key, mid):
-        return {"id": "1", key: [{"message": {"id": mid, "threadId": mid}}]}
-
-    added, deleted = _history_changes(
-        [
-            entry("messagesAdded", "a"),
-            entry("messagesAdded", "b"),
-            entry("messagesDeleted", "a"),
-            entry("messagesDeleted", "old"),
-            entry("messagesAdded", "c"),
-            entry("messagesAdded", "c"),
-            {"id": "2", "messagesAdded": [{"message": None}, "junk"]},
-        ]
-    )
-    assert added == ["b", "c"]
-    assert deleted == ["a", "old"]
 
 
 # --- Error mapping -----------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from sources.providers.base import (
     HostedLinkProvider,
     OAuth2Provider,
     Periodic,
-    PlaidLinkProvider,
     Provider,
     ProviderAuthError,
     ProviderError,
@@ -63,10 +62,6 @@ def providers_with(auth_mode: str | None = None) -> list[type[Provider]]:
     return [p for p in PROVIDERS.values() if auth_mode is None or p.auth_mode == auth_mode]
 
 
-def provider_choices() -> list[tuple[str, str]]:
-    return [(p.id, p.name) for p in PROVIDERS.values()]
-
-
 __all__ = [
     "PROVIDERS",
     "REGISTRY",
@@ -74,7 +69,6 @@ __all__ = [
     "HostedLinkProvider",
     "OAuth2Provider",
     "Periodic",
-    "PlaidLinkProvider",
     "Provider",
     "ProviderAuthError",
     "ProviderError",
@@ -82,6 +76,5 @@ __all__ = [
     "Setting",
     "Stream",
     "get_provider",
-    "provider_choices",
     "providers_with",
 ]

@@ -375,7 +375,3 @@ class HostedLinkProvider(Provider):
         if credentials.get("access_token"):
             return RevocationToken(credentials["access_token"], "access_token")
         return None
-
-
-# The former name, until every caller says HostedLinkProvider.
-PlaidLinkProvider = HostedLinkProvider

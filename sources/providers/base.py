@@ -249,7 +249,7 @@ class OAuth2Provider(Provider):
 
         Only 200 means revoked (RFC 7009 section 2.2 answers 200 for an already invalid token
         too), apart from the answers a provider lists in ``revocation_already_revoked``. A
-        provider whose revocation is another call (Strava: ``POST /oauth/deauthorize`` with the
+        provider whose revocation is another call (``POST /oauth/deauthorize`` with the
         access token) overrides this method alone.
         """
         data = {"token": token.value}

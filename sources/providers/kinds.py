@@ -55,7 +55,7 @@ HEART_RATE_DAY = Kind(
 )
 
 # One workout (a run, a ride, a swim...) from a fitness source; the fields follow a typical
-# activity summary (Strava's SummaryActivity, say), each optional but the sport and the start.
+# fitness API's activity summary, each optional but the sport and the start.
 WORKOUT = Kind(
     "workout",
     "behavioral",

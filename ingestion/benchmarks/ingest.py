@@ -63,7 +63,8 @@ def _connections() -> list:
 
     from sources.providers.fitbit import Fitbit
     from sources.providers.plaid import Plaid
-    from sources.sandbox.testing import google_credentials, plaid_item_link
+    from sources.providers.plaid.sandbox import plaid_item_link
+    from sources.sandbox.testing import google_credentials
     from sources.services import connection_upsert
 
     person = get_user_model().objects.create_user("bench", "bench@example.com")

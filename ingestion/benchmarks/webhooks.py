@@ -83,8 +83,11 @@ def run(base: str) -> dict:
     from ingestion.models import WebhookEvent
     from ingestion.webhooks import webhook_events_drain
     from sources.providers.plaid import Plaid
-    from sources.sandbox.testing import plaid_item_link
-    from sources.sandbox.webhooks import plaid_verification_header, plaid_webhook_body
+    from sources.providers.plaid.sandbox import plaid_item_link
+    from sources.providers.plaid.sandbox.webhooks import (
+        plaid_verification_header,
+        plaid_webhook_body,
+    )
     from sources.services import connection_upsert
 
     person = get_user_model().objects.create_user("bench", "bench@example.com")

@@ -5,119 +5,121 @@ Python: `fault_set(provider, account, fault, count=1)` and
 HTTP: `POST /sandbox/_faults` with JSON `{"provider", "account", "fault", "count"}` (set) or with
 `"action": "clear"`; `GET /sandbox/_faults` lists what is pending.
 
-`provider` is "google", "plaid" or "rescuetime"; `account` is the Google email, the Plaid item_id
-or the RescueTime key. Two kinds of fault:
+`provider` is a registered provider id or a family ("google": every Google provider signs in
+with the same Google account, so a provider id of the family means the family). `account` is
+the account as that provider's imitation knows it (an email, an item id, an API key).
 
-- applied at once, `count` ignored unless said: `expire_access_token` (Google: every current access
-  token of the account expires now), `revoke` (Google: every grant and token of the account is
-  revoked, refresh answers invalid_grant; Plaid: the item needs a new login, ITEM_LOGIN_REQUIRED,
-  until update-mode Link or `fault_clear`; RescueTime: the key is unknown until `fault_clear`),
-  `new_activity` (Google/Plaid: `count` steps of new mail or transactions, some changed, some
-  removed; then, best effort, the provider's webhook: SYNC_UPDATES_AVAILABLE to a Plaid item's
-  webhook URL, a Gmail push for a watched mailbox; see webhooks.py);
-- consumed by the account's next `count` API calls: `rate_limit` (429), `server_error` (5xx),
-  `malformed` (the next data page carries a few broken items), `plaid_mutation` (the next
-  /transactions/sync call that continues a pagination loop fails with
-  TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION).
+Shared faults, which every imitation honours: `rate_limit` (429), `server_error` (5xx) and
+`malformed` (the next data page carries a few broken items) are consumed by the account's next
+`count` calls; `revoke` ends the account's access (how depends on the imitation). An imitation
+adds its own names (`fault_names` of its sandbox module, e.g. `new_activity`: `count` steps of
+new, changed and removed data, then, best effort, the provider's webhook). A fault that a module
+applies at once (its `fault_apply` answers True) is not stored; any other is stored with its
+count and consumed by the imitation's calls (`fault_take`) or read as standing (`fault_active`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 
-from django.db import IntegrityError
 from django.db.models import F
 from django.http import HttpRequest, JsonResponse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from . import registry
 from .common import json_body, json_response
-from .models import ActivityTick, Fault, GoogleAccessToken, GoogleAccount, GoogleGrant, PlaidItem
+from .models import Fault
 
-PROVIDERS = ("google", "plaid", "rescuetime")
-COUNTED_FAULTS = ("rate_limit", "server_error", "malformed", "plaid_mutation")
-FAULTS_BY_PROVIDER: dict[str, frozenset[str]] = {
-    "google": frozenset(
-        {"expire_access_token", "revoke", "rate_limit", "server_error", "malformed", "new_activity"}
-    ),
-    "plaid": frozenset(
-        {"revoke", "rate_limit", "server_error", "malformed", "plaid_mutation", "new_activity"}
-    ),
-    "rescuetime": frozenset({"revoke", "rate_limit", "server_error", "malformed"}),
-}
+SHARED_FAULTS = ("rate_limit", "server_error", "malformed", "revoke")
+# Families whose accounts are email addresses, compared without case.
+_CASELESS_FAMILIES = frozenset({"google"})
 
 
 class FaultError(ValueError):
     """An unknown provider or fault, or a fault the provider cannot have."""
 
 
+def _namespace(provider: str) -> str:
+    try:
+        return registry.namespace(provider)
+    except (LookupError, TypeError):
+        raise FaultError(
+            f"unknown provider {provider!r}; one of {', '.join(registry.namespaces())}"
+        ) from None
+
+
 def account_normalize(provider: str, account: str) -> str:
     account = (account or "").strip()
-    return account.lower() if provider == "google" else account
+    return account.lower() if provider in _CASELESS_FAMILIES else account
 
 
-def _validate(provider: str, account: str, fault: str | None) -> str:
-    if provider not in PROVIDERS:
-        raise FaultError(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
-    account = account_normalize(provider, account)
+def fault_names(space: str) -> frozenset[str]:
+    """The faults an account of this namespace can have."""
+    names = set(SHARED_FAULTS)
+    for module in registry.namespace_modules(space):
+        names.update(getattr(module, "fault_names", ()))
+    return frozenset(names)
+
+
+def _validate(provider: str, account: str, fault: str | None) -> tuple[str, str]:
+    space = _namespace(provider)
+    account = account_normalize(space, account)
     if not account:
         raise FaultError("account is required")
-    if fault is not None and fault not in FAULTS_BY_PROVIDER[provider]:
-        allowed = ", ".join(sorted(FAULTS_BY_PROVIDER[provider]))
-        raise FaultError(f"fault {fault!r} does not apply to {provider}; one of {allowed}")
-    return account
+    if fault is not None:
+        allowed = fault_names(space)
+        if fault not in allowed:
+            raise FaultError(
+                f"fault {fault!r} does not apply to {provider}; one of {', '.join(sorted(allowed))}"
+            )
+    return space, account
 
 
 def fault_set(provider: str, account: str, fault: str, count: int = 1) -> None:
     """Switch a fault on for one account (see the module docstring for what each one does)."""
-    account = _validate(provider, account, fault)
+    space, account = _validate(provider, account, fault)
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise FaultError("count must be a positive integer")
-    now = timezone.now()
-    if fault in COUNTED_FAULTS or (provider == "rescuetime" and fault == "revoke"):
-        Fault.objects.update_or_create(
-            provider=provider, account=account, fault=fault, defaults={"remaining": count}
-        )
-    elif fault == "expire_access_token":
-        GoogleAccessToken.objects.filter(email=account, expires_at__gt=now).update(expires_at=now)
-    elif fault == "revoke" and provider == "google":
-        GoogleGrant.objects.filter(email=account).update(revoked=True)
-        GoogleAccessToken.objects.filter(email=account).update(revoked=True)
-    elif fault == "revoke" and provider == "plaid":
-        PlaidItem.objects.filter(item_id=account).update(login_required=True)
-    elif fault == "new_activity":
-        if provider == "google":
-            # The mailbox must exist before its first change, or the change would predate it.
-            google_account_ensure(account)
-        for _ in range(count):
-            activity_tick_add(provider, account)
-        # Imported here: the webhook senders build on the provider modules, which import this one.
-        from .webhooks import activity_webhooks_send
-
-        activity_webhooks_send(provider, account)
+    for module in registry.namespace_modules(space):
+        apply = getattr(module, "fault_apply", None)
+        if apply is not None and apply(account, fault, count):
+            return
+    Fault.objects.update_or_create(
+        provider=space, account=account, fault=fault, defaults={"remaining": count}
+    )
 
 
 def fault_clear(provider: str, account: str, fault: str | None = None) -> None:
     """Drop pending faults of an account (all of them when `fault` is None).
 
-    Also undoes what can be undone: a Plaid item's ITEM_LOGIN_REQUIRED and a revoked RescueTime
-    key. Revoked Google grants stay revoked, as at Google: the person consents again.
+    Also undoes what the imitation can undo (its `fault_undo`), e.g. an item's need for a new
+    login. Revoked Google grants stay revoked, as at Google: the person consents again.
     """
-    account = _validate(provider, account, fault)
-    pending = Fault.objects.filter(provider=provider, account=account)
+    space, account = _validate(provider, account, fault)
+    pending = Fault.objects.filter(provider=space, account=account)
     if fault is not None:
         pending = pending.filter(fault=fault)
     pending.delete()
-    if provider == "plaid" and fault in (None, "revoke"):
-        PlaidItem.objects.filter(item_id=account).update(login_required=False)
+    for module in registry.namespace_modules(space):
+        undo = getattr(module, "fault_undo", None)
+        if undo is not None:
+            undo(account, fault)
+
+
+def _stored(provider: str, account: str) -> tuple[str, str]:
+    try:
+        space = registry.namespace(provider)
+    except LookupError:
+        space = provider
+    return space, account_normalize(space, account)
 
 
 def faults_pending(provider: str, account: str) -> set[str]:
-    """Names of the counted faults waiting for this account (one query, usually empty)."""
-    account = account_normalize(provider, account)
+    """Names of the stored faults waiting for this account (one query, usually empty)."""
+    space, account = _stored(provider, account)
     return set(
-        Fault.objects.filter(provider=provider, account=account, remaining__gt=0).values_list(
+        Fault.objects.filter(provider=space, account=account, remaining__gt=0).values_list(
             "fault", flat=True
         )
     )
@@ -130,47 +132,23 @@ def fault_take(
 
     The decrement is a conditional update, so two concurrent calls never both take the last one.
     """
-    account = account_normalize(provider, account)
     if pending is not None and fault not in pending:
         return False
+    space, account = _stored(provider, account)
     taken = Fault.objects.filter(
-        provider=provider, account=account, fault=fault, remaining__gt=0
+        provider=space, account=account, fault=fault, remaining__gt=0
     ).update(remaining=F("remaining") - 1)
     if taken:
-        Fault.objects.filter(provider=provider, account=account, fault=fault, remaining=0).delete()
+        Fault.objects.filter(provider=space, account=account, fault=fault, remaining=0).delete()
     return bool(taken)
 
 
 def fault_active(provider: str, account: str, fault: str) -> bool:
-    """Whether a standing fault (such as a revoked RescueTime key) is on, without consuming it."""
-    account = account_normalize(provider, account)
+    """Whether a standing fault (such as a revoked API key) is on, without consuming it."""
+    space, account = _stored(provider, account)
     return Fault.objects.filter(
-        provider=provider, account=account, fault=fault, remaining__gt=0
+        provider=space, account=account, fault=fault, remaining__gt=0
     ).exists()
-
-
-def google_account_ensure(email: str) -> GoogleAccount:
-    account, _ = GoogleAccount.objects.get_or_create(
-        email=email.lower(), defaults={"created_at": timezone.now()}
-    )
-    return account
-
-
-def activity_tick_add(provider: str, account: str) -> ActivityTick:
-    """Append one activity step; a concurrent append makes us retry with the next number."""
-    for _ in range(10):
-        seq = ActivityTick.objects.filter(provider=provider, account=account).count()
-        try:
-            return ActivityTick.objects.create(
-                provider=provider, account=account, seq=seq, at=timezone.now()
-            )
-        except IntegrityError:
-            continue
-    raise RuntimeError("could not record the activity step")
-
-
-def activity_ticks(provider: str, account: str) -> list[ActivityTick]:
-    return list(ActivityTick.objects.filter(provider=provider, account=account).order_by("seq"))
 
 
 @csrf_exempt

@@ -1,11 +1,14 @@
-"""Google's OAuth 2.0 server, imitated: consent page, token, revoke, userinfo.
+"""Google's OAuth 2.0 server, imitated: consent page, token, revoke, userinfo, and the keys that
+sign Google's ID tokens.
 
-One sandbox serves every Google client in settings.SIBLING_SANDBOX_CLIENTS (the Gmail app and the
-Google Health app). Behaviour follows https://developers.google.com/identity/protocols/oauth2/web-server:
+One sandbox serves every Google client in settings.SIBLING_SANDBOX_CLIENTS (one per Google
+provider). Behaviour follows https://developers.google.com/identity/protocols/oauth2/web-server:
 codes live 10 minutes and are single use, access tokens 3599 s, a refresh token only for
 access_type=offline and never rotated on refresh, revocation of either token ends the grant.
 
-`google_caller()` is the bearer check every Google API imitation (Gmail, Health) runs first.
+`google_caller()` is the bearer check every Google API imitation runs first. This module is also
+the Google family's fault module (see sources.sandbox.registry): `expire_access_token` and
+`revoke` act on the account's tokens and grants, whichever Google provider they were issued to.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ import base64
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -26,6 +33,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from . import registry
 from .common import (
     RETRY_AFTER_SECONDS,
     basic_credentials,
@@ -34,8 +42,9 @@ from .common import (
     random_token,
     stable_int,
 )
-from .faults import fault_take, faults_pending, google_account_ensure
-from .models import GoogleAccessToken, GoogleAuthCode, GoogleGrant
+from .faults import fault_take, faults_pending
+from .keys import private_key_of, signing_key_stored
+from .models import GoogleAccessToken, GoogleAccount, GoogleAuthCode, GoogleGrant
 
 CODE_LIFETIME = timedelta(minutes=10)
 ACCESS_TOKEN_SECONDS = 3599
@@ -52,25 +61,21 @@ _SCOPE_WORDS = {
     "https://www.googleapis.com/auth/userinfo.profile": (
         "See your personal info, including any personal info you've made publicly available"
     ),
-    "https://www.googleapis.com/auth/gmail.readonly": "View your email messages and settings",
-    "https://www.googleapis.com/auth/gmail.metadata": (
-        "View your email message metadata such as labels and headers, but not the email body"
-    ),
-    "https://www.googleapis.com/auth/googlehealth.activity_and_fitness": (
-        "See your Google Health activity and fitness data"
-    ),
-    "https://www.googleapis.com/auth/googlehealth.health_metrics_and_measurements": (
-        "See your Google Health health metrics and measurement data"
-    ),
-    "https://www.googleapis.com/auth/googlehealth.sleep": "See your Google Health sleep data",
-    "https://www.googleapis.com/auth/googlehealth.profile": "See your Google Health profile data",
-    "https://www.googleapis.com/auth/googlehealth.settings": "See your Google Health settings",
 }
 
 
-def scope_words(scope: str) -> str:
-    """A scope in plain words, as Google's consent screen shows it."""
-    return _SCOPE_WORDS.get(scope) or _SCOPE_WORDS.get(scope.removesuffix(".readonly")) or scope
+def _all_scope_words() -> dict[str, str]:
+    words = dict(_SCOPE_WORDS)
+    for module in registry.namespace_modules("google"):
+        words.update(getattr(module, "scope_words", {}))
+    return words
+
+
+def scope_describe(scope: str) -> str:
+    """A scope in plain words, as Google's consent screen shows it (each Google provider's
+    imitation describes its own scopes in `scope_words`)."""
+    words = _all_scope_words()
+    return words.get(scope) or words.get(scope.removesuffix(".readonly")) or scope
 
 
 # --- Error shapes -----------------------------------------------------------------------------
@@ -120,7 +125,7 @@ def error_info(reason: str, service: str, domain: str = "googleapis.com") -> dic
 
 
 def unauthenticated() -> HttpResponse:
-    # https://developers.google.com/gmail/api/guides/handle-errors (401 Invalid Credentials)
+    # The 401 Invalid Credentials body Google's API guides document.
     return api_error(
         401,
         "Invalid Credentials",
@@ -154,12 +159,40 @@ def rate_limited(service: str) -> HttpResponse:
     )
 
 
-def backend_error(service: str) -> HttpResponse:
-    if service.startswith("health"):
+def backend_error(service: str, status: int = 500) -> HttpResponse:
+    """A Google API's 5xx: most answer 500 backendError, some 503 UNAVAILABLE."""
+    if status == 503:
         return api_error(
             503, "The service is currently unavailable.", "UNAVAILABLE", reason="backendError"
         )
     return api_error(500, "Backend Error", "INTERNAL", reason="backendError")
+
+
+# --- Accounts and the Google family's faults ---------------------------------------------------
+
+fault_names = ("expire_access_token",)
+
+
+def google_account_ensure(email: str) -> GoogleAccount:
+    """The Google account of `email`, created (with its `created_at` anchor) on first sight."""
+    account, _ = GoogleAccount.objects.get_or_create(
+        email=email.lower(), defaults={"created_at": timezone.now()}
+    )
+    return account
+
+
+def fault_apply(account: str, fault: str, count: int) -> bool:
+    """`expire_access_token`: every current access token of the account expires now.
+    `revoke`: every grant and token of the account is revoked (refresh answers invalid_grant)."""
+    if fault == "expire_access_token":
+        now = timezone.now()
+        GoogleAccessToken.objects.filter(email=account, expires_at__gt=now).update(expires_at=now)
+        return True
+    if fault == "revoke":
+        GoogleGrant.objects.filter(email=account).update(revoked=True)
+        GoogleAccessToken.objects.filter(email=account).update(revoked=True)
+        return True
+    return False
 
 
 # --- Identity -----------------------------------------------------------------------------------
@@ -229,7 +262,7 @@ def authorize(request: HttpRequest) -> HttpResponse:
         "client_id": client_id,
         "redirect_uri": redirect_uri,
         "scope": " ".join(scopes),
-        "scopes": [scope_words(s) for s in scopes],
+        "scopes": [scope_describe(s) for s in scopes],
         "state": state,
         "access_type": params.get("access_type", "online"),
         "prompt": params.get("prompt", ""),
@@ -366,8 +399,9 @@ def token(request: HttpRequest) -> HttpResponse:
         if client_id not in settings.SIBLING_SANDBOX_ROTATING_CLIENTS:
             # Google does not rotate refresh tokens: the answer carries no new one.
             return json_response(_token_body(_issue_access_token(grant)))
-        # A client configured to rotate behaves like the legacy Fitbit API: every refresh
-        # returns a new refresh token and the one used stops working (single use).
+        # A client configured to rotate behaves like OAuth servers that rotate (RFC 6749
+        # section 6 allows it): every refresh returns a new refresh token and the one used stops
+        # working (single use).
         rotated = random_token("1//0", 48)
         swapped = GoogleGrant.objects.filter(pk=grant.pk, refresh_token=value).update(
             refresh_token=rotated
@@ -454,7 +488,9 @@ class GoogleCaller:
         return any(s in self.scopes for s in wanted)
 
 
-def google_caller(request: HttpRequest, service: str) -> GoogleCaller | HttpResponse:
+def google_caller(
+    request: HttpRequest, service: str, *, server_error_status: int = 500
+) -> GoogleCaller | HttpResponse:
     """Authenticate the bearer token, then apply the account's rate-limit and 5xx faults.
 
     Returns the caller, or the error response to send as it is.
@@ -467,7 +503,7 @@ def google_caller(request: HttpRequest, service: str) -> GoogleCaller | HttpResp
     if fault_take("google", access.email, "rate_limit", pending):
         return rate_limited(service)
     if fault_take("google", access.email, "server_error", pending):
-        return backend_error(service)
+        return backend_error(service, server_error_status)
     return GoogleCaller(
         email=access.email, scopes=frozenset(access.scopes), pending_faults=frozenset(pending)
     )
@@ -506,3 +542,90 @@ def avatar(request: HttpRequest, sub: str) -> HttpResponse:
         'font-family="sans-serif">S</text></svg>'
     )
     return HttpResponse(svg, content_type="image/svg+xml")
+
+
+# --- Google's ID-token signing keys ---------------------------------------------------------------
+
+GOOGLE_ISSUER = "https://accounts.google.com"
+GOOGLE_OIDC_KEY_PURPOSE = "google-oidc"
+
+
+def google_oidc_signing_key() -> tuple[str, rsa.RSAPrivateKey]:
+    """The sandbox's RSA key for Google ID tokens: (kid, private key), generated once and stored."""
+    stored = signing_key_stored(GOOGLE_OIDC_KEY_PURPOSE, "rsa")
+    private = private_key_of(stored)
+    if not isinstance(private, rsa.RSAPrivateKey):
+        raise TypeError("the stored Google OIDC key is not an RSA key")
+    return stored.kid, private
+
+
+def _b64url_uint(value: int) -> str:
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def google_jwks() -> dict:
+    """The public keys as https://www.googleapis.com/oauth2/v3/certs lists them."""
+    kid, private = google_oidc_signing_key()
+    numbers = private.public_key().public_numbers()
+    return {
+        "keys": [
+            {
+                "kty": "RSA",
+                "alg": "RS256",
+                "use": "sig",
+                "kid": kid,
+                "n": _b64url_uint(numbers.n),
+                "e": _b64url_uint(numbers.e),
+            }
+        ]
+    }
+
+
+def service_account_id(email: str) -> str:
+    """A service account's stable 21-digit unique id, used as `sub` and `azp`."""
+    return str(10**20 + stable_int("service-account", email) % (9 * 10**20))
+
+
+def google_id_token(
+    *,
+    audience: str,
+    email: str,
+    issuer: str = GOOGLE_ISSUER,
+    lifetime_s: int = 3600,
+    iat: int | None = None,
+    key: Any = None,
+    kid: str | None = None,
+) -> str:
+    """An RS256 ID token of a service account, as Google attaches to authenticated pushes.
+
+    Claims aud, azp, email, email_verified, exp, iat, iss, sub. `iat`/`lifetime_s` make expired
+    tokens, `key`/`kid` tokens Google's keys do not verify.
+    """
+    current_kid, current_key = google_oidc_signing_key()
+    issued = int(time.time()) if iat is None else int(iat)
+    account_id = service_account_id(email)
+    claims = {
+        "aud": audience,
+        "azp": account_id,
+        "email": email,
+        "email_verified": True,
+        "exp": issued + lifetime_s,
+        "iat": issued,
+        "iss": issuer,
+        "sub": account_id,
+    }
+    return jwt.encode(
+        claims,
+        key if key is not None else current_key,
+        algorithm="RS256",
+        headers={"kid": kid if kid is not None else current_kid},
+    )
+
+
+@require_GET
+def certs(request: HttpRequest) -> HttpResponse:
+    """Google's OAuth2 certs (JWKS) for the sandbox's ID tokens."""
+    response = json_response(google_jwks())
+    response["Cache-Control"] = "public, max-age=300"
+    return response

@@ -1,8 +1,8 @@
 """Signing keys the sandbox generates once, stores, and serves the public halves of.
 
-One current key per purpose (Plaid webhooks, Google's OIDC tokens for Pub/Sub pushes, Google
-Health notification signatures). Rotation keeps the old key, marked expired, so a verifier that
-fetches it by kid sees `expired_at`, as Plaid's /webhook_verification_key/get does.
+One current key per purpose (a provider's webhook signatures, Google's ID tokens). Rotation keeps
+the old key, marked expired, so a verifier that fetches it by kid sees `expired_at`, as providers
+that serve their webhook keys by kid do.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def signing_key_stored(purpose: str, kind: KeyKind) -> SigningKey:
 
 
 def _new_kid(kind: KeyKind) -> str:
-    # Google's kids are 40 hex digits; Plaid's are UUIDs.
+    # Google's kids are 40 hex digits; other providers' EC webhook keys have UUIDs.
     return uuid.uuid4().hex + uuid.uuid4().hex[:8] if kind == "rsa" else str(uuid.uuid4())
 
 

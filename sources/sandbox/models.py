@@ -1,9 +1,15 @@
 """State of the provider sandbox: what a real provider keeps on its side.
 
+The shared machinery has its own models: Google's OAuth server (one account, code, grant and
+token store serves every Google provider), pending faults and signing keys. Everything a single
+provider's imitation keeps (its items, tokens, watches, activity steps) is a `SandboxRecord` in
+the generic per-account store (sources.sandbox.store), so a new imitation needs no model and no
+migration.
+
 Tokens are stored in plain text on purpose: this is a fake provider for development and tests,
-never reachable with DEBUG off. Single-use values (authorization codes, public tokens) are spent
-with a conditional update (`filter(..., used=False).update(used=True)`), because this backend has
-no transactions.
+never reachable with DEBUG off. Single-use values (authorization codes, one-time tokens) are spent
+with a conditional update (`filter(..., used=False).update(used=True)`, or an expiry moved to
+now), because this backend has no transactions.
 """
 
 from __future__ import annotations
@@ -68,76 +74,6 @@ class GoogleAccessToken(models.Model):
         return f"access token for {self.email}"
 
 
-class PlaidLinkToken(models.Model):
-    """A Link token; `item_id` is set in update mode (created with an access_token)."""
-
-    link_token = models.CharField(max_length=128, unique=True)
-    client_id = models.CharField(max_length=200)
-    client_user_id = models.CharField(max_length=200)
-    client_name = models.CharField(max_length=200)
-    products = models.JSONField(default=list)
-    # Kept so a later sandbox feature can send Plaid webhooks to it.
-    webhook = models.TextField(blank=True, default="")
-    item_id = models.CharField(max_length=64, blank=True, default="")
-    expires_at = models.DateTimeField()
-    created_at = models.DateTimeField()
-
-    def __str__(self) -> str:
-        return self.link_token
-
-
-class PlaidItem(models.Model):
-    """A linked institution login. Created when Link succeeds, usable once exchanged."""
-
-    item_id = models.CharField(max_length=64, unique=True)
-    access_token = models.CharField(max_length=128, unique=True)
-    client_id = models.CharField(max_length=200)
-    client_user_id = models.CharField(max_length=200, blank=True, default="")
-    institution_id = models.CharField(max_length=64)
-    institution_name = models.CharField(max_length=200)
-    products = models.JSONField(default=list)
-    webhook = models.TextField(blank=True, default="")
-    exchanged = models.BooleanField(default=False)
-    login_required = models.BooleanField(default=False)
-    removed = models.BooleanField(default=False)
-    created_at = models.DateTimeField()
-
-    def __str__(self) -> str:
-        return self.item_id
-
-
-class PlaidPublicToken(models.Model):
-    """A public token from Link (30 minutes, single use), exchanged for the item's access token."""
-
-    public_token = models.CharField(max_length=128, unique=True)
-    item_id = models.CharField(max_length=64)
-    expires_at = models.DateTimeField()
-    used = models.BooleanField(default=False)
-
-    def __str__(self) -> str:
-        return self.public_token
-
-
-class ActivityTick(models.Model):
-    """One step of simulated new activity (new, changed and removed records) for an account."""
-
-    provider = models.CharField(max_length=20)
-    account = models.CharField(max_length=320)
-    seq = models.PositiveIntegerField()
-    at = models.DateTimeField()
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["provider", "account", "seq"], name="sandbox_tick_unique"
-            )
-        ]
-        ordering = ["provider", "account", "seq"]
-
-    def __str__(self) -> str:
-        return f"{self.provider}:{self.account}#{self.seq}"
-
-
 class Fault(models.Model):
     """A pending fault for one account; counted faults are consumed one call at a time."""
 
@@ -159,7 +95,7 @@ class Fault(models.Model):
 
 
 class SigningKey(models.Model):
-    """Key material generated once per purpose (e.g. the Plaid webhook verification key).
+    """Key material generated once per purpose (e.g. a provider's webhook signing key).
 
     `purpose` names the current key. A rotated key keeps its kid but moves to the purpose
     `<purpose>:expired:<kid>` with `expired_at` set, so the current key stays unique per purpose
@@ -176,21 +112,36 @@ class SigningKey(models.Model):
         return f"{self.purpose} ({self.kid})"
 
 
-class GmailWatch(models.Model):
-    """A mailbox's `users.watch`: where Gmail would publish, and where the sandbox pushes.
+class SandboxRecord(models.Model):
+    """One piece of a provider imitation's state, for one account.
 
-    Gmail itself only knows the topic; the push endpoint and audience belong to the Pub/Sub
-    subscription. Blank means the sandbox's default receiver (from SIBLING_PUBLIC_URL, read at
-    send time).
+    `provider` is the imitation's namespace (a provider id, or a family such as "google" whose
+    providers share accounts), `kind` what the record is ("item", "watch", "tick", ...), `key`
+    its unique name within (provider, kind): a token, an id, an email. `account` is whose it
+    is (the account faults address), for listing an account's records. `data` holds the rest.
+
+    Lookups filter on the indexed fields only (`key`, or `account` with `kind`) and read `data`
+    in Python: the embedded development server answers JSON key lookups unreliably.
     """
 
-    email = models.CharField(max_length=320, unique=True)
-    topic_name = models.CharField(max_length=300)
-    label_ids = models.JSONField(default=list)
-    push_endpoint = models.TextField(blank=True, default="")
-    audience = models.TextField(blank=True, default="")
-    expires_at = models.DateTimeField()
+    provider = models.CharField(max_length=40)
+    account = models.CharField(max_length=320, blank=True, default="")
+    kind = models.CharField(max_length=40)
+    key = models.CharField(max_length=400)
+    data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField()
+    # Null: does not expire. A one-time value is spent by moving its expiry to now.
+    expires_at = models.DateTimeField(null=True, blank=True, default=None)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "kind", "key"], name="sandbox_record_unique"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["provider", "account", "kind"], name="sandbox_record_account")
+        ]
 
     def __str__(self) -> str:
-        return f"watch {self.email} -> {self.topic_name}"
+        return f"{self.provider}:{self.kind}:{self.key[:24]}"

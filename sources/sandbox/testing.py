@@ -1,5 +1,6 @@
 """Connections made against the sandbox the way a person's browser makes them, for tests and
-benchmarks: the OAuth code flow through the consent form, and Plaid Link's token steps."""
+benchmarks: the Google OAuth code flow through the consent form. A provider's own steps (a
+hosted link's token exchange, say) are helpers of its sandbox module."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from sources.providers import OAuth2Provider
-from sources.providers.plaid import Plaid
 from sources.services import oauth_credentials_from
 
 REDIRECT_URI = "http://127.0.0.1/callback"
@@ -63,15 +63,3 @@ def google_refresh(provider: type[OAuth2Provider], refresh_token: str) -> reques
         },
         timeout=30,
     )
-
-
-def plaid_item_link(*, client_user_id: str, institution_id: str = "ins_sandbox_first") -> dict:
-    """A new sandbox bank through Link: {"access_token", "item_id"}."""
-    link_token = Plaid.link_token_create(client_user_id=client_user_id)
-    public = requests.post(
-        f"{Plaid.url('api')}/link/public_token/create",
-        json={"link_token": link_token, "institution_id": institution_id},
-        timeout=30,
-    )
-    public.raise_for_status()
-    return Plaid.public_token_exchange(public.json()["public_token"])

@@ -16,7 +16,7 @@ from ingestion.runner import connection_sync
 from ingestion.scheduler import dispatch_due_syncs
 from ingestion.storage import records_collection
 from sources.models import UserDataSource
-from sources.sandbox import webhooks as sandbox_hooks
+from sources.providers.fitbit import sandbox as sandbox_hooks
 from tests.ingestion.conftest import NO_WAIT, fresh, hold_lease
 
 pytestmark = pytest.mark.django_db(transaction=True)

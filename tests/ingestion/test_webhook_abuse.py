@@ -23,8 +23,9 @@ from django.utils import timezone
 from ingestion.models import WebhookEvent, WebhookRejection
 from ingestion.webhooks import IncomingEvent, webhook_event_store
 from sources.models import UserDataSource
+from sources.providers.fitbit import sandbox as fitbit_hooks
 from sources.providers.plaid import webhooks as plaid_hooks
-from sources.sandbox import webhooks as sandbox_hooks
+from sources.providers.plaid.sandbox import webhooks as plaid_sandbox_hooks
 from tests.factories import StaffFactory, UserDataSourceFactory, UserFactory
 from tests.ingestion.test_webhooks import HEALTH_URL, PLAID_URL, plaid_post
 
@@ -71,7 +72,7 @@ def key_fetches():
 
 
 def _unknown_item_body() -> bytes:
-    body = sandbox_hooks.plaid_webhook_body(
+    body = plaid_sandbox_hooks.plaid_webhook_body(
         f"item-{uuid.uuid4().hex[:8]}", "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE"
     )
     return json.dumps(body).encode()
@@ -120,11 +121,11 @@ def test_an_iat_in_the_future_is_refused(client, live):
 
 
 def test_a_cached_key_that_expired_since_is_refused(client, live):
-    from sources.sandbox.plaid import webhook_signing_key
+    from sources.providers.plaid.sandbox.api import webhook_signing_key
 
     old_kid, old_key = webhook_signing_key()
     assert plaid_post(client, _unknown_item_body()).status_code == 200
-    sandbox_hooks.plaid_signing_key_rotate()  # Plaid expires the key Sibling has cached
+    plaid_sandbox_hooks.plaid_signing_key_rotate()  # Plaid expires the key Sibling has cached
     cached, _fetched = plaid_hooks._keys[old_kid]
     plaid_hooks._keys[old_kid] = (cached, time.monotonic() - 2 * 3600)  # two hours later
     late = plaid_post(client, _unknown_item_body(), kid=old_kid, key=old_key)
@@ -134,7 +135,7 @@ def test_a_cached_key_that_expired_since_is_refused(client, live):
 def test_a_cached_key_due_for_a_re_check_serves_while_plaid_cannot_answer(
     client, live, settings, monkeypatch
 ):
-    from sources.sandbox.plaid import webhook_signing_key
+    from sources.providers.plaid.sandbox.api import webhook_signing_key
 
     settings.PLAID_WEBHOOK_KEY_FETCHES_PER_MIN = 2
     monkeypatch.setattr(plaid_hooks, "_minute", lambda: 3)  # one budget window, whatever the time
@@ -152,14 +153,14 @@ def test_a_cached_key_due_for_a_re_check_serves_while_plaid_cannot_answer(
 
 def test_a_re_encoded_signature_is_a_redelivery(client, live):
     raw = _unknown_item_body()
-    token = sandbox_hooks.plaid_verification_header(raw)
+    token = plaid_sandbox_hooks.plaid_verification_header(raw)
     head, claims, signature = token.split(".")
     raw_signature = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
     r, s = raw_signature[:32], int.from_bytes(raw_signature[32:], "big")
     other = r + (P256_N - s).to_bytes(32, "big")
     twin = f"{head}.{claims}.{base64.urlsafe_b64encode(other).decode().rstrip('=')}"
     assert twin != token
-    from sources.sandbox.plaid import webhook_signing_key
+    from sources.providers.plaid.sandbox.api import webhook_signing_key
 
     public = webhook_signing_key()[1].public_key()
     assert jwt.decode(twin, key=public, algorithms=["ES256"]) == jwt.decode(
@@ -306,7 +307,7 @@ def test_identical_health_notifications_are_one_within_the_window_and_new_after(
     settings.FITBIT_WEBHOOK_PUBLIC_KEY = ""
     settings.FITBIT_WEBHOOK_DEDUP_WINDOW_S = 600
     day = timezone.now().date().isoformat()
-    body = sandbox_hooks.health_notification_body("health-nobody", "steps", [(day, day)])
+    body = fitbit_hooks.health_notification_body("health-nobody", "steps", [(day, day)])
     assert _health_post(client, settings, body).status_code == 204
     assert _health_post(client, settings, body).status_code == 204  # a redelivery
     first = WebhookEvent.objects.get(provider="fitbit")
@@ -411,7 +412,7 @@ def test_a_burst_signed_with_a_new_key_spends_one_fetch(live, settings, monkeypa
     bodies = [_unknown_item_body() for _ in range(8)]
 
     def deliver(raw: bytes) -> int:
-        header = sandbox_hooks.plaid_verification_header(raw)
+        header = plaid_sandbox_hooks.plaid_verification_header(raw)
         return requests.post(
             f"{live.url}{PLAID_URL}",
             data=raw,

@@ -23,7 +23,9 @@ from ingestion.webhooks import (
 )
 from sibling.mongo import plain_database
 from sources.models import UserDataSource
-from sources.sandbox import webhooks as sandbox_hooks
+from sources.providers.fitbit import sandbox as fitbit_hooks
+from sources.providers.gmail import sandbox as gmail_hooks
+from sources.providers.plaid.sandbox import webhooks as plaid_sandbox_hooks
 from tests.ingestion.conftest import NO_WAIT, fresh
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,7 +48,7 @@ def hooks(sandbox, settings):
 
 def plaid_post(client, body: dict | bytes, **header_options):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    header = sandbox_hooks.plaid_verification_header(raw, **header_options)
+    header = plaid_sandbox_hooks.plaid_verification_header(raw, **header_options)
     return client.post(
         PLAID_URL, data=raw, content_type="application/json", HTTP_PLAID_VERIFICATION=header
     )
@@ -81,7 +83,7 @@ def test_body_over_one_megabyte_is_413(client, url):
 
 
 def test_plaid_signature_checks(client, hooks, plaid_connection):
-    body = sandbox_hooks.plaid_webhook_body(
+    body = plaid_sandbox_hooks.plaid_webhook_body(
         plaid_connection.sandbox_account, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE"
     )
     raw = json.dumps(body).encode()
@@ -93,7 +95,7 @@ def test_plaid_signature_checks(client, hooks, plaid_connection):
         PLAID_URL,
         data=raw.replace(b"true", b"false"),
         content_type="application/json",
-        HTTP_PLAID_VERIFICATION=sandbox_hooks.plaid_verification_header(raw),
+        HTTP_PLAID_VERIFICATION=plaid_sandbox_hooks.plaid_verification_header(raw),
     )
     assert tampered.status_code == 401  # the body hash no longer matches
     assert not WebhookEvent.objects.filter(status=Status.ACCEPTED).exists()
@@ -101,12 +103,12 @@ def test_plaid_signature_checks(client, hooks, plaid_connection):
 
 def test_expired_plaid_key_is_refused(client, hooks, plaid_connection):
     from sources.providers.plaid import webhooks as plaid_hooks
-    from sources.sandbox.plaid import webhook_signing_key
+    from sources.providers.plaid.sandbox.api import webhook_signing_key
 
     old_kid = webhook_signing_key()[0]
-    sandbox_hooks.plaid_signing_key_rotate()
+    plaid_sandbox_hooks.plaid_signing_key_rotate()
     plaid_hooks._keys.clear()
-    body = sandbox_hooks.plaid_webhook_body(plaid_connection.sandbox_account, "ITEM", "ERROR")
+    body = plaid_sandbox_hooks.plaid_webhook_body(plaid_connection.sandbox_account, "ITEM", "ERROR")
     assert plaid_post(client, body, kid=old_kid).status_code == 401
 
 
@@ -116,11 +118,11 @@ def test_malformed_json_with_a_valid_signature_is_400(client, hooks):
 
 
 def test_unknown_event_type_and_unknown_item_are_answered_200(client, hooks, plaid_connection):
-    unknown_type = sandbox_hooks.plaid_webhook_body(
+    unknown_type = plaid_sandbox_hooks.plaid_webhook_body(
         plaid_connection.sandbox_account, "HOLDINGS", "DEFAULT_UPDATE"
     )
     assert plaid_post(client, unknown_type).status_code == 200
-    unknown_item = sandbox_hooks.plaid_webhook_body(
+    unknown_item = plaid_sandbox_hooks.plaid_webhook_body(
         "item-nobody-has", "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE"
     )
     response = plaid_post(client, unknown_item)
@@ -174,7 +176,7 @@ def test_a_claim_left_by_a_killed_worker_is_taken_again_once_stale():
 
 def test_plaid_sync_updates_available_syncs_once_even_when_redelivered(hooks, plaid_connection):
     connection_sync(plaid_connection.pk, policy=NO_WAIT)
-    statuses = sandbox_hooks.plaid_webhook_send(
+    statuses = plaid_sandbox_hooks.plaid_webhook_send(
         plaid_connection.sandbox_account,
         "TRANSACTIONS",
         "SYNC_UPDATES_AVAILABLE",
@@ -199,19 +201,22 @@ def test_plaid_sync_updates_available_syncs_once_even_when_redelivered(hooks, pl
 
 
 def test_plaid_login_required_and_revocation(client, hooks, plaid_connection):
-    error = sandbox_hooks.plaid_webhook_body(
-        plaid_connection.sandbox_account, "ITEM", "ERROR", error=sandbox_hooks.plaid_webhook_error()
+    error = plaid_sandbox_hooks.plaid_webhook_body(
+        plaid_connection.sandbox_account,
+        "ITEM",
+        "ERROR",
+        error=plaid_sandbox_hooks.plaid_webhook_error(),
     )
     assert plaid_post(client, error).status_code == 200
     assert fresh(plaid_connection).status == UserDataSource.Status.REAUTH_REQUIRED
 
-    expiring = sandbox_hooks.plaid_webhook_body(
+    expiring = plaid_sandbox_hooks.plaid_webhook_body(
         plaid_connection.sandbox_account, "ITEM", "PENDING_DISCONNECT"
     )
     plaid_post(client, expiring)
     assert "Reconnect" in fresh(plaid_connection).notice
 
-    revoked = sandbox_hooks.plaid_webhook_body(
+    revoked = plaid_sandbox_hooks.plaid_webhook_body(
         plaid_connection.sandbox_account, "ITEM", "USER_PERMISSION_REVOKED"
     )
     plaid_post(client, revoked)
@@ -247,7 +252,7 @@ def test_gmail_push_triggers_an_incremental_sync(hooks, gmail_connection, as_num
     settings.SIBLING_BACKFILL_DAYS = 3
     connection_sync(gmail_connection.pk, policy=NO_WAIT)
     history_id = int(fresh(gmail_connection).cursors["messages"]["history_id"]) + 5
-    statuses = sandbox_hooks.gmail_push_send(
+    statuses = gmail_hooks.gmail_push_send(
         gmail_connection.sandbox_account,
         url=f"{hooks.url}{GMAIL_URL}",
         audience=f"{hooks.url}{GMAIL_URL}",
@@ -265,13 +270,13 @@ def test_gmail_push_triggers_an_incremental_sync(hooks, gmail_connection, as_num
 
 
 def test_gmail_push_with_a_wrong_audience_or_sender_is_401(client, hooks, gmail_connection):
-    body = json.dumps(sandbox_hooks.gmail_push_body(gmail_connection.sandbox_account, 1)).encode()
+    body = json.dumps(gmail_hooks.gmail_push_body(gmail_connection.sandbox_account, 1)).encode()
     for token in (
-        sandbox_hooks.pubsub_oidc_token(audience="https://elsewhere.example/"),
-        sandbox_hooks.pubsub_oidc_token(
+        gmail_hooks.pubsub_oidc_token(audience="https://elsewhere.example/"),
+        gmail_hooks.pubsub_oidc_token(
             audience=f"{hooks.url}{GMAIL_URL}", email="intruder@example.com"
         ),
-        sandbox_hooks.pubsub_oidc_token(
+        gmail_hooks.pubsub_oidc_token(
             audience=f"{hooks.url}{GMAIL_URL}", iat=int(time.time()) - 7200, lifetime_s=60
         ),
     ):
@@ -288,22 +293,22 @@ def test_gmail_push_with_a_wrong_audience_or_sender_is_401(client, hooks, gmail_
 
 
 def test_health_handshake_answers_201_with_the_secret_and_401_without(hooks, settings):
-    with_secret, without = sandbox_hooks.health_verification_probe(
+    with_secret, without = fitbit_hooks.health_verification_probe(
         f"{hooks.url}{HEALTH_URL}", settings.FITBIT_WEBHOOK_SECRET
     )
     assert (with_secret, without) == (201, 401)
 
 
 def test_health_notification_fetches_exactly_the_named_days(hooks, fitbit_connection, settings):
-    settings.FITBIT_WEBHOOK_PUBLIC_KEY = sandbox_hooks.health_public_key_pem()
+    settings.FITBIT_WEBHOOK_PUBLIC_KEY = fitbit_hooks.health_public_key_pem()
     cursors = fresh(fitbit_connection).cursors
     # A whole day in the past in any time zone (the sandbox account's today is local).
     day = (fitbit_connection.created_at - timedelta(days=2)).date().isoformat()
-    body = sandbox_hooks.health_notification_body(
+    body = fitbit_hooks.health_notification_body(
         fitbit_connection.external_account_id, "steps", [(day, day)]
     )
     for header in ("X-HEALTHAPI-SIGNATURE", "GOOGLE-HEALTH-API-SIGNATURE"):
-        statuses = sandbox_hooks.health_webhook_send(
+        statuses = fitbit_hooks.health_webhook_send(
             f"{hooks.url}{HEALTH_URL}",
             settings.FITBIT_WEBHOOK_SECRET,
             body,
@@ -322,9 +327,9 @@ def test_health_notification_fetches_exactly_the_named_days(hooks, fitbit_connec
 
 
 def test_health_notification_with_a_bad_signature_or_secret_is_401(client, hooks, settings):
-    settings.FITBIT_WEBHOOK_PUBLIC_KEY = sandbox_hooks.health_public_key_pem()
+    settings.FITBIT_WEBHOOK_PUBLIC_KEY = fitbit_hooks.health_public_key_pem()
     body = json.dumps(
-        sandbox_hooks.health_notification_body("123", "steps", [("2026-11-01", "2026-11-01")])
+        fitbit_hooks.health_notification_body("123", "steps", [("2026-11-01", "2026-11-01")])
     ).encode()
     other = ec.generate_private_key(ec.SECP256R1())
     forged = client.post(
@@ -332,7 +337,7 @@ def test_health_notification_with_a_bad_signature_or_secret_is_401(client, hooks
         data=body,
         content_type="application/json",
         HTTP_AUTHORIZATION=settings.FITBIT_WEBHOOK_SECRET,
-        HTTP_X_HEALTHAPI_SIGNATURE=sandbox_hooks.health_signature(body, key=other),
+        HTTP_X_HEALTHAPI_SIGNATURE=fitbit_hooks.health_signature(body, key=other),
     )
     assert forged.status_code == 401
     wrong_secret = client.post(
@@ -340,7 +345,7 @@ def test_health_notification_with_a_bad_signature_or_secret_is_401(client, hooks
         data=body,
         content_type="application/json",
         HTTP_AUTHORIZATION="Bearer guessed",
-        HTTP_X_HEALTHAPI_SIGNATURE=sandbox_hooks.health_signature(body),
+        HTTP_X_HEALTHAPI_SIGNATURE=fitbit_hooks.health_signature(body),
     )
     assert wrong_secret.status_code == 401
     garbage = client.post(
@@ -359,7 +364,7 @@ def test_staff_replay_and_payload_need_a_reason_and_are_in_the_ledger(
     from ingestion.models import AccessLedgerEntry
     from tests.factories import UserFactory
 
-    body = sandbox_hooks.plaid_webhook_body(
+    body = plaid_sandbox_hooks.plaid_webhook_body(
         plaid_connection.sandbox_account, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE"
     )
     plaid_post(client, body)

@@ -16,7 +16,8 @@ from sources.models import PendingRevocation, UserDataSource
 from sources.providers.fitbit import Fitbit
 from sources.providers.gmail import Gmail
 from sources.revocations import revocations_retry_due
-from sources.sandbox.faults import fault_set, google_account_ensure
+from sources.sandbox.faults import fault_set
+from sources.sandbox.google import google_account_ensure
 from sources.sandbox.models import GoogleAccessToken, GoogleGrant
 from sources.sandbox.testing import google_refresh
 from tests.factories import UserFactory

@@ -23,6 +23,7 @@ from sources.providers.base import OAuth2Provider, RevocationError
 from sources.providers.gmail import Gmail
 from sources.providers.google import GoogleProvider
 from sources.providers.plaid import Plaid
+from sources.providers.plaid.sandbox import plaid_item_link
 from sources.revocations import (
     MAX_ATTEMPTS,
     backoff_delay,
@@ -31,7 +32,7 @@ from sources.revocations import (
     revocations_retry_due,
 )
 from sources.sandbox.faults import fault_clear, fault_set
-from sources.sandbox.testing import google_credentials, google_refresh, plaid_item_link
+from sources.sandbox.testing import google_credentials, google_refresh
 from sources.services import connection_disconnect, connection_upsert
 from tests.factories import StaffFactory
 

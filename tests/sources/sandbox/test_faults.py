@@ -2,9 +2,26 @@ import json
 
 import pytest
 
-from sources.sandbox.faults import FaultError, fault_clear, fault_set, fault_take, faults_pending
+from sources import providers
+from sources.sandbox import registry
+from sources.sandbox.faults import (
+    SHARED_FAULTS,
+    FaultError,
+    fault_clear,
+    fault_names,
+    fault_set,
+    fault_take,
+    faults_pending,
+)
+
+from .oauth import google_providers
 
 pytestmark = pytest.mark.django_db
+
+
+def own_namespaces() -> list[str]:
+    """Registered providers whose accounts are their own (no family)."""
+    return [p for p in providers.PROVIDERS if registry.family_of(p) is None]
 
 
 def test_counted_faults_are_consumed_once_each():
@@ -16,22 +33,51 @@ def test_counted_faults_are_consumed_once_each():
     assert faults_pending("google", "someone@example.com") == set()
 
 
+def test_a_google_provider_id_addresses_the_google_account():
+    for provider in google_providers():
+        fault_set(provider.id, "Someone@Example.com", "server_error")
+        assert faults_pending("google", "someone@example.com") == {"server_error"}
+        assert faults_pending(provider.id, "SOMEONE@example.com") == {"server_error"}
+        fault_clear(provider.id, "someone@example.com")
+        assert faults_pending("google", "someone@example.com") == set()
+
+
 def test_clear_drops_pending_faults():
-    fault_set("plaid", "item-1", "server_error", count=5)
-    fault_set("plaid", "item-1", "malformed")
-    fault_clear("plaid", "item-1", "server_error")
-    assert faults_pending("plaid", "item-1") == {"malformed"}
-    fault_clear("plaid", "item-1")
-    assert faults_pending("plaid", "item-1") == set()
+    for space in own_namespaces():
+        fault_set(space, "account-1", "server_error", count=5)
+        fault_set(space, "account-1", "malformed")
+        fault_clear(space, "account-1", "server_error")
+        assert faults_pending(space, "account-1") == {"malformed"}
+        fault_clear(space, "account-1")
+        assert faults_pending(space, "account-1") == set()
+
+
+def test_every_namespace_honours_the_shared_faults_and_its_own():
+    for space in [*registry.FAMILIES, *own_namespaces()]:
+        names = fault_names(space)
+        assert set(SHARED_FAULTS) <= names
+        for module in registry.namespace_modules(space):
+            assert set(getattr(module, "fault_names", ())) <= names
+
+
+def test_a_providers_own_fault_is_refused_elsewhere():
+    spaces = [*registry.FAMILIES, *own_namespaces()]
+    own = {space: fault_names(space) - set(SHARED_FAULTS) for space in spaces}
+    for space in spaces:
+        foreign = set().union(*own.values()) - fault_names(space)
+        for fault in foreign:
+            with pytest.raises(FaultError):
+                fault_set(space, "account-1", fault)
 
 
 @pytest.mark.parametrize(
     ("args", "kwargs"),
     [
-        (("dropbox", "a", "rate_limit"), {}),
+        (("no-such-provider", "a", "rate_limit"), {}),
         (("google", "", "rate_limit"), {}),
-        (("rescuetime", "sandbox-k", "plaid_mutation"), {}),
+        (("google", "a@example.com", "no-such-fault"), {}),
         (("google", "a@example.com", "rate_limit"), {"count": 0}),
+        (("google", "a@example.com", "rate_limit"), {"count": True}),
     ],
 )
 def test_invalid_faults_are_refused(args, kwargs):
@@ -39,23 +85,23 @@ def test_invalid_faults_are_refused(args, kwargs):
         fault_set(*args, **kwargs)
 
 
-def test_http_endpoint_sets_and_clears(client):
-    body = {"provider": "rescuetime", "account": "sandbox-k", "fault": "rate_limit", "count": 3}
+def test_http_endpoint_sets_lists_and_clears(client):
+    space = own_namespaces()[0]
+    body = {"provider": space, "account": "account-k", "fault": "rate_limit", "count": 3}
+    answer = client.post("/sandbox/_faults", json.dumps(body), content_type="application/json")
+    assert answer.status_code == 200
+    assert faults_pending(space, "account-k") == {"rate_limit"}
+    assert client.get("/sandbox/_faults").json()["faults"] == [
+        {"provider": space, "account": "account-k", "fault": "rate_limit", "remaining": 3}
+    ]
+    clear = {"action": "clear", "provider": space, "account": "account-k"}
+    answer = client.post("/sandbox/_faults", json.dumps(clear), content_type="application/json")
+    assert answer.status_code == 200
+    assert faults_pending(space, "account-k") == set()
+    for bad in ["nope", json.dumps({"provider": ["x"], "account": {}, "fault": 3, "count": "2"})]:
+        answer = client.post("/sandbox/_faults", bad, content_type="application/json")
+        assert answer.status_code == 400
+    other = json.dumps({"action": "undo", "provider": space, "account": "a"})
     assert (
-        client.post(
-            "/sandbox/_faults", json.dumps(body), content_type="application/json"
-        ).status_code
-        == 200
-    )
-    assert faults_pending("rescuetime", "sandbox-k") == {"rate_limit"}
-    clear = {"action": "clear", "provider": "rescuetime", "account": "sandbox-k"}
-    assert (
-        client.post(
-            "/sandbox/_faults", json.dumps(clear), content_type="application/json"
-        ).status_code
-        == 200
-    )
-    assert faults_pending("rescuetime", "sandbox-k") == set()
-    assert (
-        client.post("/sandbox/_faults", "nope", content_type="application/json").status_code == 400
+        client.post("/sandbox/_faults", other, content_type="application/json").status_code == 400
     )

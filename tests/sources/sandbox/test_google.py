@@ -3,16 +3,17 @@ import base64
 import pytest
 
 from sources.sandbox.faults import fault_set
+from sources.sandbox.google import scope_describe
 
-from .conftest import (
+from .oauth import (
     EMAIL,
-    FITBIT_CLIENT,
-    GMAIL_CLIENT,
-    GMAIL_READONLY,
     REDIRECT_URI,
     bearer,
     consent,
     exchange,
+    google_client,
+    google_providers,
+    google_scope,
     google_tokens,
     pkce_pair,
 )
@@ -20,13 +21,17 @@ from .conftest import (
 pytestmark = pytest.mark.django_db
 
 AUTH = "/sandbox/google/o/oauth2/v2/auth"
+# The first registered Google provider's client and scopes; a second client where one is needed.
+CLIENT = google_client()
+SCOPE = google_scope()
+USERINFO = "/sandbox/google/oauth2/v3/userinfo"
 INVALID_GRANT = {
     "error": "invalid_grant",
     "error_description": "Token has been expired or revoked.",
 }
 
 
-def refresh(client, refresh_token, pair=GMAIL_CLIENT):
+def refresh(client, refresh_token, pair=CLIENT):
     return client.post(
         "/sandbox/google/token",
         {
@@ -42,10 +47,10 @@ def test_consent_page_is_an_accessible_sandbox_form(client):
     response = client.get(
         AUTH,
         {
-            "client_id": GMAIL_CLIENT[0],
+            "client_id": CLIENT[0],
             "redirect_uri": REDIRECT_URI,
             "response_type": "code",
-            "scope": f"openid email {GMAIL_READONLY}",
+            "scope": f"openid email {SCOPE}",
             "state": "s",
             "access_type": "offline",
             "prompt": "consent",
@@ -56,7 +61,7 @@ def test_consent_page_is_an_accessible_sandbox_form(client):
     assert '<label for="email">Email</label>' in html
     assert 'value="sandbox.person@example.com"' in html
     assert "Sandbox" in html
-    assert "View your email messages and settings" in html
+    assert scope_describe(SCOPE.split()[0]) in html
     assert ">Allow</button>" in html and ">Deny</button>" in html
 
 
@@ -69,10 +74,10 @@ def test_consent_page_is_an_accessible_sandbox_form(client):
 )
 def test_consent_page_rejects_unknown_client_or_missing_redirect(client, params, error):
     query = {
-        "client_id": GMAIL_CLIENT[0],
+        "client_id": CLIENT[0],
         "redirect_uri": REDIRECT_URI,
         "response_type": "code",
-        "scope": GMAIL_READONLY,
+        "scope": SCOPE,
         **params,
     }
     response = client.get(AUTH, query)
@@ -87,11 +92,11 @@ def test_deny_redirects_with_access_denied(client):
 def test_code_flow_refresh_and_single_use_code(client):
     params = consent(client)
     assert params["state"] == "state-123"
-    assert params["scope"] == GMAIL_READONLY
+    assert params["scope"] == SCOPE
     tokens = exchange(client, params["code"]).json()
     assert tokens["token_type"] == "Bearer"
     assert tokens["expires_in"] == 3599
-    assert tokens["scope"] == GMAIL_READONLY
+    assert tokens["scope"] == SCOPE
     assert tokens["refresh_token"]
 
     again = exchange(client, params["code"])
@@ -104,7 +109,7 @@ def test_code_flow_refresh_and_single_use_code(client):
     assert "refresh_token" not in body  # Google does not rotate refresh tokens
     assert body["access_token"] != tokens["access_token"]
 
-    info = client.get("/sandbox/google/oauth2/v3/userinfo", **bearer(body["access_token"]))
+    info = client.get(USERINFO, **bearer(body["access_token"]))
     assert info.status_code == 200
     user = info.json()
     assert user["email"] == EMAIL and user["email_verified"] is True
@@ -120,7 +125,7 @@ def test_online_access_gets_no_refresh_token(client):
 
 def test_token_errors(client):
     params = consent(client)
-    bad_client = exchange(client, params["code"], client_pair=("sandbox-gmail-client", "wrong"))
+    bad_client = exchange(client, params["code"], client_pair=(CLIENT[0], "wrong"))
     assert bad_client.status_code == 401
     assert bad_client.json()["error"] == "invalid_client"
     assert exchange(client, "4/0-made-up").json() == INVALID_GRANT
@@ -133,9 +138,7 @@ def test_token_errors(client):
 def test_basic_auth_and_pkce(client):
     verifier, challenge = pkce_pair()
     params = consent(client, code_challenge=challenge, code_challenge_method="S256")
-    import base64
-
-    basic = base64.b64encode(b"sandbox-gmail-client:sandbox-gmail-secret").decode()
+    basic = base64.b64encode(f"{CLIENT[0]}:{CLIENT[1]}".encode()).decode()
     wrong = client.post(
         "/sandbox/google/token",
         {
@@ -166,7 +169,7 @@ def test_revoke_refresh_token_ends_access_tokens_too(client):
     response = client.post("/sandbox/google/revoke", {"token": tokens["refresh_token"]})
     assert response.status_code == 200 and response.json() == {}
     assert refresh(client, tokens["refresh_token"]).json() == INVALID_GRANT
-    info = client.get("/sandbox/google/oauth2/v3/userinfo", **bearer(tokens["access_token"]))
+    info = client.get(USERINFO, **bearer(tokens["access_token"]))
     assert info.status_code == 401
     again = client.post(f"/sandbox/google/revoke?token={tokens['refresh_token']}")
     assert again.status_code == 400
@@ -179,9 +182,7 @@ def test_revoke_refresh_token_ends_access_tokens_too(client):
 def test_expire_access_token_fault_then_refresh_recovers(client):
     tokens = google_tokens(client)
     fault_set("google", EMAIL, "expire_access_token")
-    response = client.get(
-        "/sandbox/google/gmail/v1/users/me/profile", **bearer(tokens["access_token"])
-    )
+    response = client.get(USERINFO, **bearer(tokens["access_token"]))
     assert response.status_code == 401
     assert response.json() == {
         "error": {
@@ -199,7 +200,7 @@ def test_expire_access_token_fault_then_refresh_recovers(client):
         }
     }
     fresh = refresh(client, tokens["refresh_token"]).json()["access_token"]
-    ok = client.get("/sandbox/google/gmail/v1/users/me/profile", **bearer(fresh))
+    ok = client.get(USERINFO, **bearer(fresh))
     assert ok.status_code == 200
 
 
@@ -249,14 +250,14 @@ def _basic(pair) -> dict:
 
 
 def test_strict_rfc7009_revocation_requires_client_authentication(client, settings):
-    settings.SIBLING_SANDBOX_RFC7009_CLIENTS = {GMAIL_CLIENT[0]}
+    settings.SIBLING_SANDBOX_RFC7009_CLIENTS = {CLIENT[0]}
     tokens = google_tokens(client)
     alone = client.post("/sandbox/google/revoke", {"token": tokens["refresh_token"]})
     assert alone.status_code == 401 and alone.json()["error"] == "invalid_client"
     wrong = client.post(
         "/sandbox/google/revoke",
         {"token": tokens["refresh_token"]},
-        **_basic((GMAIL_CLIENT[0], "wrong")),
+        **_basic((CLIENT[0], "wrong")),
     )
     assert wrong.status_code == 401
     assert refresh(client, tokens["refresh_token"]).status_code == 200
@@ -264,27 +265,30 @@ def test_strict_rfc7009_revocation_requires_client_authentication(client, settin
     done = client.post(
         "/sandbox/google/revoke",
         {"token": tokens["refresh_token"], "token_type_hint": "refresh_token"},
-        **_basic(GMAIL_CLIENT),
+        **_basic(CLIENT),
     )
     assert done.status_code == 200
     assert refresh(client, tokens["refresh_token"]).json() == INVALID_GRANT
     # RFC 7009: an invalid or already revoked token is answered 200 as well.
     again = client.post(
-        "/sandbox/google/revoke", {"token": tokens["refresh_token"]}, **_basic(GMAIL_CLIENT)
+        "/sandbox/google/revoke", {"token": tokens["refresh_token"]}, **_basic(CLIENT)
     )
     assert again.status_code == 200
 
 
 def test_strict_rfc7009_client_secret_post_and_another_clients_token(client, settings):
-    settings.SIBLING_SANDBOX_RFC7009_CLIENTS = {GMAIL_CLIENT[0], FITBIT_CLIENT[0]}
+    if len(google_providers()) < 2:
+        pytest.skip("needs two registered Google providers")
+    other = google_client(google_providers()[1])
+    settings.SIBLING_SANDBOX_RFC7009_CLIENTS = {CLIENT[0], other[0]}
     tokens = google_tokens(client)
     # Another client's credentials do not revoke this client's token (RFC 7009 section 2.1).
     foreign = client.post(
         "/sandbox/google/revoke",
         {
             "token": tokens["refresh_token"],
-            "client_id": FITBIT_CLIENT[0],
-            "client_secret": FITBIT_CLIENT[1],
+            "client_id": other[0],
+            "client_secret": other[1],
         },
     )
     assert foreign.status_code == 200
@@ -293,9 +297,18 @@ def test_strict_rfc7009_client_secret_post_and_another_clients_token(client, set
         "/sandbox/google/revoke",
         {
             "token": tokens["refresh_token"],
-            "client_id": GMAIL_CLIENT[0],
-            "client_secret": GMAIL_CLIENT[1],
+            "client_id": CLIENT[0],
+            "client_secret": CLIENT[1],
         },
     )
     assert own.status_code == 200
     assert refresh(client, tokens["refresh_token"]).json() == INVALID_GRANT
+
+
+def test_every_google_provider_signs_in_at_the_one_server(client):
+    """Each registered Google provider's sandbox client gets tokens for its own scopes."""
+    for provider in google_providers():
+        pair = google_client(provider)
+        tokens = google_tokens(client, scope=google_scope(provider), client_pair=pair)
+        assert tokens["scope"] == google_scope(provider)
+        assert client.get(USERINFO, **bearer(tokens["access_token"])).status_code == 200

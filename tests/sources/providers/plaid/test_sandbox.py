@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from sources.sandbox.faults import fault_clear, fault_set
-from sources.sandbox.models import PlaidLinkToken
+from sources.providers.plaid.sandbox.api import LINK_TOKEN_KIND, STORE, webhook_signing_key
+from sources.sandbox.faults import FaultError, fault_clear, fault_set, faults_pending
+from sources.sandbox.store import record_get
 
 from .conftest import plaid_link, plaid_post
 
@@ -57,7 +58,8 @@ def test_link_flow_remembers_webhook_and_metadata(client):
         "institution_id": "ins_sandbox_union",
     }
     assert {a["subtype"] for a in item["metadata"]["accounts"]} == {"checking", "credit card"}
-    assert PlaidLinkToken.objects.get(link_token=item["link_token"]).webhook.endswith("/plaid")
+    link = record_get(STORE, LINK_TOKEN_KIND, item["link_token"])
+    assert link is not None and link.data["webhook"].endswith("/plaid")
     got = plaid_post(client, "item/get", {"access_token": item["access_token"]}).json()
     assert got["item"]["webhook"] == "https://example.com/hooks/plaid"
     assert got["item"]["item_id"] == item["item_id"] and got["item"]["error"] is None
@@ -253,8 +255,6 @@ def test_item_faults(client, plaid_item):
 
 
 def test_webhook_verification_key(client):
-    from sources.sandbox.plaid import webhook_signing_key
-
     kid, private = webhook_signing_key()
     body = plaid_post(client, "webhook_verification_key/get", {"key_id": kid}).json()
     key = body["key"]
@@ -312,3 +312,54 @@ def test_link_script_and_faults_endpoint(client, plaid_item):
         content_type="application/json",
     )
     assert bad.status_code == 400
+
+
+def test_counted_faults_clear_and_the_mutation_fault_is_plaids_own():
+    fault_set("plaid", "item-1", "server_error", count=5)
+    fault_set("plaid", "item-1", "malformed")
+    fault_clear("plaid", "item-1", "server_error")
+    assert faults_pending("plaid", "item-1") == {"malformed"}
+    fault_clear("plaid", "item-1")
+    assert faults_pending("plaid", "item-1") == set()
+    fault_set("plaid", "item-1", "plaid_mutation")
+    assert faults_pending("plaid", "item-1") == {"plaid_mutation"}
+    with pytest.raises(FaultError):
+        fault_set("plaid", "item-1", "expire_access_token")
+
+
+def test_bad_input_is_a_plaid_error_never_a_500(client, plaid_item):
+    token = plaid_item["access_token"]
+    link_base = {"client_name": "x", "language": "en", "products": ["transactions"]}
+    for path, body in [
+        ("transactions/sync", {"access_token": token, "count": 5.0}),
+        ("transactions/sync", {"access_token": token, "cursor": "abc"}),
+        ("transactions/sync", {"access_token": token, "cursor": 5}),
+        ("transactions/sync", {"access_token": ["x"]}),
+        (
+            "link/token/create",
+            {**link_base, "country_codes": "US", "user": {"client_user_id": "a"}},
+        ),
+        ("link/token/create", {**link_base, "country_codes": ["US"], "user": "bob"}),
+        ("item/public_token/exchange", {"public_token": 5}),
+        ("webhook_verification_key/get", {}),
+    ]:
+        response = plaid_post(client, path, body)
+        assert response.status_code == 400, (path, body)
+        assert response.json()["error_type"] in ("INVALID_REQUEST", "INVALID_INPUT")
+    odd_keys = client.post(
+        "/sandbox/plaid/item/get",
+        json.dumps({"client_id": ["x"], "secret": {}}),
+        content_type="application/json",
+    )
+    assert odd_keys.status_code == 400
+    assert client.get("/sandbox/plaid/item/get").status_code == 405
+    assert plaid_post(client, "link/public_token/create", {}, auth=False).status_code == 400
+
+
+def test_a_removed_item_is_gone_for_its_client_and_its_public_token(client, plaid_item):
+    """Removal is kept in the item's stored state: every later call refuses its token."""
+    token = plaid_item["access_token"]
+    assert plaid_post(client, "item/remove", {"access_token": token}).status_code == 200
+    for path in ("item/get", "item/remove", "transactions/sync"):
+        answer = plaid_post(client, path, {"access_token": token})
+        assert answer.json()["error_code"] == "INVALID_ACCESS_TOKEN", path

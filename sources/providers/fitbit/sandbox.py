@@ -1,4 +1,5 @@
-"""The Google Health API (v4): identity, dataPoints list with AIP-160 filters, steps dailyRollUp.
+"""The sandbox's Google Health API (v4): identity, dataPoints list with AIP-160 filters, steps
+dailyRollUp, and its webhooks (the subscriber handshake and signed notifications).
 
 Data is generated per account (email) and per civil day in the account's fixed UTC offset, for
 the last 120 days up to now, only for the days a request reaches. Listing is newest first with an
@@ -10,39 +11,77 @@ Filter subset (https://google.aip.dev/160 as the Health API documents it): compa
 and `<` on quoted values joined by AND; OR only for sleep; fields are the snake_case data type
 followed by the time field (`steps.interval.start_time`, `heart_rate.sample_time.civil_time`,
 `daily_resting_heart_rate.date`, `sleep.interval.end_time`).
+
+Webhooks: the two-probe verification handshake, and notifications carrying the subscriber's
+secret in `Authorization` plus an ECDSA P-256 signature (base64 DER) over the raw body, whose
+public key is served as PEM at `/sandbox/google/health/webhook-public-key.pem`.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.urls import path
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from .common import (
+from sources.sandbox.common import (
     fixed_zone,
     json_body,
     json_response,
     opaque_decode,
     opaque_encode,
+    parse_iso_date,
     rfc3339,
     seeded_random,
     stable_int,
 )
-from .faults import fault_take
-from .google import GoogleCaller, api_error, error_info, google_caller, insufficient_scope
+from sources.sandbox.faults import fault_take
+from sources.sandbox.google import (
+    GoogleCaller,
+    api_error,
+    error_info,
+    google_caller,
+    insufficient_scope,
+)
+from sources.sandbox.keys import private_key_of, signing_key_stored
+from sources.sandbox.models import GoogleAccount
+from sources.sandbox.webhooks import (
+    WebhookInputError,
+    deliver,
+    flag,
+    json_bytes,
+    post_once,
+    text,
+)
 
 SERVICE = "health.googleapis.com"
 HISTORY_DAYS = 120
 SCOPE_PREFIX = "https://www.googleapis.com/auth/googlehealth."
+# Accounts are Google accounts: faults address the family.
+FAMILY = "google"
+
+scope_words = {
+    f"{SCOPE_PREFIX}activity_and_fitness": "See your Google Health activity and fitness data",
+    f"{SCOPE_PREFIX}health_metrics_and_measurements": (
+        "See your Google Health health metrics and measurement data"
+    ),
+    f"{SCOPE_PREFIX}sleep": "See your Google Health sleep data",
+    f"{SCOPE_PREFIX}profile": "See your Google Health profile data",
+    f"{SCOPE_PREFIX}settings": "See your Google Health settings",
+}
 _OFFSETS = [-18000, -21600, -25200, -28800, -14400, 0, 3600, 7200, 19800, 32400]
 _DEVICE = {
     "recordingMethod": "PASSIVELY_MEASURED",
@@ -573,7 +612,7 @@ def _invalid(message: str, reason: str = "INVALID_ARGUMENT") -> HttpResponse:
 
 
 def _caller(request: HttpRequest, user: str) -> tuple[GoogleCaller, HealthAccount] | HttpResponse:
-    caller = google_caller(request, SERVICE)
+    caller = google_caller(request, SERVICE, server_error_status=503)
     if isinstance(caller, HttpResponse):
         return caller
     account = HealthAccount.of(caller.email)
@@ -715,7 +754,7 @@ def data_points(request: HttpRequest, user: str, data_type: str) -> HttpResponse
                 points.append(point)
             day -= timedelta(days=1)
     bodies = [p.body for p in points]
-    if bodies and fault_take("google", caller.email, "malformed", caller.pending_faults):
+    if bodies and fault_take(FAMILY, caller.email, "malformed", caller.pending_faults):
         bodies = copy.deepcopy(bodies)
         _malform(kind, bodies)
     next_token = opaque_encode({"k": list(points[-1].key), "f": fingerprint}) if more else ""
@@ -782,3 +821,226 @@ def daily_roll_up(request: HttpRequest, user: str, data_type: str) -> HttpRespon
         )
         cursor = stop
     return json_response({"rollupDataPoints": rollups})
+
+
+# --- Webhooks -------------------------------------------------------------------------------------
+
+HEALTH_KEY_PURPOSE = "google-health-webhook"
+HEALTH_VERIFIER_USER_AGENT = "Google-Health-API-Webhooks-Verifier"
+# Both names appear in Google's documents; a receiver should accept either.
+HEALTH_SIGNATURE_HEADERS = ("X-HEALTHAPI-SIGNATURE", "GOOGLE-HEALTH-API-SIGNATURE")
+
+
+def health_signing_key() -> ec.EllipticCurvePrivateKey:
+    """The sandbox's P-256 key for Google Health notification signatures, generated once."""
+    private = private_key_of(signing_key_stored(HEALTH_KEY_PURPOSE, "ec"))
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise TypeError("the stored Google Health key is not an EC key")
+    return private
+
+
+def health_public_key_pem() -> str:
+    """The public half, SubjectPublicKeyInfo PEM (what a receiver configures)."""
+    return (
+        health_signing_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def health_verification_probe(url: str, secret: str) -> tuple[int, int]:
+    """The subscriber handshake: (status with the secret, status without it).
+
+    A subscriber passes with 201 (or 200) and then 401 (or 403). 0 means no answer.
+    """
+    body = json_bytes({"type": "verification"})
+    headers = {"Content-Type": "application/json", "User-Agent": HEALTH_VERIFIER_USER_AGENT}
+    with_secret = post_once(url, body, {**headers, "Authorization": secret})
+    without_secret = post_once(url, body, headers)
+    return with_secret, without_secret
+
+
+def _health_offset(health_user_id: str) -> int:
+    """The UTC offset (seconds) of the sandbox account behind a healthUserId; 0 if unknown."""
+    for email in GoogleAccount.objects.values_list("email", flat=True):
+        account = HealthAccount.of(email)
+        if account.health_user_id == health_user_id:
+            return account.offset
+    return 0
+
+
+def _civil_date_time(day: date) -> dict:
+    return {
+        "date": {"year": day.year, "month": day.month, "day": day.day},
+        "time": {"hours": 0, "minutes": 0},
+    }
+
+
+def health_notification_body(
+    health_user_id: str,
+    data_type: str,
+    intervals: list[tuple[str, str]],
+    *,
+    operation: str = "UPSERT",
+    subscription_name: str = "sibling-sandbox",
+    utc_offset_s: int | None = None,
+) -> dict:
+    """A Google Health notification for whole civil days.
+
+    Each interval is (first_day, last_day), "YYYY-MM-DD", inclusive; it becomes the days' civil
+    span (midnight to the midnight after the last day) and the physical span in the user's UTC
+    offset (`utc_offset_s`, by default the sandbox account's, else UTC).
+    """
+    offset = _health_offset(health_user_id) if utc_offset_s is None else utc_offset_s
+    rendered = []
+    for pair in intervals:
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise WebhookInputError("each interval is a (first_day, last_day) pair")
+        first, last = parse_iso_date(str(pair[0])), parse_iso_date(str(pair[1]))
+        if first is None or last is None or last < first:
+            raise WebhookInputError(f"bad interval {pair!r}: two YYYY-MM-DD days, in order")
+        end = last + timedelta(days=1)
+        zone = timedelta(seconds=offset)
+        start_utc = datetime(first.year, first.month, first.day, tzinfo=UTC) - zone
+        end_utc = datetime(end.year, end.month, end.day, tzinfo=UTC) - zone
+        rendered.append(
+            {
+                "physicalTimeInterval": {
+                    "startTime": rfc3339(start_utc),
+                    "endTime": rfc3339(end_utc),
+                },
+                "civilDateTimeInterval": {
+                    "startDateTime": _civil_date_time(first),
+                    "endDateTime": _civil_date_time(end),
+                },
+                "civilIso8601TimeInterval": {
+                    "startTime": f"{first.isoformat()}T00:00:00",
+                    "endTime": f"{end.isoformat()}T00:00:00",
+                },
+            }
+        )
+    return {
+        "data": {
+            "version": "1",
+            "clientProvidedSubscriptionName": subscription_name,
+            "healthUserId": health_user_id,
+            "operation": operation,
+            "dataType": data_type,
+            "intervals": rendered,
+        }
+    }
+
+
+def health_signature(body: bytes, key: Any = None) -> str:
+    """Base64 of the DER ECDSA P-256 SHA-256 signature over the raw body."""
+    private = key if key is not None else health_signing_key()
+    return base64.b64encode(private.sign(body, ec.ECDSA(hashes.SHA256()))).decode()
+
+
+def health_webhook_send(
+    url: str,
+    secret: str | None,
+    body: dict | list,
+    *,
+    signature_header: str | None = "X-HEALTHAPI-SIGNATURE",
+    duplicate: bool = False,
+    retry_delays: Sequence[float] | None = None,
+) -> list[int]:
+    """POST a Google Health notification (or a batch, as a list) with secret and signature.
+
+    `secret` goes in `Authorization` as is (None: no header); `signature_header` names the header
+    that carries the signature (None: unsigned).
+    """
+    raw = json_bytes(body)
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["Authorization"] = secret
+    if signature_header:
+        headers[signature_header] = health_signature(raw)
+    return deliver(url, raw, headers, duplicate=duplicate, retry_delays=retry_delays)
+
+
+@require_GET
+def health_public_key(request: HttpRequest) -> HttpResponse:
+    """The Google Health notification signing key, PEM."""
+    return HttpResponse(health_public_key_pem(), content_type="application/x-pem-file")
+
+
+def _control_secret(body: dict) -> str | None:
+    secret = body.get("secret", getattr(settings, "FITBIT_WEBHOOK_SECRET", None))
+    if secret is not None and not isinstance(secret, str):
+        raise WebhookInputError("secret must be a string")
+    return secret
+
+
+def _control_notification(body: dict, url: str) -> dict:
+    """`secret` (the Authorization value; default settings.FITBIT_WEBHOOK_SECRET), `email` or
+    `health_user_id`, `data_type` (default "steps"), `intervals` (list of [first_day, last_day],
+    "YYYY-MM-DD"; default today), `operation` ("UPSERT" or "DELETE"), `signature_header`
+    ("X-HEALTHAPI-SIGNATURE" (default), "GOOGLE-HEALTH-API-SIGNATURE" or null for unsigned),
+    `batch` (bool: send a one-element array), `duplicate` (bool)."""
+    secret = _control_secret(body)
+    health_user_id = body.get("health_user_id")
+    if health_user_id is None:
+        health_user_id = HealthAccount.of(text(body, "email").lower()).health_user_id
+    if not isinstance(health_user_id, str) or not health_user_id:
+        raise WebhookInputError("health_user_id must be a non-empty string")
+    intervals = body.get("intervals")
+    if intervals is None:
+        today = timezone.now().date().isoformat()
+        intervals = [[today, today]]
+    if not isinstance(intervals, list) or not intervals:
+        raise WebhookInputError("intervals must be a non-empty list of [first_day, last_day]")
+    operation = text(body, "operation", "UPSERT")
+    if operation not in ("UPSERT", "DELETE"):
+        raise WebhookInputError("operation must be UPSERT or DELETE")
+    notification = health_notification_body(
+        health_user_id, text(body, "data_type", "steps"), intervals, operation=operation
+    )
+    header = body.get("signature_header", HEALTH_SIGNATURE_HEADERS[0])
+    if header is not None and header not in HEALTH_SIGNATURE_HEADERS:
+        raise WebhookInputError(
+            f"signature_header must be one of {', '.join(HEALTH_SIGNATURE_HEADERS)} or null"
+        )
+    statuses = health_webhook_send(
+        url,
+        secret,
+        [notification] if flag(body, "batch") else notification,
+        signature_header=header,
+        duplicate=flag(body, "duplicate"),
+    )
+    return {"statuses": statuses}
+
+
+def _control_verification(body: dict, url: str) -> dict:
+    """The two-probe handshake with `secret` (default settings.FITBIT_WEBHOOK_SECRET)."""
+    secret = _control_secret(body)
+    if not secret:
+        raise WebhookInputError("secret is required for the verification handshake")
+    with_secret, without_secret = health_verification_probe(url, secret)
+    return {"statuses": [with_secret, without_secret]}
+
+
+webhook_controls = {
+    "notification": _control_notification,
+    "verification": _control_verification,
+}
+
+
+_API = "google/health/v4/users/<str:user>"
+
+urlpatterns = [
+    path(f"{_API}/identity", identity, name="health-identity"),
+    path(f"{_API}/dataTypes/<str:data_type>/dataPoints", data_points, name="health-data-points"),
+    path(
+        f"{_API}/dataTypes/<str:data_type>/dataPoints:dailyRollUp",
+        daily_roll_up,
+        name="health-daily-roll-up",
+    ),
+    path(
+        "google/health/webhook-public-key.pem",
+        health_public_key,
+        name="health-webhook-public-key",
+    ),
+]

@@ -1,4 +1,4 @@
-"""RescueTime's Analytic Data API and Daily Summary Feed, keyed by API key.
+"""The sandbox's RescueTime: its Analytic Data API and Daily Summary Feed, keyed by API key.
 
 Any key starting with `sandbox-` is valid and is its own account (time data seeded by the key, in
 a fixed local time zone); any other key gets RescueTime's HTTP 200 `{"error": "# key not found"}`,
@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.http import HttpRequest, HttpResponse
+from django.urls import path
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from .common import (
+from sources.sandbox.common import (
     RETRY_AFTER_SECONDS,
     fixed_zone,
     json_response,
@@ -28,7 +29,7 @@ from .common import (
     seeded_random,
     stable_int,
 )
-from .faults import fault_active, fault_take, faults_pending
+from sources.sandbox.faults import fault_active, fault_take, faults_pending
 
 KEY_PREFIX = "sandbox-"
 MAX_RANGE_DAYS = 366
@@ -388,3 +389,13 @@ def daily_summary_feed(request: HttpRequest) -> HttpResponse:
         entries[0]["date"] = None
         entries[0]["productivity_pulse"] = "n/a"
     return json_response(entries)
+
+
+urlpatterns = [
+    path("rescuetime/anapi/data", anapi_data, name="rescuetime-data"),
+    path(
+        "rescuetime/anapi/daily_summary_feed",
+        daily_summary_feed,
+        name="rescuetime-daily-summary-feed",
+    ),
+]

@@ -151,3 +151,14 @@ def test_faults(client):
     assert client.get(FEED, {"key": KEY}).json() == KEY_NOT_FOUND
     fault_clear("rescuetime", KEY, "revoke")
     assert len(client.get(FEED, {"key": KEY}).json()) == 14
+
+
+def test_bad_queries_are_rescuetimes_http_200_errors_never_a_500(client):
+    far = "9999-12-31"
+    for query in [
+        {"key": "sandbox-x", "format": "json", "restrict_begin": "0001-01-01"},
+        {"key": "sandbox-x", "format": "json", "restrict_begin": far, "restrict_end": far},
+        {"key": "sandbox-", "format": "json"},
+        {"format": "json"},
+    ]:
+        assert client.get("/sandbox/rescuetime/anapi/data", query).status_code == 200, query

@@ -3,9 +3,9 @@ import time
 
 import pytest
 
+from sources.providers.gmail.provider import Gmail
 from sources.sandbox.faults import fault_set
-
-from .conftest import EMAIL, FITBIT_CLIENT, HEALTH_SCOPES, bearer, google_tokens
+from tests.sources.sandbox.oauth import EMAIL, bearer, google_client, google_tokens
 
 pytestmark = pytest.mark.django_db
 
@@ -124,8 +124,8 @@ def test_watch(client, auth):
 
 
 def test_scope_and_user_checks(client, auth):
-    health_only = google_tokens(client, scope=HEALTH_SCOPES, client_pair=FITBIT_CLIENT)
-    response = client.get(f"{API}/profile", **bearer(health_only["access_token"]))
+    identity_only = google_tokens(client, scope="openid email", client_pair=google_client(Gmail))
+    response = client.get(f"{API}/profile", **bearer(identity_only["access_token"]))
     assert response.status_code == 403
     error = response.json()["error"]
     assert error["status"] == "PERMISSION_DENIED"
@@ -136,7 +136,11 @@ def test_scope_and_user_checks(client, auth):
 
 
 def test_metadata_scope_refuses_full_format_and_q(client):
-    tokens = google_tokens(client, scope="https://www.googleapis.com/auth/gmail.metadata")
+    tokens = google_tokens(
+        client,
+        scope="https://www.googleapis.com/auth/gmail.metadata",
+        client_pair=google_client(Gmail),
+    )
     auth = bearer(tokens["access_token"])
     mid = client.get(f"{API}/messages", {"maxResults": 1}, **auth).json()["messages"][0]["id"]
     assert client.get(f"{API}/messages/{mid}", **auth).status_code == 403
@@ -169,3 +173,38 @@ def test_faults_rate_limit_server_error_malformed(client, auth):
 def test_missing_bearer_is_401(client):
     assert client.get(f"{API}/profile").status_code == 401
     assert client.get(f"{API}/profile", **bearer("ya29.nothing")).status_code == 401
+
+
+def test_faults_address_the_google_account_by_provider_id_too(client, auth):
+    """A Gmail account is a Google account: a fault set for the provider id reaches it."""
+    fault_set("gmail", EMAIL.upper(), "rate_limit")
+    assert client.get(f"{API}/profile", **auth).status_code == 429
+    assert client.get(f"{API}/profile", **auth).status_code == 200
+
+
+def test_bad_input_is_a_google_error_never_a_500(client, auth):
+    for url in [
+        f"{API}/messages?maxResults=abc",
+        f"{API}/messages?pageToken=%25%25",
+        f"{API}/messages?pageToken=WzEwMDAwMDAwMDAwMDAwMDAwMDAsImEiXQ",
+        f"{API}/messages?q=after:99999999999999 before:0001/01/01 newer_than:99999999999d",
+        f"{API}/messages/zzzz",
+        f"{API}/history?startHistoryId=-1",
+        f"{API}/history?startHistoryId=99999999999999999999&pageToken=abc",
+    ]:
+        assert client.get(url, **auth).status_code in (200, 400, 404), url
+    watch = client.post(f"{API}/watch", "not json", content_type="application/json", **auth)
+    assert watch.status_code == 400
+
+
+def test_consent_page_describes_the_scopes_in_words(client):
+    page = client.get(
+        "/sandbox/google/o/oauth2/v2/auth",
+        {
+            "client_id": google_client(Gmail)[0],
+            "redirect_uri": "http://testserver/complete/",
+            "response_type": "code",
+            "scope": f"openid email {Gmail.scopes[0]}",
+        },
+    )
+    assert "View your email messages and settings" in page.content.decode()

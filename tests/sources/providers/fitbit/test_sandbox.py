@@ -2,9 +2,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sources.providers.fitbit.provider import Fitbit
 from sources.sandbox.faults import fault_set
+from tests.sources.sandbox.oauth import EMAIL, bearer, google_client, google_tokens
 
-from .conftest import EMAIL, FITBIT_CLIENT, GMAIL_READONLY, HEALTH, bearer, google_tokens
+from .conftest import HEALTH
+
+FITBIT_CLIENT = google_client(Fitbit)
 
 pytestmark = pytest.mark.django_db
 
@@ -216,8 +220,8 @@ def test_scopes_per_data_type_and_legacy_scope_names(client):
         ).status_code
         == 200
     )
-    gmail = google_tokens(client, scope=GMAIL_READONLY)
-    assert client.get(f"{API}/identity", **bearer(gmail["access_token"])).status_code == 403
+    identity_only = google_tokens(client, scope="openid email", client_pair=FITBIT_CLIENT)
+    assert client.get(f"{API}/identity", **bearer(identity_only["access_token"])).status_code == 403
 
 
 def test_malformed_and_rate_limit_faults(client, auth):
@@ -252,3 +256,40 @@ def test_daily_roll_up_for_steps(client, auth):
     assert response.status_code == 200
     rollups = response.json()["rollupDataPoints"]
     assert len(rollups) == 2 and int(rollups[0]["steps"]["countSum"]) > 0
+
+
+def test_bad_input_is_a_google_error_never_a_500(client, auth):
+    base = f"{API}/dataTypes"
+    for flt in [
+        'steps.interval.civil_start_time >= "9999-12-31"',
+        'steps.interval.civil_start_time < "0001-01-01"',
+        'steps.interval.start_time >= "9999-12-31T23:59:59Z"',
+        '(steps.interval.start_time >= "2024-01-01T00:00:00Z"',
+        ")",
+        '"',
+        "AND AND",
+        'steps.interval.civil_start_time >= "2024-01-01T25:00"',
+    ]:
+        response = client.get(f"{base}/steps/dataPoints", {"filter": flt}, **auth)
+        assert response.status_code in (200, 400), flt
+    for token in ["e30", "W10", "eyJrIjpbMSwiYSJdLCJmIjoxfQ"]:
+        response = client.get(f"{base}/steps/dataPoints", {"pageToken": token}, **auth)
+        assert response.status_code == 400
+    for body in ["[]", "{}", '{"range": {"start": {"date": {"year": "x"}}, "end": 5}}']:
+        response = client.post(
+            f"{base}/steps/dataPoints:dailyRollUp", body, content_type="application/json", **auth
+        )
+        assert response.status_code == 400, body
+
+
+def test_consent_page_describes_the_scopes_in_words(client):
+    page = client.get(
+        "/sandbox/google/o/oauth2/v2/auth",
+        {
+            "client_id": FITBIT_CLIENT[0],
+            "redirect_uri": "http://testserver/complete/",
+            "response_type": "code",
+            "scope": f"openid email {HEALTH}sleep.readonly",
+        },
+    )
+    assert "See your Google Health sleep data" in page.content.decode()

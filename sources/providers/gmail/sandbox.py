@@ -1,4 +1,5 @@
-"""The Gmail API (v1) over a synthetic mailbox: profile, messages.list/get, history, watch.
+"""The sandbox's Gmail: the Gmail API (v1) over a synthetic mailbox (profile, messages.list/get,
+history, watch) and its Pub/Sub pushes, signed with Google's OIDC tokens.
 
 Each account's mailbox is generated from its email: 90 days of mail up to the moment the sandbox
 first saw the account (`GoogleAccount.created_at`), plus what each `new_activity` step added, read
@@ -9,23 +10,35 @@ mailbox's initial historyId (what a full sync stores); anything older is answere
 tells a client to run a full sync (https://developers.google.com/gmail/api/guides/sync).
 Message ids are 16 hex digits that encode their day and slot plus a check on the account, so a
 message is found without storing it.
+
+Pushes: the Pub/Sub push envelope with `Authorization: Bearer <RS256 OIDC token>`, verifiable
+with the JWKS served at `/sandbox/google/oauth2/v3/certs` (Google's is
+https://www.googleapis.com/oauth2/v3/certs). A `new_activity` fault on a watched mailbox pushes
+to the watch's endpoint (this app's receiver unless set otherwise), unless
+settings.SIBLING_SANDBOX_SEND_WEBHOOKS is off. Watches are records of the sandbox's state store.
 """
 
 from __future__ import annotations
 
 import base64
 import re
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 from functools import cached_property
+from typing import Any
 
+from django.conf import settings
+from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
+from django.urls import path
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from .common import (
+from sources.sandbox.common import (
     epoch_ms,
     json_body,
     json_response,
@@ -34,9 +47,34 @@ from .common import (
     seeded_random,
     stable_int,
 )
-from .faults import activity_ticks, fault_take, google_account_ensure
-from .google import GoogleCaller, api_error, display_names, google_caller, insufficient_scope
-from .models import GmailWatch
+from sources.sandbox.faults import fault_take
+from sources.sandbox.google import (
+    GoogleCaller,
+    api_error,
+    display_names,
+    google_account_ensure,
+    google_caller,
+    google_id_token,
+    insufficient_scope,
+)
+from sources.sandbox.store import (
+    activity_tick_add,
+    activity_ticks,
+    record_create,
+    record_delete,
+    record_expire,
+    record_get,
+    record_set,
+)
+from sources.sandbox.webhooks import (
+    WebhookInputError,
+    activity_webhook_send,
+    default_receiver,
+    deliver,
+    flag,
+    json_bytes,
+    text,
+)
 
 SERVICE = "gmail.googleapis.com"
 HISTORY_DAYS = 90
@@ -49,6 +87,18 @@ READ_SCOPES = (
     "https://mail.google.com/",
 )
 METADATA_SCOPE = "https://www.googleapis.com/auth/gmail.metadata"
+# Records of the state store: (namespace, kind) of a mailbox's watch, keyed by its email.
+STORE = "gmail"
+WATCH = "watch"
+# Mailboxes belong to Google accounts: faults and activity steps address the family.
+FAMILY = "google"
+
+scope_words = {
+    "https://www.googleapis.com/auth/gmail.readonly": "View your email messages and settings",
+    METADATA_SCOPE: (
+        "View your email message metadata such as labels and headers, but not the email body"
+    ),
+}
 
 _SENDERS = [
     ("Alex Rivera", "alex.rivera@example.org"),
@@ -120,7 +170,7 @@ class Mailbox:
     @classmethod
     def load(cls, email: str) -> Mailbox:
         account = google_account_ensure(email)
-        ticks = [t.at for t in activity_ticks("google", account.email)]
+        ticks = activity_ticks(FAMILY, account.email)
         return cls(account.email, account.created_at, ticks)
 
     # Natural mail ---------------------------------------------------------------------------
@@ -567,7 +617,7 @@ def message_get(request: HttpRequest, user_id: str, message_id: str) -> HttpResp
     stub = mailbox.find(message_id)
     if stub is None:
         return _not_found()
-    malformed = fault_take("google", caller.email, "malformed", caller.pending_faults)
+    malformed = fault_take(FAMILY, caller.email, "malformed", caller.pending_faults)
     return json_response(
         message_resource(
             mailbox, stub, fmt, request.GET.getlist("metadataHeaders"), malformed=malformed
@@ -633,7 +683,7 @@ def history_list(request: HttpRequest, user_id: str) -> HttpResponse:
 @csrf_exempt
 @require_POST
 def watch(request: HttpRequest, user_id: str) -> HttpResponse:
-    """users.watch: remember the topic; `new_activity` then pushes (see webhooks.py)."""
+    """users.watch: remember the topic; `new_activity` then pushes (see `gmail_push_target`)."""
     caller = _caller(request, user_id)
     if isinstance(caller, HttpResponse):
         return caller
@@ -647,19 +697,8 @@ def watch(request: HttpRequest, user_id: str) -> HttpResponse:
     if not isinstance(label_ids, list) or not all(isinstance(x, str) for x in label_ids):
         return _bad_request("labelIds must be a list of strings")
     mailbox = Mailbox.load(caller.email)
-    now = timezone.now()
-    expires_at = now + WATCH_LIFETIME
-    # Calling watch again renews it; the push endpoint set up for the mailbox is kept.
-    GmailWatch.objects.update_or_create(
-        email=caller.email,
-        defaults={"topic_name": topic, "label_ids": label_ids, "expires_at": expires_at},
-        create_defaults={
-            "topic_name": topic,
-            "label_ids": label_ids,
-            "expires_at": expires_at,
-            "created_at": now,
-        },
-    )
+    expires_at = timezone.now() + WATCH_LIFETIME
+    _watch_save(caller.email, topic, label_ids, expires_at)
     expiration = epoch_ms(expires_at)
     return json_response({"historyId": str(mailbox.history_id), "expiration": str(expiration)})
 
@@ -670,5 +709,194 @@ def stop(request: HttpRequest, user_id: str) -> HttpResponse:
     caller = _caller(request, user_id)
     if isinstance(caller, HttpResponse):
         return caller
-    GmailWatch.objects.filter(email=caller.email).delete()
+    record_delete(STORE, WATCH, caller.email)
     return HttpResponse(status=204)
+
+
+def _watch_save(email: str, topic: str, label_ids: list[str], expires_at: datetime) -> None:
+    """Create or renew a watch; renewing keeps the push endpoint set up for the mailbox."""
+    for _ in range(2):
+        watch = record_get(STORE, WATCH, email)
+        if watch is not None:
+            record_set(watch, topic_name=topic, label_ids=label_ids)
+            record_expire(watch, expires_at)
+            return
+        try:
+            record_create(
+                STORE,
+                WATCH,
+                email,
+                account=email,
+                data={
+                    "topic_name": topic,
+                    "label_ids": label_ids,
+                    "push_endpoint": "",
+                    "audience": "",
+                },
+                expires_at=expires_at,
+            )
+            return
+        except IntegrityError:  # created meanwhile by a concurrent call: renew that one
+            continue
+
+
+# --- Pub/Sub pushes with a Google-signed OIDC token -----------------------------------------------
+
+SANDBOX_PUSH_SERVICE_ACCOUNT = "gmail-push@sibling-sandbox.iam.gserviceaccount.com"
+PUSH_SUBSCRIPTION = "projects/sibling-sandbox/subscriptions/gmail-push"
+# What Pub/Sub push requests identify themselves as.
+PUBSUB_USER_AGENT = "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)"
+
+
+def pubsub_oidc_token(
+    *, audience: str, email: str = SANDBOX_PUSH_SERVICE_ACCOUNT, **options: Any
+) -> str:
+    """An RS256 ID token as Pub/Sub attaches to authenticated pushes (see `google_id_token`)."""
+    return google_id_token(audience=audience, email=email, **options)
+
+
+def _publish_time(moment: datetime) -> str:
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def gmail_push_body(
+    email_address: str, history_id: int | str, *, message_id: str | None = None
+) -> dict:
+    """The Pub/Sub push envelope of a Gmail notification.
+
+    `data` is base64url of `{"emailAddress", "historyId"}`; historyId keeps the type given (a JSON
+    number for an int, a string for a str), since real notifications have carried both.
+    """
+    data = json_bytes({"emailAddress": email_address, "historyId": history_id})
+    message_id = message_id or str(10**15 + secrets.randbelow(9 * 10**15))
+    published = _publish_time(timezone.now())
+    return {
+        "message": {
+            "data": base64.urlsafe_b64encode(data).decode(),
+            "messageId": message_id,
+            "message_id": message_id,
+            "publishTime": published,
+            "publish_time": published,
+        },
+        "subscription": PUSH_SUBSCRIPTION,
+    }
+
+
+def gmail_push_send(
+    email_address: str,
+    *,
+    url: str,
+    audience: str,
+    history_id: int | str | None = None,
+    duplicate: bool = False,
+    as_number: bool = False,
+    retry_delays: Sequence[float] | None = None,
+) -> list[int]:
+    """POST a Gmail push to `url` with an OIDC bearer for `audience`.
+
+    `history_id` defaults to the mailbox's current historyId; it is sent as a string, or as a JSON
+    number with `as_number`. A duplicate redelivers the same messageId.
+    """
+    if history_id is None:
+        history_id = Mailbox.load(email_address).history_id
+    try:
+        value: int | str = int(history_id) if as_number else str(history_id)
+    except ValueError as err:
+        raise WebhookInputError(f"historyId {history_id!r} is not a number") from err
+    body = json_bytes(gmail_push_body(email_address, value))
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {pubsub_oidc_token(audience=audience)}",
+        "User-Agent": PUBSUB_USER_AGENT,
+    }
+    return deliver(url, body, headers, duplicate=duplicate, retry_delays=retry_delays)
+
+
+def gmail_push_target(email: str) -> tuple[str, str] | None:
+    """(push endpoint, audience) for a mailbox with an active watch, or None.
+
+    What the watch recorded wins; otherwise this app's receiver, with settings.GMAIL_PUSH_AUDIENCE
+    (when set) or the endpoint itself as the audience, as Pub/Sub defaults it.
+    """
+    watch = record_get(STORE, WATCH, email.lower(), live=True)
+    if watch is None:
+        return None
+    push_endpoint = str(watch.data.get("push_endpoint") or "")
+    endpoint = push_endpoint or default_receiver("gmail")
+    if not endpoint:
+        return None
+    audience = str(watch.data.get("audience") or "") or (
+        "" if push_endpoint else str(getattr(settings, "GMAIL_PUSH_AUDIENCE", "") or "")
+    )
+    return endpoint, audience or endpoint
+
+
+def gmail_push_endpoint_set(email: str, url: str, audience: str | None = None) -> bool:
+    """Point a watched mailbox's pushes at `url` (the Pub/Sub subscription's push endpoint).
+
+    False when the mailbox has no watch. `audience` defaults to `url`.
+    """
+    watch = record_get(STORE, WATCH, email.lower())
+    return watch is not None and record_set(watch, push_endpoint=url, audience=audience or "")
+
+
+# --- Faults and the control API -------------------------------------------------------------------
+
+fault_names = ("new_activity",)
+
+
+def fault_apply(account: str, fault: str, count: int) -> bool:
+    """`new_activity`: `count` steps of new, read and deleted mail, then a push when watched."""
+    if fault != "new_activity":
+        return False
+    # The mailbox must exist before its first change, or the change would predate it.
+    google_account_ensure(account)
+    for _ in range(count):
+        activity_tick_add(FAMILY, account)
+    activity_webhook_send(lambda: _push_after_activity(account))
+    return True
+
+
+def _push_after_activity(email: str) -> list[int] | None:
+    target = gmail_push_target(email)
+    if target is None:
+        return None
+    return gmail_push_send(email, url=target[0], audience=target[1])
+
+
+def _control_push(body: dict, url: str) -> dict:
+    """`email` (required), `history_id` (number or string; default the mailbox's current one),
+    `as_number` (bool: historyId as a JSON number), `duplicate` (bool). The OIDC audience is
+    settings.GMAIL_PUSH_AUDIENCE when set, else the receiver URL."""
+    email = text(body, "email").lower()
+    history_id = body.get("history_id")
+    if history_id is not None and (
+        isinstance(history_id, bool) or not isinstance(history_id, int | str)
+    ):
+        raise WebhookInputError("history_id must be a number or a string")
+    audience = str(getattr(settings, "GMAIL_PUSH_AUDIENCE", "") or "") or url
+    statuses = gmail_push_send(
+        email,
+        url=url,
+        audience=audience,
+        history_id=history_id,
+        duplicate=flag(body, "duplicate"),
+        as_number=flag(body, "as_number"),
+    )
+    return {"statuses": statuses}
+
+
+webhook_controls = {"push": _control_push}
+
+
+_API = "google/gmail/v1/users/<str:user_id>"
+
+urlpatterns = [
+    path(f"{_API}/profile", profile, name="gmail-profile"),
+    path(f"{_API}/messages", messages_list, name="gmail-messages"),
+    path(f"{_API}/messages/<str:message_id>", message_get, name="gmail-message"),
+    path(f"{_API}/history", history_list, name="gmail-history"),
+    path(f"{_API}/watch", watch, name="gmail-watch"),
+    path(f"{_API}/stop", stop, name="gmail-stop"),
+]

@@ -1,4 +1,4 @@
-"""Plaid's API (version 2020-09-14) and Link, imitated closely enough for plaid-python.
+"""The sandbox's Plaid: its API (version 2020-09-14) and Link, close enough for plaid-python.
 
 Every endpoint is a POST with a JSON body; client credentials come in the body (`client_id`,
 `secret`) or in the PLAID-CLIENT-ID / PLAID-SECRET headers. Errors use the PlaidError shape with
@@ -12,6 +12,9 @@ transactions post (removed, then added again under a new id with `pending_transa
 few new ones arrive and a couple of recent ones are modified. `/transactions/sync` pages through
 the net difference between the cursor's position and a snapshot taken on the loop's first call;
 cursors are opaque base64 and encode (from, to, offset).
+
+State lives in the sandbox's state store: link tokens, public tokens (spent by expiring them) and
+items (keyed by their access token, owned by their item_id, the account faults address).
 """
 
 from __future__ import annotations
@@ -24,19 +27,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.template import Context, Template
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from .common import (
+from sources.sandbox.common import (
     json_body,
     json_response,
     opaque_decode,
@@ -47,15 +51,34 @@ from .common import (
     stable_base62,
     stable_int,
 )
-from .faults import activity_ticks, fault_take, faults_pending
-from .keys import private_key_of, signing_key_by_kid, signing_key_rotate, signing_key_stored
-from .models import PlaidItem, PlaidLinkToken, PlaidPublicToken, SigningKey
+from sources.sandbox.faults import fault_take, faults_pending
+from sources.sandbox.keys import (
+    private_key_of,
+    signing_key_by_kid,
+    signing_key_rotate,
+    signing_key_stored,
+)
+from sources.sandbox.models import SandboxRecord, SigningKey
+from sources.sandbox.store import (
+    activity_ticks,
+    record_create,
+    record_get,
+    record_set,
+    record_spend,
+    records_of,
+)
 
 LINK_TOKEN_LIFETIME = timedelta(hours=4)
 UPDATE_LINK_TOKEN_LIFETIME = timedelta(minutes=30)
 PUBLIC_TOKEN_LIFETIME = timedelta(minutes=30)
 HISTORY_DAYS = 182
 WEBHOOK_KEY_PURPOSE = "plaid-webhook"
+LINK_SCRIPT = Path(__file__).with_name("link-initialize.js")
+# The state store's namespace and kinds.
+STORE = "plaid"
+ITEM_KIND = "item"
+LINK_TOKEN_KIND = "link_token"  # noqa: S105 - a record kind, not a secret
+PUBLIC_TOKEN_KIND = "public_token"  # noqa: S105 - a record kind, not a secret
 
 # (key, type, subtype, name)
 _CHECKING = ("checking", "depository", "checking", "Plaid Checking")
@@ -99,6 +122,66 @@ _CARD_PAYMENT = ("CREDIT CARD PAYMENT", None, "LOAN_PAYMENTS",
                  400.0, 900.0, "checking")  # fmt: skip
 _SAVINGS_TRANSFER = ("TRANSFER TO SAVINGS", None, "TRANSFER_OUT", "TRANSFER_OUT_SAVINGS",
                      ["Transfer", "Credit"], "other", 100.0, 300.0, "checking")  # fmt: skip
+
+
+# --- Items ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlaidItem:
+    """A linked institution login. Created when Link succeeds, usable once exchanged.
+
+    A record keyed by its access token and owned by its item_id; the rest is in its data.
+    """
+
+    record: SandboxRecord
+
+    @property
+    def pk(self) -> Any:
+        return self.record.pk
+
+    @property
+    def item_id(self) -> str:
+        return self.record.account
+
+    @property
+    def access_token(self) -> str:
+        return self.record.key
+
+    @property
+    def created_at(self) -> datetime:
+        return self.record.created_at
+
+    def _get(self, name: str, default: Any) -> Any:
+        return self.record.data.get(name, default)
+
+    client_id = property(lambda self: str(self._get("client_id", "")))
+    client_user_id = property(lambda self: str(self._get("client_user_id", "")))
+    institution_id = property(lambda self: str(self._get("institution_id", "")))
+    institution_name = property(lambda self: str(self._get("institution_name", "")))
+    products = property(lambda self: list(self._get("products", [])))
+    webhook = property(lambda self: str(self._get("webhook", "")))
+    exchanged = property(lambda self: bool(self._get("exchanged", False)))
+    login_required = property(lambda self: bool(self._get("login_required", False)))
+    removed = property(lambda self: bool(self._get("removed", False)))
+
+    def update(self, **changes: Any) -> None:
+        """Change fields of the item (each one atomically), here and in the store."""
+        record_set(self.record, **changes)
+
+
+def item_by_token(access_token: str) -> PlaidItem | None:
+    record = record_get(STORE, ITEM_KIND, access_token)
+    return PlaidItem(record) if record is not None else None
+
+
+def item_by_id(item_id: str, *, removed: bool | None = False) -> PlaidItem | None:
+    """The item with this item_id (not removed, unless `removed` is True or None)."""
+    for record in records_of(STORE, item_id, ITEM_KIND):
+        item = PlaidItem(record)
+        if removed is None or item.removed == removed:
+            return item
+    return None
 
 
 # --- Errors and the endpoint wrapper --------------------------------------------------------------
@@ -212,10 +295,8 @@ class PlaidCall:
         token = self.text("access_token")
         if not token.startswith("access-"):
             raise _invalid_access_token()
-        item = PlaidItem.objects.filter(
-            access_token=token, client_id=self.client_id, exchanged=True, removed=False
-        ).first()
-        if item is None:
+        item = item_by_token(token)
+        if item is None or item.client_id != self.client_id or not item.exchanged or item.removed:
             raise _invalid_access_token()
         pending = faults_pending("plaid", item.item_id)
         if fault_take("plaid", item.item_id, "rate_limit", pending):
@@ -674,41 +755,42 @@ def link_token_create(call: PlaidCall) -> dict:
         item, _ = call.item("link/token/create", needs_login=False)
         item_id = item.item_id
         lifetime = UPDATE_LINK_TOKEN_LIFETIME
-    now = timezone.now()
-    token = PlaidLinkToken.objects.create(
-        link_token=f"link-sandbox-{uuid.uuid4()}",
-        client_id=call.client_id,
-        client_user_id=str(user["client_user_id"]),
-        client_name=str(body["client_name"]),
-        products=[str(p) for p in products],
-        webhook=webhook,
-        item_id=item_id,
-        expires_at=now + lifetime,
-        created_at=now,
+    expires_at = timezone.now() + lifetime
+    token = record_create(
+        STORE,
+        LINK_TOKEN_KIND,
+        f"link-sandbox-{uuid.uuid4()}",
+        account=item_id,
+        data={
+            "client_id": call.client_id,
+            "client_user_id": str(user["client_user_id"]),
+            "client_name": str(body["client_name"]),
+            "products": [str(p) for p in products],
+            "webhook": webhook,
+            "item_id": item_id,
+        },
+        expires_at=expires_at,
     )
-    return {"link_token": token.link_token, "expiration": rfc3339(token.expires_at)}
+    return {"link_token": token.key, "expiration": rfc3339(expires_at)}
 
 
 @plaid_endpoint(client_auth=False, cors=True)
 def link_public_token_create(call: PlaidCall) -> dict:
     """What the Link script calls when the person presses Continue (no client secret needed)."""
-    link = PlaidLinkToken.objects.filter(
-        link_token=call.text("link_token"), expires_at__gt=timezone.now()
-    ).first()
+    link = record_get(STORE, LINK_TOKEN_KIND, call.text("link_token"), live=True)
     if link is None:
         raise PlaidFailure(
             400, "INVALID_INPUT", "INVALID_LINK_TOKEN", "provided link token is invalid or expired"
         )
     now = timezone.now()
-    if link.item_id:
+    if link.data.get("item_id"):
         # Update mode: the same item, its login repaired.
-        item = PlaidItem.objects.filter(item_id=link.item_id, removed=False).first()
+        item = item_by_id(str(link.data["item_id"]))
         if item is None:
             raise _invalid_access_token()
-        PlaidItem.objects.filter(pk=item.pk).update(login_required=False)
-        item.login_required = False
-        if link.webhook:
-            PlaidItem.objects.filter(pk=item.pk).update(webhook=link.webhook)
+        item.update(login_required=False)
+        if link.data.get("webhook"):
+            item.update(webhook=str(link.data["webhook"]))
     else:
         institution_id = call.text("institution_id")
         institution = INSTITUTIONS.get(institution_id)
@@ -717,14 +799,17 @@ def link_public_token_create(call: PlaidCall) -> dict:
                 400, "INVALID_INPUT", "INVALID_INSTITUTION", "invalid institution_id provided"
             )
         item = _item_create(link, institution_id, institution["name"], now)
-    public = PlaidPublicToken.objects.create(
-        public_token=f"public-sandbox-{uuid.uuid4()}",
-        item_id=item.item_id,
+    public_token = f"public-sandbox-{uuid.uuid4()}"
+    record_create(
+        STORE,
+        PUBLIC_TOKEN_KIND,
+        public_token,
+        account=item.item_id,
         expires_at=now + PUBLIC_TOKEN_LIFETIME,
     )
     accounts = item_accounts(item)
     return {
-        "public_token": public.public_token,
+        "public_token": public_token,
         # Extra, for the Link script's onSuccess metadata.
         "metadata": {
             "institution": {"name": item.institution_name, "institution_id": item.institution_id},
@@ -740,27 +825,35 @@ def link_public_token_create(call: PlaidCall) -> dict:
                 for a in accounts
             ],
             "link_session_id": str(uuid.uuid4()),
-            "public_token": public.public_token,
+            "public_token": public_token,
         },
     }
 
 
-def _item_create(link: PlaidLinkToken, institution_id: str, name: str, now: datetime) -> PlaidItem:
+def _item_create(link: SandboxRecord, institution_id: str, name: str, now: datetime) -> PlaidItem:
     for _ in range(5):
         try:
-            return PlaidItem.objects.create(
-                item_id=random_base62(37),
-                access_token=f"access-sandbox-{uuid.uuid4()}",
-                client_id=link.client_id,
-                client_user_id=link.client_user_id,
-                institution_id=institution_id,
-                institution_name=name,
-                products=link.products or ["transactions"],
-                webhook=link.webhook,
+            record = record_create(
+                STORE,
+                ITEM_KIND,
+                f"access-sandbox-{uuid.uuid4()}",
+                account=random_base62(37),
+                data={
+                    "client_id": link.data.get("client_id", ""),
+                    "client_user_id": link.data.get("client_user_id", ""),
+                    "institution_id": institution_id,
+                    "institution_name": name,
+                    "products": link.data.get("products") or ["transactions"],
+                    "webhook": link.data.get("webhook", ""),
+                    "exchanged": False,
+                    "login_required": False,
+                    "removed": False,
+                },
                 created_at=now,
             )
         except IntegrityError:
             continue
+        return PlaidItem(record)
     raise PlaidFailure(500, "API_ERROR", "INTERNAL_SERVER_ERROR", "an unexpected error occurred")
 
 
@@ -774,18 +867,15 @@ def item_public_token_exchange(call: PlaidCall) -> dict:
         "provided public token is expired, already used or in an invalid format. expected "
         "format: public-<environment>-<identifier>",
     )
-    public = PlaidPublicToken.objects.filter(public_token=value).first()
+    public = record_get(STORE, PUBLIC_TOKEN_KIND, value)
     if public is None:
         raise invalid
-    item = PlaidItem.objects.filter(item_id=public.item_id, removed=False).first()
+    item = item_by_id(public.account)
     if item is None or item.client_id != call.client_id:
         raise invalid
-    spent = PlaidPublicToken.objects.filter(
-        pk=public.pk, used=False, expires_at__gt=timezone.now()
-    ).update(used=True)
-    if not spent:
+    if not record_spend(public):
         raise invalid
-    PlaidItem.objects.filter(pk=item.pk).update(exchanged=True)
+    item.update(exchanged=True)
     return {"access_token": item.access_token, "item_id": item.item_id}
 
 
@@ -816,15 +906,14 @@ def item_remove(call: PlaidCall) -> dict:
     and the Item's `server_error` (500) and `rate_limit` (429) faults, which remove nothing.
     A login the Item needs does not stop its removal."""
     item, _ = call.item("item/remove", needs_login=False)
-    PlaidItem.objects.filter(pk=item.pk).update(removed=True)
+    item.update(removed=True)
     return {}
 
 
 @plaid_endpoint()
 def item_webhook_update(call: PlaidCall) -> dict:
     item, _ = call.item("item/webhook/update", needs_login=False)
-    item.webhook = call.text("webhook", required=False)
-    PlaidItem.objects.filter(pk=item.pk).update(webhook=item.webhook)
+    item.update(webhook=call.text("webhook", required=False))
     return {"item": item_resource(item)}
 
 
@@ -840,7 +929,7 @@ def transactions_sync(call: PlaidCall) -> dict:
     if not isinstance(cursor, str):
         raise _invalid_field("cursor must be a string")
     item, pending = call.item("transactions/sync")
-    ledger = Ledger(item, [t.at for t in activity_ticks("plaid", item.item_id)])
+    ledger = Ledger(item, activity_ticks(STORE, item.item_id))
     if cursor:
         start, end, offset = _cursor_decode(item, cursor, ledger.size)
         if offset == 0:
@@ -968,11 +1057,7 @@ def link_script(request: HttpRequest) -> HttpResponse:
     config_json = (
         json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     )
-    response = render(
-        request,
-        "sandbox/link-initialize.js",
-        {"config_json": config_json},
-        content_type="application/javascript; charset=utf-8",
-    )
+    script = Template(LINK_SCRIPT.read_text()).render(Context({"config_json": config_json}))
+    response = HttpResponse(script, content_type="application/javascript; charset=utf-8")
     response["Cache-Control"] = "no-store"
     return response

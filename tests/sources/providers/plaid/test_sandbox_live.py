@@ -1,6 +1,4 @@
-"""Real HTTP against the sandbox: plaid-python (urllib3) and requests, as the clients will talk."""
-
-from urllib.parse import parse_qs, urlsplit
+"""Real HTTP against the Plaid sandbox: plaid-python (urllib3), as the client talks."""
 
 import plaid
 import pytest
@@ -16,10 +14,8 @@ from plaid.model.products import Products
 from plaid.model.transactions_sync_request import TransactionsSyncRequest
 from plaid.model.webhook_verification_key_get_request import WebhookVerificationKeyGetRequest
 
+from sources.providers.plaid.sandbox.api import webhook_signing_key
 from sources.sandbox.faults import fault_set
-from sources.sandbox.plaid import webhook_signing_key
-
-from .conftest import GMAIL_CLIENT, GMAIL_READONLY, REDIRECT_URI
 
 
 @pytest.fixture
@@ -89,57 +85,3 @@ def test_plaid_python_deserialises_every_response(live_server, plaid_client):
     with pytest.raises(plaid.ApiException) as raised:
         plaid_client.accounts_get(AccountsGetRequest(access_token=token))
     assert raised.value.status == 400 and "ITEM_LOGIN_REQUIRED" in raised.value.body
-
-
-def test_google_oauth_over_http(live_server):
-    base = live_server.url + "/sandbox/google"
-    session = requests.Session()
-    page = session.get(
-        f"{base}/o/oauth2/v2/auth",
-        params={
-            "client_id": GMAIL_CLIENT[0],
-            "redirect_uri": REDIRECT_URI,
-            "response_type": "code",
-            "scope": GMAIL_READONLY,
-            "state": "abc",
-            "access_type": "offline",
-            "prompt": "consent",
-        },
-        timeout=10,
-    )
-    assert page.status_code == 200 and "Allow" in page.text
-    answer = session.post(
-        f"{base}/o/oauth2/v2/auth",
-        data={
-            "client_id": GMAIL_CLIENT[0],
-            "redirect_uri": REDIRECT_URI,
-            "response_type": "code",
-            "scope": GMAIL_READONLY,
-            "state": "abc",
-            "access_type": "offline",
-            "email": "http.person@example.com",
-            "decision": "allow",
-        },
-        allow_redirects=False,
-        timeout=10,
-    )
-    assert answer.status_code == 302
-    query = parse_qs(urlsplit(answer.headers["Location"]).query)
-    tokens = session.post(
-        f"{base}/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": query["code"][0],
-            "redirect_uri": REDIRECT_URI,
-        },
-        auth=GMAIL_CLIENT,
-        timeout=10,
-    ).json()
-    profile = session.get(
-        f"{base}/gmail/v1/users/me/profile",
-        headers={"Authorization": f"Bearer {tokens['access_token']}"},
-        timeout=10,
-    )
-    assert profile.status_code == 200
-    assert profile.headers["Content-Type"] == "application/json"
-    assert profile.json()["emailAddress"] == "http.person@example.com"

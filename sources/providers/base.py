@@ -217,11 +217,15 @@ class OAuth2Provider(Provider):
 
     @classmethod
     def backend(cls) -> type:
-        """The social-auth backend of this provider, built once from ``backend_base``."""
+        """The social-auth backend of this provider, built once from ``backend_base``.
+
+        Named ``sources.providers.backends.<id>``, which imports it (Django and social-auth
+        make a backend's dotted path from its module and class name).
+        """
         built = cls.__dict__.get("_backend")
         if built is None:
             built = type(
-                f"{cls.__name__}Backend",
+                cls.id,
                 (cls.backend_base,),
                 {"name": cls.id, "provider": cls, "__module__": "sources.providers.backends"},
             )

@@ -79,6 +79,8 @@ def test_each_oauth2_provider_has_a_backend_by_its_id(provider):
     assert backend.name == provider.id and backend.provider is provider
     path = f"sources.providers.backends.{provider.id}"
     assert import_string(path) is backend
+    # Django and social-auth derive a backend's path from its class (a session's backend, say).
+    assert f"{backend.__module__}.{backend.__qualname__}" == path
     assert path in django_settings.AUTHENTICATION_BACKENDS
     assert (
         load_backends(django_settings.AUTHENTICATION_BACKENDS, force_load=True)[provider.id]

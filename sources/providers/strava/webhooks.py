@@ -56,11 +56,24 @@ def _id(value: Any) -> int:
     """A Strava id (int64): an integer, or its digits; anything else is malformed."""
     if isinstance(value, bool):
         raise ValueError("not an id")
-    if isinstance(value, int) and value > 0:
+    if isinstance(value, str) and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    # An int64, as Strava's ids are (and as BSON can store).
+    if isinstance(value, int) and 0 < value < 2**63:
         return value
-    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
-        return int(value)
     raise ValueError("not an id")
+
+
+def _flag(value: Any) -> str | None:
+    """Strava's booleans in ``updates`` are the strings "true" and "false"."""
+    return value.lower() if isinstance(value, str) and len(value) <= 5 else None
+
+
+def _epoch(value: Any) -> int | None:
+    """An event time (epoch seconds), or None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    return None
 
 
 class StravaWebhookReceiver(WebhookReceiver):
@@ -116,8 +129,8 @@ class StravaWebhookReceiver(WebhookReceiver):
             "aspect_type": aspect_type,
             "object_id": _id(payload["object_id"]),
             "owner_id": _id(payload["owner_id"]),
-            "event_time": payload.get("event_time"),
-            "authorized": updates.get("authorized") if object_type == "athlete" else None,
+            "event_time": _epoch(payload.get("event_time")),
+            "authorized": _flag(updates.get("authorized")) if object_type == "athlete" else None,
         }
         # Strava retries a delivery with the same body: the same event, one effect.
         canonical = json.dumps(
@@ -151,7 +164,7 @@ def _activity_deleted(event: WebhookEvent, connection: UserDataSource) -> None:
 
 
 def _athlete_updated(event: WebhookEvent, connection: UserDataSource) -> None:
-    if str(event.payload.get("authorized")).lower() != "false":
+    if event.payload.get("authorized") != "false":
         return  # a profile change: nothing Sibling keeps
     # The athlete withdrew Sibling's access at Strava: every token is dead already, so there
     # is nothing to revoke (and no pending revocation to keep). The data stays until the

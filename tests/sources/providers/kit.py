@@ -36,6 +36,7 @@ from social_django.models import UserSocialAuth
 
 from sources.models import PendingRevocation, UserDataSource
 from sources.providers import PROVIDERS, Provider, get_provider
+from tests.factories import UserFactory
 from tests.sources.browsing import Browser, forms_of
 from tests.sources.conftest import PASSWORD
 
@@ -395,6 +396,69 @@ class OAuth2ProviderTests(ProviderTests):
         assert not PendingRevocation.objects.exists()
         assert_grant_ended(self.provider, refresh_token)
         assert "Waiting for" not in browser.get(reverse("sources:connections")).text
+
+    def test_disconnect_when_the_provider_cannot_be_reached_still_forgets_the_credentials(
+        self, browser, person, settings
+    ):
+        connection, _ = self.connect(browser, person)
+        settings.SIBLING_SANDBOX_BASE_URL = "http://127.0.0.1:9/sandbox"  # nothing listens
+        page = self.disconnect(browser, connection)
+        assert f"{self.name} has not confirmed yet" in page
+        connection.refresh_from_db()
+        assert connection.status == Status.DISCONNECTED and connection.credentials is None
+        pending = PendingRevocation.objects.get(user=person)
+        assert pending.last_error == "ConnectionError" and pending.connection_id == connection.pk
+
+    def test_an_account_connected_by_someone_else_is_refused_and_left_working(
+        self, sandbox, browser, person
+    ):
+        first, account = self.connect(browser, person)
+        other = UserFactory()
+        second = Browser(sandbox.url)
+        second.log_in(other.username, PASSWORD)
+        page = self.consent(second, account)
+        assert "already connected to another Sibling account" in page.text
+        assert not UserDataSource.objects.filter(user=other).exists()
+        # The refusal revoked nothing the first person's connection holds.
+        refreshed = token_refresh(self.provider, first.credentials["refresh_token"])
+        assert refreshed.status_code == 200, refreshed.text
+
+    def test_a_connect_whose_connection_cannot_be_stored_revokes_what_it_obtained(
+        self, browser, person, caplog, monkeypatch
+    ):
+        from django.db import DatabaseError
+
+        def refuse(**kwargs: Any) -> None:
+            raise DatabaseError("the write was refused")
+
+        monkeypatch.setattr("sources.pipeline.connection_upsert", refuse)
+        caplog.set_level(logging.INFO)
+        account = self.account()
+        page = self.consent(browser, account)
+        assert f"{self.name}: The account could not be saved" in page.text
+        assert self.grant_revoked(account)
+        assert "AuthException code=connection_not_stored stage=pipeline" in caplog.text
+        for token in self.issued_tokens(account):
+            assert token not in caplog.text
+
+    def test_a_connect_while_the_person_is_being_erased_is_refused_and_revoked(
+        self, browser, person
+    ):
+        from django.utils import timezone
+
+        from ingestion.fence import erasure_subject
+        from ingestion.models import ErasureRecord
+
+        ErasureRecord.objects.create(
+            subject=erasure_subject(person.pk), erased_at=timezone.now(), completed=False
+        )
+        account = self.account()
+        page = self.consent(browser, account)
+        assert page.status_code == 200
+        assert f"{self.name}: The account could not be saved" in page.text
+        assert not UserDataSource.objects.exists() and not UserSocialAuth.objects.exists()
+        assert self.grant_revoked(account)
+        assert not PendingRevocation.objects.exists()  # no new ciphertext of an erased person
 
     def test_an_attackers_forged_state_is_refused(self, browser, person):
         # The person's session holds a real state; the attacker's callback carries another.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
@@ -20,10 +19,7 @@ from django.utils.module_loading import import_string
 
 from sources.models import PendingRevocation, UserDataSource
 from sources.providers.base import OAuth2Provider, RevocationError
-from sources.providers.gmail import Gmail
 from sources.providers.google import GoogleProvider
-from sources.providers.plaid import Plaid
-from sources.providers.plaid.sandbox import plaid_item_link
 from sources.revocations import (
     MAX_ATTEMPTS,
     backoff_delay,
@@ -31,10 +27,14 @@ from sources.revocations import (
     revocation_retry,
     revocations_retry_due,
 )
-from sources.sandbox.faults import fault_clear, fault_set
-from sources.sandbox.testing import google_credentials, google_refresh
-from sources.services import connection_disconnect, connection_upsert
+from sources.services import connection_disconnect
 from tests.factories import StaffFactory
+from tests.sources.providers.kit import (
+    sandbox_connection,
+    sandbox_fault,
+    sandbox_fault_clear,
+    token_refresh,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 State = PendingRevocation.State
@@ -165,112 +165,24 @@ def test_google_gets_the_token_alone_and_invalid_token_means_already_revoked(ser
         google.revoke({"refresh_token": "rt-5"})
 
 
-# --- Against the sandbox over HTTP ---------------------------------------------------------------
-
-
-def _refresh(refresh_token: str) -> requests.Response:
-    return google_refresh(Gmail, refresh_token)
-
-
-def _email() -> str:
-    return f"revoke-{uuid.uuid4().hex[:8]}@example.com"
-
-
-def test_google_revocation_ends_the_grant_and_a_second_one_counts_as_done(sandbox):
-    credentials = google_credentials(Gmail, _email())
-    assert _refresh(credentials["refresh_token"]).status_code == 200
-    Gmail.revoke(credentials)
-    refused = _refresh(credentials["refresh_token"])
-    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
-    # Google answers 400 invalid_token now: already revoked, which is what was asked.
-    Gmail.revoke(credentials)
-
-
-def test_google_unavailable_is_not_a_revocation(sandbox):
-    email = _email()
-    credentials = google_credentials(Gmail, email)
-    fault_set("google", email, "server_error")
-    with pytest.raises(RevocationError) as caught:
-        Gmail.revoke(credentials)
-    assert caught.value.code == "503 temporarily_unavailable"
-    assert _refresh(credentials["refresh_token"]).status_code == 200  # the grant is alive
-    Gmail.revoke(credentials)
-    assert _refresh(credentials["refresh_token"]).status_code == 400
-
-
-class StrictGmail(Gmail):
-    """Gmail's client, as a generic RFC 7009 provider would revoke."""
-
-    revocation_client_auth = "client_secret_basic"
-    revocation_sends_hint = True
-    revocation_already_revoked = frozenset()
-
-
-def test_a_strict_rfc7009_server_refuses_the_token_alone_and_takes_client_auth(sandbox, settings):
-    settings.SIBLING_SANDBOX_RFC7009_CLIENTS = {"sandbox-gmail-client"}
-    credentials = google_credentials(Gmail, _email())
-    # What the old code did: the token alone, refused, and the grant stayed alive.
-    with pytest.raises(RevocationError) as caught:
-        Gmail.revoke(credentials)
-    assert caught.value.code == "401 invalid_client"
-    assert _refresh(credentials["refresh_token"]).status_code == 200
-
-    StrictGmail.revoke(credentials)
-    assert _refresh(credentials["refresh_token"]).json()["error"] == "invalid_grant"
-    StrictGmail.revoke(credentials)  # RFC 7009: 200 for a token already invalid
-
-    other = google_credentials(Gmail, _email())
-    type("PostGmail", (StrictGmail,), {"revocation_client_auth": "client_secret_post"}).revoke(
-        other
-    )
-    assert _refresh(other["refresh_token"]).status_code == 400
-
-
-def test_plaid_removal_failure_then_success_then_already_gone(sandbox):
-    exchanged = plaid_item_link(client_user_id="person-revoke")
-    fault_set("plaid", exchanged["item_id"], "server_error")
-    with pytest.raises(RevocationError) as caught:
-        Plaid.revoke(exchanged)
-    assert caught.value.code == "INTERNAL_SERVER_ERROR"
-    assert exchanged["access_token"] not in f"{caught.value} {caught.value.code}"
-    Plaid.revoke(exchanged)
-    Plaid.revoke(exchanged)  # INVALID_ACCESS_TOKEN: the Item is already gone
-
-
-def test_plaid_refusing_the_client_is_not_a_removal(sandbox, monkeypatch):
-    exchanged = plaid_item_link(client_user_id="person-revoke")
-    monkeypatch.setattr(
-        Plaid, "client_credentials", classmethod(lambda cls: {**CLIENT, "secret": "wrong"})
-    )
-    with pytest.raises(RevocationError) as caught:
-        Plaid.revoke(exchanged)
-    assert caught.value.code == "INVALID_API_KEYS"
-
-
 # --- Pending revocations: kept, retried with backoff, given up, settled --------------------------
 
 
 @pytest.fixture
-def gmail_connection(sandbox, person):
-    email = _email()
-    credentials = google_credentials(Gmail, email)
-    connection = connection_upsert(
-        user=person,
-        provider=Gmail,
-        external_account_id=email,
-        credentials=credentials,
-        account_label=email,
-    )
-    connection.sandbox_account = email
-    return connection
+def connection(sandbox, person):
+    """A connection to an OAuth2 provider, whose revocation the sandbox can refuse."""
+    return sandbox_connection(person, auth_mode="oauth2")
 
 
-def test_retries_back_off_then_give_up_and_stay_listed(gmail_connection, raw_db):
-    email = gmail_connection.sandbox_account
-    refresh_token = gmail_connection.credentials["refresh_token"]
-    fault_set("google", email, "server_error", count=MAX_ATTEMPTS + 5)
+def _refresh(connection, refresh_token: str) -> requests.Response:
+    return token_refresh(connection.provider_class, refresh_token)
 
-    result = connection_disconnect(connection=gmail_connection, delete_data=False)
+
+def test_retries_back_off_then_give_up_and_stay_listed(connection, raw_db):
+    refresh_token = connection.credentials["refresh_token"]
+    sandbox_fault(connection, "server_error", count=MAX_ATTEMPTS + 5)
+
+    result = connection_disconnect(connection=connection, delete_data=False)
     assert not result.revoked and result.revocation_pending
     assert "503" not in result.revoke_error and refresh_token not in result.revoke_error
     pending = PendingRevocation.objects.get()
@@ -291,12 +203,12 @@ def test_retries_back_off_then_give_up_and_stay_listed(gmail_connection, raw_db)
     assert gave_up.state == State.GAVE_UP and gave_up.next_attempt_at is None
     assert backoff_delay(MAX_ATTEMPTS) == timedelta(hours=12)
     assert revocations_retry_due(now=timezone.now() + timedelta(days=30)) == 0
-    assert _refresh(refresh_token).status_code == 200  # the grant is really still alive
+    assert _refresh(connection, refresh_token).status_code == 200  # the grant is really still alive
 
 
-def test_a_retry_run_skips_what_another_run_claimed(gmail_connection):
-    fault_set("google", gmail_connection.sandbox_account, "server_error")
-    connection_disconnect(connection=gmail_connection, delete_data=False)
+def test_a_retry_run_skips_what_another_run_claimed(connection):
+    sandbox_fault(connection, "server_error")
+    connection_disconnect(connection=connection, delete_data=False)
     due = PendingRevocation.objects.get().next_attempt_at
     # Another run claimed it: next_attempt_at moved on, so this run (same moment) finds none.
     PendingRevocation.objects.update(next_attempt_at=due + timedelta(minutes=2))
@@ -304,49 +216,42 @@ def test_a_retry_run_skips_what_another_run_claimed(gmail_connection):
     assert PendingRevocation.objects.get().attempts == 1
 
 
-def test_staff_disconnect_action_says_when_the_provider_has_not_confirmed(gmail_connection, client):
+def test_staff_disconnect_action_says_when_the_provider_has_not_confirmed(connection, client):
     client.force_login(
         StaffFactory(is_superuser=True), backend="django.contrib.auth.backends.ModelBackend"
     )
-    fault_set("google", gmail_connection.sandbox_account, "server_error")
+    sandbox_fault(connection, "server_error")
     answer = client.post(
         reverse("admin:sources_userdatasource_changelist"),
-        {"action": "disconnect_keep_data", "_selected_action": [str(gmail_connection.pk)]},
+        {"action": "disconnect_keep_data", "_selected_action": [str(connection.pk)]},
         follow=True,
     )
     said = [str(message) for message in answer.context["messages"]]
     assert "Disconnected: 1." in said
     assert any("has not confirmed" in text for text in said)
-    assert PendingRevocation.objects.filter(connection_id=gmail_connection.pk).count() == 1
+    assert PendingRevocation.objects.filter(connection_id=connection.pk).count() == 1
 
 
-def test_erasure_tries_once_more_then_deletes_them(gmail_connection, person):
-    email = gmail_connection.sandbox_account
-    refresh_token = gmail_connection.credentials["refresh_token"]
-    fault_set("google", email, "server_error")
-    connection_disconnect(connection=gmail_connection, delete_data=True)
+def test_erasure_tries_once_more_then_deletes_them(connection, person):
+    refresh_token = connection.credentials["refresh_token"]
+    sandbox_fault(connection, "server_error")
+    connection_disconnect(connection=connection, delete_data=True)
     assert PendingRevocation.objects.filter(user=person).count() == 1
     assert person_revocations_settle(user_id=person.pk) == []
     assert not PendingRevocation.objects.exists()
-    assert _refresh(refresh_token).status_code == 400
+    assert _refresh(connection, refresh_token).status_code == 400
 
 
 def test_an_erasure_that_still_cannot_revoke_reports_it_and_the_account_takes_them_along(
-    gmail_connection, person
+    connection, person
 ):
-    fault_set("google", gmail_connection.sandbox_account, "server_error", count=3)
-    connection_disconnect(connection=gmail_connection, delete_data=False)
-    assert person_revocations_settle(user_id=person.pk) == ["Gmail"]
+    sandbox_fault(connection, "server_error", 3)
+    connection_disconnect(connection=connection, delete_data=False)
+    assert person_revocations_settle(user_id=person.pk) == [connection.provider_class.name]
     assert not PendingRevocation.objects.exists()
     # Without the settling step, deleting the account deletes them too (on_delete=CASCADE).
-    second = _email()
-    other = connection_upsert(
-        user=person,
-        provider=Gmail,
-        external_account_id=second,
-        credentials=google_credentials(Gmail, second),
-    )
-    fault_set("google", second, "server_error")
+    other = sandbox_connection(person, connection.provider_class)
+    sandbox_fault(other, "server_error")
     connection_disconnect(connection=other, delete_data=False)
     assert PendingRevocation.objects.filter(user=person).exists()
     person.delete()
@@ -357,28 +262,24 @@ def test_an_erasure_that_still_cannot_revoke_reports_it_and_the_account_takes_th
 
 
 def _pending_for(person, connection) -> PendingRevocation:
-    fault_set("google", connection.sandbox_account, "server_error")
+    sandbox_fault(connection, "server_error")
     connection_disconnect(connection=connection, delete_data=False)
     return PendingRevocation.objects.get(user=person)
 
 
-def test_a_retry_of_a_row_settled_meanwhile_neither_fails_nor_brings_it_back(
-    gmail_connection, person
-):
+def test_a_retry_of_a_row_settled_meanwhile_neither_fails_nor_brings_it_back(connection, person):
     # Two hands on one row: a retry run (or staff's "Retry now") read it, then an erasure
     # settled it or another attempt was confirmed and deleted it before this attempt ended.
-    pending = _pending_for(person, gmail_connection)
-    fault_set("google", gmail_connection.sandbox_account, "server_error")
+    pending = _pending_for(person, connection)
+    sandbox_fault(connection, "server_error")
     PendingRevocation.objects.filter(pk=pending.pk).delete()
     assert revocation_retry(pending=pending) is False
     assert not PendingRevocation.objects.exists()
 
 
-def test_view_only_staff_see_pending_revocations_without_the_token(
-    client, gmail_connection, person
-):
-    token = gmail_connection.credentials["refresh_token"]
-    pending = _pending_for(person, gmail_connection)
+def test_view_only_staff_see_pending_revocations_without_the_token(client, connection, person):
+    token = connection.credentials["refresh_token"]
+    pending = _pending_for(person, connection)
     viewer = StaffFactory(permissions=("sources.view_pendingrevocation",))
     client.force_login(viewer)
     listing = client.get(reverse("admin:sources_pendingrevocation_changelist"))
@@ -396,8 +297,8 @@ def test_view_only_staff_see_pending_revocations_without_the_token(
     assert PendingRevocation.objects.get().attempts == 1
 
 
-def test_staff_find_a_persons_pending_revocations_by_their_email(client, gmail_connection, person):
-    _pending_for(person, gmail_connection)
+def test_staff_find_a_persons_pending_revocations_by_their_email(client, connection, person):
+    _pending_for(person, connection)
     someone_else = StaffFactory()  # another account, whose email must not match
     client.force_login(StaffFactory(permissions=("sources.view_pendingrevocation",)))
     url = reverse("admin:sources_pendingrevocation_changelist")
@@ -407,16 +308,16 @@ def test_staff_find_a_persons_pending_revocations_by_their_email(client, gmail_c
     assert "0 pending revocations" in missed and person.email not in missed
 
 
-def test_staff_without_the_permission_do_not_see_them(client, gmail_connection, person):
-    _pending_for(person, gmail_connection)
+def test_staff_without_the_permission_do_not_see_them(client, connection, person):
+    _pending_for(person, connection)
     client.force_login(StaffFactory(permissions=("sources.view_userdatasource",)))
     response = client.get(reverse("admin:sources_pendingrevocation_changelist"))
     assert response.status_code == 403
 
 
-def test_staff_who_may_change_retry_now(client, gmail_connection, person):
-    pending = _pending_for(person, gmail_connection)
-    fault_clear("google", gmail_connection.sandbox_account)
+def test_staff_who_may_change_retry_now(client, connection, person):
+    pending = _pending_for(person, connection)
+    sandbox_fault_clear(connection)
     client.force_login(
         StaffFactory(
             permissions=("sources.view_pendingrevocation", "sources.change_pendingrevocation")
@@ -431,18 +332,16 @@ def test_staff_who_may_change_retry_now(client, gmail_connection, person):
     assert not PendingRevocation.objects.exists()
 
 
-def test_a_deleted_connection_keeps_its_pending_revocation(gmail_connection, person):
-    fault_set("google", gmail_connection.sandbox_account, "server_error")
-    result = connection_disconnect(connection=gmail_connection, delete_data=True)
+def test_a_deleted_connection_keeps_its_pending_revocation(connection, person):
+    sandbox_fault(connection, "server_error")
+    result = connection_disconnect(connection=connection, delete_data=True)
     assert result.data_deleted and result.revocation_pending
-    assert not UserDataSource.objects.filter(pk=gmail_connection.pk).exists()
+    assert not UserDataSource.objects.filter(pk=connection.pk).exists()
     pending = PendingRevocation.objects.get(user=person)
-    assert pending.connection_id is None and pending.provider == "gmail"
+    assert pending.connection_id is None and pending.provider == connection.provider
 
 
-def test_the_retry_task_is_scheduled_every_few_minutes_and_retries_what_is_due(
-    gmail_connection, person
-):
+def test_the_retry_task_is_scheduled_every_few_minutes_and_retries_what_is_due(connection, person):
     from django.apps import apps
     from django_q.models import Schedule
 
@@ -453,8 +352,8 @@ def test_the_retry_task_is_scheduled_every_few_minutes_and_retries_what_is_due(
     assert schedule.func == "sources.tasks.revocations_retry"
     assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 5
 
-    fault_set("google", gmail_connection.sandbox_account, "server_error")
-    connection_disconnect(connection=gmail_connection, delete_data=False)
+    sandbox_fault(connection, "server_error")
+    connection_disconnect(connection=connection, delete_data=False)
     PendingRevocation.objects.update(next_attempt_at=timezone.now() - timedelta(seconds=1))
     assert import_string(schedule.func)() == 1
     assert not PendingRevocation.objects.exists()

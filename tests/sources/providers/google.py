@@ -4,13 +4,16 @@ and grants every Google provider shares."""
 
 from __future__ import annotations
 
-from sources.sandbox.faults import fault_set
+from sources.sandbox.faults import fault_clear, fault_set
 from sources.sandbox.models import GoogleAccessToken, GoogleGrant
 
 
 class GoogleSandboxHooks:
     def sandbox_fault(self, account: str, fault: str, count: int = 1) -> None:
         fault_set("google", account, fault, count)
+
+    def sandbox_fault_clear(self, account: str) -> None:
+        fault_clear("google", account)
 
     def grant_revoked(self, account: str) -> bool:
         grants = GoogleGrant.objects.filter(email=account)

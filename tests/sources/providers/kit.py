@@ -121,6 +121,11 @@ def sandbox_fault(connection: UserDataSource, fault: str, count: int = 1) -> Non
     hooks(connection.provider).sandbox_fault(connection.sandbox_account, fault, count)
 
 
+def sandbox_fault_clear(connection: UserDataSource) -> None:
+    """Switch every sandbox fault of the account behind a ``sandbox_connection`` off."""
+    hooks(connection.provider).sandbox_fault_clear(connection.sandbox_account)
+
+
 # --- Shared checks --------------------------------------------------------------------------------
 
 
@@ -190,6 +195,11 @@ class ProviderTests:
         from sources.sandbox.faults import fault_set
 
         fault_set(self.provider_id, account, fault, count)
+
+    def sandbox_fault_clear(self, account: str) -> None:
+        from sources.sandbox.faults import fault_clear
+
+        fault_clear(self.provider_id, account)
 
     def disconnect(self, browser: Browser, connection: UserDataSource, data: str = "keep") -> str:
         path = reverse("sources:disconnect", args=[connection.pk])

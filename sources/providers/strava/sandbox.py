@@ -703,8 +703,10 @@ def activities_list(request: HttpRequest, caller: Caller) -> HttpResponse:
         )
     try:
         after, before = _int_param(request, "after"), _int_param(request, "before")
-        page = _int_param(request, "page") or 1
-        per_page = _int_param(request, "per_page") or 30
+        page = _int_param(request, "page")
+        per_page = _int_param(request, "per_page")
+        page = 1 if page is None else page
+        per_page = 30 if per_page is None else per_page
     except ValueError as err:
         return bad_request("Application", str(err))
     if page < 1 or per_page < 1:

@@ -30,13 +30,18 @@ ISSUERS = ["https://accounts.google.com", "accounts.google.com"]
 
 
 JWKS_CLIENT = "gmail_push_jwks"
+# Seconds for fetching Google's signing keys: shorter than every other provider call
+# (settings.SIBLING_PROVIDER_TIMEOUT_S), because the push delivery waits on it (Pub/Sub's
+# acknowledgement deadline is 10 s by default); a push refused meanwhile is redelivered.
+CERTS_FETCH_TIMEOUT_S = 5.0
 
 
 def _jwks_client() -> jwt.PyJWKClient:
     # Cached per process; PyJWKClient refetches the set when a token names an unknown key.
     url = Gmail.url("push_certs")
     client = mongo.register_process_local(
-        JWKS_CLIENT, lambda: jwt.PyJWKClient(url, cache_keys=True, lifespan=3600)
+        JWKS_CLIENT,
+        lambda: jwt.PyJWKClient(url, cache_keys=True, lifespan=3600, timeout=CERTS_FETCH_TIMEOUT_S),
     )
     if client.uri != url:  # the setting changed (tests point it at a new sandbox)
         mongo.process_local_forget(JWKS_CLIENT)

@@ -205,7 +205,11 @@ class StravaSyncClient(OAuthSyncClient):
                 f"{Strava.url('api')}/athlete/activities",
                 params={"after": after, "page": page, "per_page": per_page},
             )
-            if not isinstance(activities, list) or not activities:
+            if not isinstance(activities, list):
+                # Not a page of activities: quarantined whole by the processor, cursor kept.
+                yield Page(payload=activities)
+                return
+            if not activities:
                 if not ordered and latest is not None:
                     # Pages came out of order: the latest start is stored only now, at the end.
                     yield Page(payload=[], cursor=latest, progress=1.0)

@@ -72,6 +72,7 @@ from sources.sandbox.store import (
 from sources.sandbox.webhooks import (
     WebhookInputError,
     activity_webhook_send,
+    default_receiver,
     deliver,
     json_bytes,
 )
@@ -897,6 +898,7 @@ def fault_apply(account: str, fault_name: str, count: int) -> bool:
                         "object_id": activity["id"],
                         "owner_id": int(account),
                     },
+                    receiver_url=default_receiver(NS),
                 )
             return statuses
 

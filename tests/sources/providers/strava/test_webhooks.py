@@ -242,3 +242,14 @@ def test_numbers_too_large_for_the_database_are_dropped_not_a_503(client):
     assert post(client, body).status_code == 200
     event = WebhookEvent.objects.get(provider="strava")
     assert event.payload["event_time"] is None and event.payload["authorized"] is None
+
+
+def test_the_new_activity_fault_pushes_its_create_event(pushing, connection):
+    from sources.sandbox.faults import fault_set
+
+    sync(connection)
+    before = {r["external_id"] for r in stored(connection, "behavioral_data")}
+    fault_set("strava", connection.sandbox_account, "new_activity", count=2)
+    after = {r["external_id"] for r in stored(connection, "behavioral_data")}
+    assert len(after - before) == 2
+    assert WebhookEvent.objects.filter(event_type="activity.create").count() == 2

@@ -18,19 +18,24 @@ from ingestion.processing import items_process
 from ingestion.schemas import ProcessedPage, Record
 from ingestion.storage import page_store, record_decode
 from sibling.encryption import data_key_alt_name, key_vault_collection, value_encrypt
-from sources.providers.rescuetime.processors import page_process as rescuetime_page
 from tests.factories import UserFactory
 from tests.ingestion.conftest import ENVELOPE
+from tests.sources.providers.kit import provider_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 WHEN = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+
+
+def _bank() -> str:
+    """The registered provider whose records are transactions (amounts, dates, categories)."""
+    return provider_for(kind="transaction").id
 
 
 def _old_transaction(person, n: int) -> dict:
     """A transaction as storage wrote it before: amounts, dates and categories readable."""
     return {
         "user": person.pk,
-        "provider": "plaid",
+        "provider": _bank(),
         "kind": "transaction",
         "external_id": f"t{n}",
         "connection": None,
@@ -82,7 +87,7 @@ def old_layout(raw_db):
     page_store(
         connection=None,
         user_id=banked.pk,
-        provider="plaid",
+        provider=_bank(),
         stream="transactions",
         processed=ProcessedPage(
             records=[
@@ -192,7 +197,7 @@ def test_a_rewritten_record_loses_its_old_plaintext(raw_db, old_layout):
     page_store(
         connection=None,
         user_id=banked.pk,
-        provider="plaid",
+        provider=_bank(),
         stream="transactions",
         processed=ProcessedPage(
             records=[
@@ -231,31 +236,6 @@ def _reasons(raw_db, person) -> list[str]:
         assert document["item"].subtype == 6
         assert SECRET.encode() not in bson.encode(document)
     return [d["reason"] for d in documents]
-
-
-def test_a_processor_error_is_quarantined_without_the_value(raw_db):
-    person = UserFactory()
-    data_key_ensure(person.pk)
-    headers = [
-        "Date",
-        "Time Spent (seconds)",
-        "Number of People",
-        "Activity",
-        "Category",
-        "Productivity",
-    ]
-    payload = {"row_headers": headers, "rows": [[SECRET, 60, 1, "Journal", "Writing", 1]]}
-    processed = rescuetime_page("hours", payload)
-    # Python's own message quotes the value: "Invalid isoformat string: 'after my ...'".
-    assert len(processed.quarantined) == 1
-    page_store(
-        connection=None,
-        user_id=person.pk,
-        provider="rescuetime",
-        stream="hours",
-        processed=processed,
-    )
-    assert _reasons(raw_db, person) == ["productivity_hour: malformed item (ValueError)"]
 
 
 def test_a_missing_field_is_named(raw_db):

@@ -59,7 +59,8 @@ def fixture(provider_id: str, name: str) -> Any:
 def providers(**wanted: Any) -> list[type[Provider]]:
     """Registered providers, in registry order, whose declaration matches ``wanted``:
     ``auth_mode``, ``category``, ``webhooks`` (has a webhook receiver), ``periodic`` (declares
-    periodic work), ``refresh`` (its tokens expire and are refreshed)."""
+    periodic work), ``refresh`` (its tokens expire and are refreshed), ``kind`` (a record kind
+    one of its streams produces)."""
 
     def has(provider: type[Provider], name: str, value: Any) -> bool:
         if name == "webhooks":
@@ -71,6 +72,8 @@ def providers(**wanted: Any) -> list[type[Provider]]:
             found = bool(getattr(provider, "periodic", ()))
         elif name == "refresh":
             found = provider.auth_mode == "oauth2"
+        elif name == "kind":
+            return any(stream.kind == value for stream in provider.streams)
         else:
             found = getattr(provider, name)
         return found == value

@@ -21,6 +21,7 @@ from ingestion.events import batch_dedup_key
 from ingestion.models import ApiToken, QuarantinedItem, WebhookEvent
 from sibling.encryption import value_decrypt
 from tests.factories import UserFactory
+from tests.sources.providers.kit import provider_with
 
 URL = "/api/events/"
 TOKENS_URL = "/settings/api-tokens/"
@@ -506,7 +507,9 @@ def test_a_provider_event_whose_person_is_unknown_keeps_the_system_key(db, raw_d
     from sibling.encryption import ciphertext_key_id, data_key_id
 
     incoming = IncomingEvent(dedup_key="sys", event_type="ITEM.ERROR", payload={"item_id": "x"})
-    stored, _ = webhook_event_store(provider="plaid", event=incoming, enqueue=False)
+    stored, _ = webhook_event_store(
+        provider=provider_with(webhooks=True).id, event=incoming, enqueue=False
+    )
     ciphertext = raw_db[WebhookEvent._meta.db_table].find_one({"_id": stored.pk})["payload"]
     assert ciphertext_key_id(ciphertext) == data_key_id("system:webhooks")
 

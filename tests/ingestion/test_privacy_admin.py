@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from ingestion.models import AccessLedgerEntry, ErasureRecord
+from sources.models import UserDataSource
 from tests.factories import UserDataSourceFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -40,7 +41,8 @@ def test_find_a_person_and_see_connections_counts_and_ledger(staff_client, subje
     found = staff_client.get(reverse("privacy_search"), {"q": "subject@example.com"})
     assert reverse("person_privacy", args=[subject.pk]) in found.content.decode()
     page = staff_client.get(reverse("person_privacy", args=[subject.pk])).content.decode()
-    assert "rescuetime" in page and "external_data" in page and "Nothing yet." in page
+    provider = UserDataSource.objects.get(user=subject).provider
+    assert provider in page and "external_data" in page and "Nothing yet." in page
 
 
 def test_a_staff_export_needs_a_reason_and_the_person_sees_it(staff_client, client, subject):

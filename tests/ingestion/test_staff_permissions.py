@@ -58,7 +58,7 @@ def admin_rows(connection):
         outcome=SyncRun.Outcome.SUCCESS,
     )
     event = WebhookEvent.objects.create(
-        provider="plaid",
+        provider=connection.provider,
         dedup_key="staff-permissions-1",
         event_type="SYNC_UPDATES_AVAILABLE",
         received_at=now,
@@ -155,7 +155,7 @@ def test_view_only_staff_see_the_privacy_page_but_cannot_export_or_erase(viewer,
     assert found.status_code == 200 and url in found.content.decode()
     page = viewer.get(url)
     text = page.content.decode()
-    assert page.status_code == 200 and "rescuetime" in text
+    assert page.status_code == 200 and connection.provider in text
     assert "Export everything" not in text and 'value="erase"' not in text
     assert viewer.post(url, {"action": "export", "reason": "asked"}).status_code == 403
     erase = {"action": "erase", "confirm": person.username, "password": PASSWORD}

@@ -13,6 +13,7 @@ from sibling import writes
 from sibling.embedded import free_port
 from sibling.encryption import value_decrypt
 from tests.factories import UserFactory
+from tests.sources.providers.kit import provider_with
 from tests.testapp.models import Vault
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def _event(key: str) -> WebhookEvent:
     return WebhookEvent(
-        provider="plaid",
+        provider=provider_with(webhooks=True).id,
         dedup_key=key,
         event_type="TRANSACTIONS.SYNC_UPDATES_AVAILABLE",
         received_at=timezone.now(),

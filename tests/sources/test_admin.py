@@ -5,6 +5,7 @@ from django.urls import reverse
 
 from sources.models import UserDataSource
 from tests.factories import StaffFactory, UserDataSourceFactory, UserFactory
+from tests.sources.providers.kit import provider_for
 
 pytestmark = pytest.mark.django_db
 Status = UserDataSource.Status
@@ -20,13 +21,14 @@ def staff(client):
 
 def test_list_has_badges_filters_and_search_by_email(staff):
     mine = UserDataSourceFactory(user=UserFactory(email="findme@example.com"))
-    UserDataSourceFactory(provider="plaid", status=Status.REAUTH_REQUIRED)
+    other = provider_for(auth_mode="oauth2").id  # not the factory's default provider
+    UserDataSourceFactory(provider=other, status=Status.REAUTH_REQUIRED)
     url = reverse("admin:sources_userdatasource_changelist")
     page = staff.get(url).content.decode()
     assert "Sign-in needed" in page and "Active" in page
     found = staff.get(url, {"q": "findme@"})
     assert [c.pk for c in found.context["cl"].result_list] == [mine.pk]
-    filtered = staff.get(url, {"status__exact": "reauth_required", "provider__exact": "plaid"})
+    filtered = staff.get(url, {"status__exact": "reauth_required", "provider__exact": other})
     assert [c.status for c in filtered.context["cl"].result_list] == [Status.REAUTH_REQUIRED]
 
 

@@ -27,7 +27,11 @@ from ingestion.models import SyncRun
 from ingestion.selectors import records_per_day
 from sibling.db.compiler import conformant_pipeline, dotted_fields, flat_match, offset_zone
 from sources.models import UserDataSource
+from sources.providers import PROVIDERS
 from tests.factories import UserDataSourceFactory, UserFactory
+
+# Two registered providers, as examples of the provider field's values.
+FIRST, SECOND = list(PROVIDERS)[:2]
 
 
 def test_a_conjunction_of_field_conditions_becomes_one_document():
@@ -52,18 +56,18 @@ def test_what_cannot_be_merged_stays_under_and():
 
 @pytest.mark.django_db
 def test_orm_lookups_are_sent_flat_and_answered_from_an_index(raw_db):
-    connection_ = UserDataSourceFactory(provider="plaid", external_account_id="item-7")
-    lookup = UserDataSource.objects.filter(provider="plaid", external_account_id="item-7")
+    connection_ = UserDataSourceFactory(provider=FIRST, external_account_id="item-7")
+    lookup = UserDataSource.objects.filter(provider=FIRST, external_account_id="item-7")
     with CaptureQueriesContext(connection) as queries:
         assert list(lookup) == [connection_]
         assert lookup.filter(status=connection_.status).update(notice="n") == 1
         assert UserDataSource.objects.filter(Q(notice="n") | Q(notice="m"), pk=connection_.pk)
     sent = " ".join(query["sql"] for query in queries.captured_queries)
-    assert "{'external_account_id': 'item-7', 'provider': 'plaid'}" in sent
+    assert f"{{'external_account_id': 'item-7', 'provider': '{FIRST}'}}" in sent
     assert "'$and'" not in sent.split("update_many")[1].split("[{'$set'")[0]
 
     table = raw_db[UserDataSource._meta.db_table]
-    plan = table.find({"external_account_id": "item-7", "provider": "plaid"}).explain()
+    plan = table.find({"external_account_id": "item-7", "provider": FIRST}).explain()
     assert "IXSCAN" in json.dumps(plan["queryPlanner"]["winningPlan"])
 
 
@@ -192,20 +196,20 @@ def test_a_view_only_staff_member_sees_the_connection_list_in_admin(client, view
 def test_values_and_values_list_across_a_relation():
     ada = UserFactory(email="ada@example.com")
     bob = UserFactory(email="bob@example.com")
-    UserDataSourceFactory(user=ada, provider="plaid")
-    UserDataSourceFactory(user=bob, provider="rescuetime")
+    UserDataSourceFactory(user=ada, provider=FIRST)
+    UserDataSourceFactory(user=bob, provider=SECOND)
     connections = UserDataSource.objects.order_by("user__email")
     assert list(connections.values_list("user__email", "provider")) == [
-        ("ada@example.com", "plaid"),
-        ("bob@example.com", "rescuetime"),
+        ("ada@example.com", FIRST),
+        ("bob@example.com", SECOND),
     ]
     assert list(connections.values_list("user__email", flat=True)) == [
         "ada@example.com",
         "bob@example.com",
     ]
     assert list(connections.values("provider", "user__username")) == [
-        {"provider": "plaid", "user__username": ada.username},
-        {"provider": "rescuetime", "user__username": bob.username},
+        {"provider": FIRST, "user__username": ada.username},
+        {"provider": SECOND, "user__username": bob.username},
     ]
     labels = Permission.objects.filter(codename__in=["view_syncrun", "view_userdatasource"])
     assert sorted(labels.values_list("content_type__app_label", "content_type__model")) == [
@@ -279,7 +283,7 @@ def make_run(connection_: UserDataSource, started_at: datetime, created: int) ->
 
 @pytest.mark.django_db
 def test_select_related_with_an_annotation_and_counts_and_sums_across_joins():
-    ada = UserDataSourceFactory(user=UserFactory(email="ada@example.com"), provider="plaid")
+    ada = UserDataSourceFactory(user=UserFactory(email="ada@example.com"), provider=FIRST)
     bob = UserDataSourceFactory(user=UserFactory(email="bob@example.com"))
     noon = datetime(2025, 3, 1, 12, tzinfo=UTC)
     make_run(ada, noon, 3)
@@ -317,11 +321,11 @@ def test_select_related_with_an_annotation_and_counts_and_sums_across_joins():
 
 @pytest.mark.django_db
 def test_the_dashboards_day_figures():
-    connection_ = UserDataSourceFactory(provider="plaid")
+    connection_ = UserDataSourceFactory(provider=FIRST)
     late = timezone.now().replace(hour=23, minute=30) - timedelta(days=1)
     make_run(connection_, late, 2)
     make_run(connection_, late - timedelta(hours=1), 3)
-    assert records_per_day() == {"plaid": {late.date().isoformat(): 5}}
+    assert records_per_day() == {FIRST: {late.date().isoformat(): 5}}
 
 
 @pytest.mark.django_db
@@ -401,8 +405,8 @@ def test_fixed_offset_zones_are_sent_as_offsets():
 
 @pytest.mark.django_db
 def test_distinct_values_and_admin_date_hierarchy_across_joins(client):
-    ada = UserDataSourceFactory(user=UserFactory(email="ada@example.com"), provider="plaid")
-    UserDataSourceFactory(user=ada.user, provider="rescuetime")
+    ada = UserDataSourceFactory(user=UserFactory(email="ada@example.com"), provider=FIRST)
+    UserDataSourceFactory(user=ada.user, provider=SECOND)
     make_run(ada, datetime(2025, 3, 1, 23, 30, tzinfo=UTC), 1)
     make_run(ada, datetime(2025, 3, 2, 0, 30, tzinfo=UTC), 1)
     emails = UserDataSource.objects.values_list("user__email", flat=True).distinct()
@@ -453,9 +457,9 @@ def test_json_key_lookups_are_wrong_on_the_embedded_server_and_unused_by_the_pro
     "(Subquery of a union that uses OuterRef); the project makes no such query",
 )
 def test_a_subquery_of_a_union_with_outer_references():
-    connection_ = UserDataSourceFactory(provider="plaid")
+    connection_ = UserDataSourceFactory(provider=FIRST)
     make_run(connection_, datetime(2025, 3, 1, tzinfo=UTC), 1)
     runs = SyncRun.objects.filter(connection=OuterRef("pk")).values("provider")
     by_person = SyncRun.objects.filter(user=OuterRef("user")).values("provider")
     annotated = UserDataSource.objects.annotate(ran=Subquery(runs.union(by_person)[:1]))
-    assert list(annotated.values_list("ran", flat=True)) == ["plaid"]
+    assert list(annotated.values_list("ran", flat=True)) == [FIRST]

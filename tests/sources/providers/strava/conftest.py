@@ -4,20 +4,32 @@ application rate budget (it lives in the shared cache, which outlives each test)
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 from django.core.cache import cache
+from django.utils import timezone
 
 from sources.models import UserDataSource
-from sources.providers.strava.client import budget_key
+from sources.providers.strava.client import budget_key, quarter_start
 from sources.providers.strava.provider import Strava
 from sources.providers.strava.sandbox import athlete_id_for
 from sources.services import connection_upsert, oauth_credentials_from
 
 REDIRECT_URI = "http://127.0.0.1/callback"
+
+
+@pytest.fixture
+def mid_quarter(monkeypatch):
+    """The clock moved (it still runs) to the middle of a 15-minute window, so a test's calls
+    never straddle the boundary where Strava's short window resets."""
+    real_now = timezone.now
+    start = real_now()
+    offset = quarter_start(start) + timedelta(minutes=7, seconds=30) - start
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + offset)
 
 
 @pytest.fixture(autouse=True)

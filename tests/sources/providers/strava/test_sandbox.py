@@ -212,7 +212,7 @@ def test_bad_list_parameters_are_400(client, params):
     assert api(client, "/athlete/activities", access, **params).status_code == 400
 
 
-def test_every_answer_carries_the_rate_limits_and_over_them_is_429(client, settings):
+def test_every_answer_carries_the_rate_limits_and_over_them_is_429(client, settings, mid_quarter):
     settings.STRAVA_SANDBOX_RATE_LIMIT = "1000,3000"
     settings.STRAVA_SANDBOX_READ_RATE_LIMIT = "2,1000"
     access = tokens(client)["access_token"]

@@ -117,7 +117,9 @@ def test_a_rotated_refresh_token_is_saved_before_the_new_access_token_is_used(
     assert fresh(connection).credentials["refresh_token"] == stored_at_first_call["refresh_token"]
 
 
-def test_usage_near_the_limit_defers_every_sync_before_a_429(connection, person, settings):
+def test_usage_near_the_limit_defers_every_sync_before_a_429(
+    mid_quarter, connection, person, settings
+):
     settings.STRAVA_PAGE_SIZE = 1
     settings.STRAVA_SANDBOX_READ_RATE_LIMIT = "3,1000"
     run = sync(connection)
@@ -140,7 +142,7 @@ def test_usage_near_the_limit_defers_every_sync_before_a_429(connection, person,
     assert sandbox_usage(connection)["read"]["day"] == 3
 
 
-def test_a_429_defers_the_sync_to_the_next_window(connection, settings):
+def test_a_429_defers_the_sync_to_the_next_window(mid_quarter, connection, settings):
     settings.STRAVA_SANDBOX_READ_RATE_LIMIT = "2,1000"
     # Calls this process never saw (another host's) spend the window first.
     token = fresh(connection).credentials["access_token"]
@@ -157,7 +159,7 @@ def test_a_429_defers_the_sync_to_the_next_window(connection, settings):
     assert until in (next_quarter(run.started_at), next_quarter(run.ended_at))
 
 
-def test_a_spent_daily_limit_defers_to_the_next_utc_day(connection, settings):
+def test_a_spent_daily_limit_defers_to_the_next_utc_day(mid_quarter, connection, settings):
     settings.STRAVA_PAGE_SIZE = 1
     settings.STRAVA_SANDBOX_READ_RATE_LIMIT = "1000,2"
     run = sync(connection)

@@ -253,3 +253,39 @@ def test_the_new_activity_fault_pushes_its_create_event(pushing, connection):
     after = {r["external_id"] for r in stored(connection, "behavioral_data")}
     assert len(after - before) == 2
     assert WebhookEvent.objects.filter(event_type="activity.create").count() == 2
+
+
+def test_push_subscriptions_over_http_as_strava_documents(pushing, settings):
+    import requests
+
+    endpoint = f"{Strava.url('api')}/push_subscriptions"
+    client = Strava.client_credentials()
+    callback = f"{pushing.url}{URL}"
+    wrong = requests.post(
+        endpoint, data={**client, "callback_url": callback, "verify_token": "x"}, timeout=30
+    )
+    assert wrong.status_code == 400 and wrong.json()["errors"][0]["resource"] == "PushSubscription"
+    made = requests.post(
+        endpoint,
+        data={
+            **client,
+            "callback_url": callback,
+            "verify_token": settings.STRAVA_WEBHOOK_VERIFY_TOKEN,
+        },
+        timeout=30,
+    )
+    assert made.status_code == 201 and made.json() == {"id": 120475}
+    # One subscription per application.
+    again = requests.post(
+        endpoint,
+        data={**client, "callback_url": callback, "verify_token": "x"},
+        timeout=30,
+    )
+    assert again.status_code == 400
+    listed = requests.get(endpoint, params=client, timeout=30).json()
+    assert [s["callback_url"] for s in listed] == [callback]
+    stranger = requests.get(endpoint, params={**client, "client_secret": "guessed"}, timeout=30)
+    assert stranger.status_code == 401
+    gone = requests.delete(f"{endpoint}/120475", params=client, timeout=30)
+    assert gone.status_code == 204
+    assert requests.get(endpoint, params=client, timeout=30).json() == []

@@ -58,16 +58,13 @@ def fixture(provider_id: str, name: str) -> Any:
 
 def providers(**wanted: Any) -> list[type[Provider]]:
     """Registered providers, in registry order, whose declaration matches ``wanted``:
-    ``auth_mode``, ``category``, ``webhooks`` (has a webhook receiver), ``periodic`` (declares
-    periodic work), ``refresh`` (its tokens expire and are refreshed), ``kind`` (a record kind
-    one of its streams produces)."""
+    ``auth_mode``, ``category``, ``webhooks`` (has a receiver at /webhooks/<id>/), ``periodic``
+    (declares periodic work), ``refresh`` (its tokens expire and are refreshed), ``kind`` (a
+    record kind one of its streams produces)."""
 
     def has(provider: type[Provider], name: str, value: Any) -> bool:
         if name == "webhooks":
-            found = bool(
-                getattr(provider, "webhook_receiver_path", "")
-                or getattr(provider, "webhook_handler_path", "")
-            )
+            found = bool(provider.webhook_receiver_path)
         elif name == "periodic":
             found = bool(getattr(provider, "periodic", ()))
         elif name == "refresh":

@@ -3,7 +3,6 @@ push triggers one incremental sync, whether its historyId is a number or a strin
 
 import json
 import time
-import uuid
 
 import pytest
 
@@ -30,32 +29,13 @@ def hooks(sandbox, settings):
     return sandbox
 
 
-@pytest.fixture
-def gmail_connection(hooks, person):
-    from sources.providers.gmail import Gmail
-    from sources.sandbox.testing import google_credentials
-    from sources.services import connection_upsert
-
-    email = f"push-{uuid.uuid4().hex[:8]}@example.com"
-    credentials = google_credentials(Gmail, email)
-    connection = connection_upsert(
-        user=person,
-        provider=Gmail,
-        external_account_id=email,
-        credentials=credentials,
-        account_label=email,
-    )
-    connection.sandbox_account = email
-    return connection
-
-
 @pytest.mark.parametrize("as_number", [True, False], ids=["number", "string"])
-def test_gmail_push_triggers_an_incremental_sync(hooks, gmail_connection, as_number, settings):
+def test_gmail_push_triggers_an_incremental_sync(hooks, connection, as_number, settings):
     settings.SIBLING_BACKFILL_DAYS = 3
-    connection_sync(gmail_connection.pk, policy=NO_WAIT)
-    history_id = int(fresh(gmail_connection).cursors["messages"]["history_id"]) + 5
+    connection_sync(connection.pk, policy=NO_WAIT)
+    history_id = int(fresh(connection).cursors["messages"]["history_id"]) + 5
     statuses = gmail_hooks.gmail_push_send(
-        gmail_connection.sandbox_account,
+        connection.sandbox_account,
         url=f"{hooks.url}{GMAIL_URL}",
         audience=f"{hooks.url}{GMAIL_URL}",
         history_id=history_id,
@@ -66,13 +46,12 @@ def test_gmail_push_triggers_an_incremental_sync(hooks, gmail_connection, as_num
     event = WebhookEvent.objects.get(provider="gmail")
     assert event.deliveries == 2 and event.status == Status.PROCESSED
     assert (
-        SyncRun.objects.filter(connection=gmail_connection, trigger=SyncRun.Trigger.WEBHOOK).count()
-        == 1
+        SyncRun.objects.filter(connection=connection, trigger=SyncRun.Trigger.WEBHOOK).count() == 1
     )
 
 
-def test_gmail_push_with_a_wrong_audience_or_sender_is_401(client, hooks, gmail_connection):
-    body = json.dumps(gmail_hooks.gmail_push_body(gmail_connection.sandbox_account, 1)).encode()
+def test_gmail_push_with_a_wrong_audience_or_sender_is_401(client, hooks, connection):
+    body = json.dumps(gmail_hooks.gmail_push_body(connection.sandbox_account, 1)).encode()
     for token in (
         gmail_hooks.pubsub_oidc_token(audience="https://elsewhere.example/"),
         gmail_hooks.pubsub_oidc_token(

@@ -12,7 +12,8 @@ from tests.sources.providers.kit import HostedLinkProviderTests
 
 class TestPlaidConnect(HostedLinkProviderTests):
     provider_id = "plaid"
-    exchange_body_extra = {"institution": {"name": "First Sandbox Bank"}}
+    # What Link's onSuccess hands the page beside the public token.
+    exchange_body_extra = {"metadata": {"institution": {"name": "First Sandbox Bank"}}}
 
     def public_token(self, link_token: str) -> str:
         # What Plaid Link's script does on the page: the bank picked, a public token.
@@ -33,3 +34,12 @@ class TestPlaidConnect(HostedLinkProviderTests):
             timeout=30,
         )
         return answer.status_code == 200
+
+    def test_the_connection_is_labelled_with_the_institution_link_picked(self, browser, person):
+        public_token = self.public_token(self.link_token(browser))
+        answer = self.exchange(browser, public_token)
+        assert answer.status_code == 200, answer.text
+        connection = self.connection_of(person)
+        assert connection.account_label == "First Sandbox Bank"
+        # The account is the Item Plaid named, never anything the browser sent.
+        assert connection.external_account_id == connection.credentials["item_id"]

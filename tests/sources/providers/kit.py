@@ -267,6 +267,11 @@ class OAuth2ProviderTests(ProviderTests):
         """Every token the sandbox issued to ``account`` (which must appear in no log)."""
         raise NotImplementedError
 
+    def grant_ended(self, refresh_token: str) -> None:
+        """Assert the provider refuses ``refresh_token`` now (RFC 6749's invalid_grant; a
+        provider with its own error body overrides this)."""
+        assert_grant_ended(self.provider, refresh_token)
+
     # The flow ------------------------------------------------------------------------------------
 
     def consent(
@@ -380,7 +385,7 @@ class OAuth2ProviderTests(ProviderTests):
         assert connection.status == Status.DISCONNECTED and connection.credentials is None
         assert not UserSocialAuth.objects.filter(user=person, provider=self.provider_id).exists()
         assert not PendingRevocation.objects.exists()
-        assert_grant_ended(self.provider, refresh_token)
+        self.grant_ended(refresh_token)
         assert "Reconnect" in browser.get(reverse("sources:connections")).text
 
     def test_a_revocation_the_provider_does_not_confirm_is_kept_and_retried(
@@ -404,7 +409,7 @@ class OAuth2ProviderTests(ProviderTests):
         assert raw["token"].subtype == 6 and refresh_token.encode() not in bson.encode(raw)
         assert revocations_retry_due(now=pending.next_attempt_at) == 1
         assert not PendingRevocation.objects.exists()
-        assert_grant_ended(self.provider, refresh_token)
+        self.grant_ended(refresh_token)
         assert "Waiting for" not in browser.get(reverse("sources:connections")).text
 
     def test_disconnect_when_the_provider_cannot_be_reached_still_forgets_the_credentials(

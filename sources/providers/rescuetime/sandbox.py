@@ -43,7 +43,7 @@ ACTIVITIES = [
     ("Terminal", "Systems Operations", "Software Development", 2, ()),
     ("stackoverflow.com", "General Reference & Learning", "Reference & Learning", 1, ()),
     ("docs.python.org", "General Reference & Learning", "Reference & Learning", 2, ()),
-    ("Gmail", "Email", "Communication & Scheduling", 0, ()),
+    ("Outlook", "Email", "Communication & Scheduling", 0, ()),
     ("Slack", "Instant Message", "Communication & Scheduling", 0, ()),
     ("Google Calendar", "Calendars", "Communication & Scheduling", 1, ()),
     ("Google Docs", "Writing", "Design & Composition", 2, ("Quarterly plan", "Meeting notes")),

@@ -120,7 +120,7 @@ def test_a_token_without_a_calendar_scope_is_refused(sandbox):
     from sources.sandbox.testing import google_credentials as consent
 
     class NoCalendar(GoogleCalendar):
-        scopes = ("https://www.googleapis.com/auth/gmail.readonly",)
+        scopes = ("https://www.googleapis.com/auth/drive.readonly",)
 
     token = consent(NoCalendar, email)["access_token"]
     refused = requests.get(

@@ -1,5 +1,5 @@
 """In a real browser (Debian's chromium driven by Playwright): a new person signs up, connects
-Fitbit through the sandbox's consent page, and sees the connection active; a view-only staff
+every registered source through the sandbox, and sees each connection active; a view-only staff
 member walks admin and is offered nothing to change."""
 
 import os
@@ -12,9 +12,11 @@ from playwright.sync_api import expect, sync_playwright
 
 from ingestion.runner import connection_sync
 from sources.models import UserDataSource
+from sources.providers import PROVIDERS
 from tests.factories import STAFF_VIEW_PERMISSIONS, StaffFactory, UserDataSourceFactory
 from tests.ingestion.conftest import NO_WAIT
 from tests.sources.conftest import PASSWORD
+from tests.sources.providers.kit import hooks, provider_for
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags chromium keeps dialling hosts this machine cannot reach.
@@ -59,8 +61,19 @@ def csp_violations(context):
     return seen
 
 
+def connect_in_browser(page, provider) -> None:
+    """Connect ``provider`` from the Connections page the way a person does (its auth mode's
+    steps, from the provider's test hooks), and wait until its card shows the connection."""
+    card = page.locator(f"li.card[data-provider={provider.id}]")
+    hooks(provider.id).browser_connect(page, card)
+    expect(page.get_by_role("heading", name="Connections")).to_be_visible()
+    connection = page.locator(f"li.card[data-provider={provider.id}] section.connection")
+    expect(connection).to_have_attribute("data-status", "active")
+    expect(connection.locator(".badge.sandbox")).to_have_text("Sandbox")
+
+
 @pytest.mark.django_db(transaction=True)
-def test_new_person_signs_up_connects_fitbit_and_sees_it_active(browser, sandbox, tmp_path):
+def test_new_person_signs_up_and_connects_every_source(browser, sandbox, tmp_path):
     context = browser.new_context()
     violations = csp_violations(context)
     page = context.new_page()
@@ -73,23 +86,19 @@ def test_new_person_signs_up_connects_fitbit_and_sees_it_active(browser, sandbox
     page.get_by_role("button", name="Sign up").click()
     expect(page.get_by_role("heading", name="Connections")).to_be_visible()
 
-    fitbit = page.locator("li.card[data-provider=fitbit]")
-    fitbit.get_by_role("button", name=re.compile("Connect")).click()
-    # The sandbox's consent page, as Google's would be.
-    expect(page.get_by_role("button", name="Allow")).to_be_visible()
-    page.get_by_role("button", name="Allow").click()
-
-    expect(page.get_by_text("Fitbit is connected")).to_be_visible()
-    connection = page.locator("li.card[data-provider=fitbit] section.connection")
-    expect(connection).to_have_attribute("data-status", "active")
-    expect(connection.locator(".badge.sandbox")).to_have_text("Sandbox")
+    # Every registered source, each by its auth mode's steps: the sandbox's consent pages (as
+    # the providers' would be), an API key form, a provider's hosted widget.
+    for provider in PROVIDERS.values():
+        connect_in_browser(page, provider)
     page.screenshot(path=str(tmp_path / "connections.png"), full_page=True)
     context.close()
-    # The connect flow's form post, its redirect to the consent page and back, under the CSP.
+    # The connect flows' form posts, their redirects to consent pages and back, the widget's
+    # script and frame: all under the CSP.
     assert violations == []
 
-    stored = UserDataSource.objects.get(user__username="lin", provider="fitbit")
-    assert stored.status == UserDataSource.Status.ACTIVE
+    stored = UserDataSource.objects.filter(user__username="lin")
+    assert sorted(c.provider for c in stored) == sorted(PROVIDERS)
+    assert {c.status for c in stored} == {UserDataSource.Status.ACTIVE}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -126,12 +135,12 @@ def test_view_only_staff_member_walks_admin_and_is_offered_no_action(browser, li
 
 
 @pytest.mark.django_db(transaction=True)
-def test_pages_admin_and_plaid_link_work_under_the_content_security_policy(
+def test_pages_admin_and_a_hosted_link_work_under_the_content_security_policy(
     browser, sandbox, settings
 ):
-    """A person connects a bank through Link and walks their pages, a superuser walks admin (with
-    its status badges, charts and forms), and the person deletes their data: nothing the
-    Content-Security-Policy blocks on the way."""
+    """A person connects an account through a provider's hosted widget and walks their pages,
+    a superuser walks admin (with its status badges, charts and forms), and the person deletes
+    their data: nothing the Content-Security-Policy blocks on the way."""
     settings.SIBLING_BACKFILL_DAYS = 14
     users = get_user_model().objects
     person = users.create_user("noor", "noor@example.com", PASSWORD)
@@ -145,14 +154,11 @@ def test_pages_admin_and_plaid_link_work_under_the_content_security_policy(
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
 
-    # Plaid Link (the sandbox's imitation of link-initialize.js) opens, and the bank connects.
-    plaid = page.locator("li.card[data-provider=plaid]")
-    plaid.get_by_role("link", name=re.compile("Connect")).click()
-    page.get_by_role("button", name="Choose your bank").click()
-    page.get_by_role("dialog").get_by_label("First Sandbox Bank").check()
-    page.get_by_role("dialog").get_by_role("button", name="Continue").click()
-    expect(page.get_by_text("First Sandbox Bank is connected")).to_be_visible()
-    connection = UserDataSource.objects.get(user=person, provider="plaid")
+    # The provider's widget (the sandbox's imitation of its script) opens, and the account
+    # connects.
+    provider = provider_for(auth_mode="hosted_link")
+    connect_in_browser(page, provider)
+    connection = UserDataSource.objects.get(user=person, provider=provider.id)
     connection_sync(connection.pk, policy=NO_WAIT)  # records for the charts and counts
 
     page.goto(f"{sandbox.url}/my-data/")

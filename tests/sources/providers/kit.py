@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from functools import cached_property
 from importlib import import_module
@@ -205,6 +206,11 @@ class ProviderTests:
         path = reverse("sources:disconnect", args=[connection.pk])
         return browser.post(path, {"data": data}).text
 
+    def browser_connect(self, page: Any, card: Any) -> None:
+        """Connect from the Connections page in a real browser (Playwright's ``page``, and the
+        provider's card on it), as a person does; the browser test runs it for every provider."""
+        raise NotImplementedError
+
 
 # --- OAuth2 ---------------------------------------------------------------------------------------
 
@@ -291,6 +297,16 @@ class OAuth2ProviderTests(ProviderTests):
         return browser.session.request(
             form.method.upper(), urljoin(page.url, form.action), data=data, timeout=30
         )
+
+    def browser_connect(self, page: Any, card: Any) -> None:
+        card.get_by_role("button", name=re.compile("Connect")).click()
+        names = page.eval_on_selector_all(
+            "form input[name]:not([type=hidden])", "inputs => inputs.map((i) => i.name)"
+        )
+        fields = {name: "" for name in names}
+        for name, value in self.consent_values(fields, self.account()).items():
+            page.locator(f'input[name="{name}"]').fill(value)
+        page.get_by_role("button", name=self.allow_button).click()
 
     def connect(self, browser: Browser, person: Any) -> tuple[UserDataSource, str]:
         account = self.account()
@@ -523,6 +539,11 @@ class ApiKeyProviderTests(ProviderTests):
     def connect_path(self) -> str:
         return reverse("sources:connect", args=[self.provider_id])
 
+    def browser_connect(self, page: Any, card: Any) -> None:
+        card.get_by_role("link", name=re.compile("Connect")).click()
+        page.get_by_label("API key").fill(self.good_key())
+        page.get_by_role("button", name=f"Connect {self.provider.name}").click()
+
     def connect(self, browser: Browser, person: Any) -> tuple[UserDataSource, str]:
         key = self.good_key()
         page = browser.post(self.connect_path(), {"api_key": key})
@@ -603,6 +624,16 @@ class HostedLinkProviderTests(ProviderTests):
 
     def credentials_work(self, credentials: dict[str, Any]) -> bool:
         raise NotImplementedError
+
+    def browser_widget(self, dialog: Any) -> None:
+        """What the person does in the provider's widget (its sandbox imitation) in a real
+        browser, given the widget's dialog, until it hands over a public token."""
+        raise NotImplementedError
+
+    def browser_connect(self, page: Any, card: Any) -> None:
+        card.get_by_role("link", name=re.compile("Connect")).click()
+        page.get_by_role("button", name=self.provider.link_button).click()
+        self.browser_widget(page.get_by_role("dialog"))
 
     def fail_next_removal(self, connection: UserDataSource) -> None:
         self.sandbox_fault(connection.external_account_id, "server_error")

@@ -25,6 +25,10 @@ class TestPlaidConnect(HostedLinkProviderTests):
         assert public.status_code == 200, public.text
         return public.json()["public_token"]
 
+    def browser_widget(self, dialog: Any) -> None:
+        dialog.get_by_label("First Sandbox Bank").check()
+        dialog.get_by_role("button", name="Continue").click()
+
     def credentials_work(self, credentials: dict[str, Any]) -> bool:
         provider = get_provider(self.provider_id)
         client = provider.client_credentials()

@@ -4,7 +4,8 @@ What it serves, from https://developers.google.com/workspace/calendar/api/v3/ref
 sync and push guides:
 
 - ``GET users/me/calendarList``: three calendars per account (the primary one, whose id is the
-  account's address, a shared family calendar and a public holiday calendar), paged.
+  account's address, a shared family calendar and a public holiday calendar), paged; an entry
+  marked ``hidden`` or ``deleted`` is listed only with ``showHidden`` / ``showDeleted``.
 - ``GET calendars/{calendarId}/events``: deterministic events per account and calendar (timed
   events in the calendar's zone, all-day events with an exclusive end date, a weekly recurring
   series with one moved and one cancelled instance), paged by opaque page tokens; the last page
@@ -547,7 +548,14 @@ def calendar_list(request: HttpRequest) -> HttpResponse:
     size = _int_param(request, "maxResults", DEFAULT_LIST_PAGE, MAX_LIST_PAGE)
     if size is None:
         return _bad_request("Invalid value for maxResults", location="maxResults")
-    entries = Account(caller.email).calendars()
+    # Hidden and deleted entries are left out unless asked for (calendarList.list's defaults).
+    show_hidden = _bool_param(request, "showHidden") is True
+    show_deleted = _bool_param(request, "showDeleted") is True
+    entries = [
+        entry
+        for entry in Account(caller.email).calendars()
+        if (show_hidden or not entry.get("hidden")) and (show_deleted or not entry.get("deleted"))
+    ]
     offset = 0
     if request.GET.get("pageToken"):
         token = opaque_decode(request.GET["pageToken"])

@@ -145,3 +145,27 @@ def test_channels_are_unique_and_only_their_owner_stops_them(api, settings, sand
     assert api("POST", "channels/stop", json=stop, bearer=other).status_code == 404
     assert api("POST", "channels/stop", json=stop).status_code == 204
     assert api("POST", "channels/stop", json=stop).status_code == 404
+
+
+def test_hidden_and_deleted_calendars_are_listed_only_when_asked_for(api, monkeypatch):
+    from sources.providers.google_calendar.sandbox import Account
+
+    listed = Account.calendars
+
+    def with_hidden_and_deleted(self):
+        entries = listed(self)
+        return [entries[0], {**entries[1], "hidden": True}, {**entries[2], "deleted": True}]
+
+    monkeypatch.setattr(Account, "calendars", with_hidden_and_deleted)
+
+    def ids(**params) -> list[str]:
+        return [
+            entry["id"]
+            for entry in api("GET", "users/me/calendarList", params=params).json()["items"]
+        ]
+
+    primary, family, holidays = (entry["id"] for entry in listed(Account(api.email)))
+    assert ids() == [primary]
+    assert ids(showHidden="true") == [primary, family]
+    assert ids(showDeleted="true") == [primary, holidays]
+    assert ids(showHidden="true", showDeleted="true") == [primary, family, holidays]

@@ -1,7 +1,7 @@
-"""social-auth pipeline steps for connecting (never logging in with) a Google account.
+"""social-auth pipeline steps for connecting (never logging in with) an OAuth2 provider's account.
 
 A step that refuses raises a social-auth exception with a code of its own; the backend then
-revokes the tokens it already obtained (sources.providers.google) and ConnectErrorMiddleware
+revokes the tokens it already obtained (sources.providers.oauth2) and ConnectErrorMiddleware
 logs the refusal and tells the person in plain words.
 """
 
@@ -15,12 +15,28 @@ from pymongo.errors import PyMongoError
 from social_core.exceptions import AuthException, AuthPolicyError, AuthProviderError
 
 from ingestion.errors import PersonErased
-from sources.providers import ProviderError, get_provider
+from sources.providers import Provider, ProviderError, get_provider
 from sources.services import connection_upsert, oauth_credentials_from
 
 # Codes of this app's own refusals (social-core's are in social_core.exceptions.REASONS).
 SCOPE_MISSING = "scope_missing"
 NOT_STORED = "connection_not_stored"
+# A label is for the Connections page: a name or an address, never a page of text.
+ACCOUNT_LABEL_MAX_LENGTH = 200
+
+
+def account_label_from(provider: type[Provider], details: dict[str, Any]) -> str:
+    """How the Connections page names the account, from the backend's ``get_user_details``:
+    its email, else its username, else the person's full name there, else "<provider> account".
+    """
+
+    def text(key: str) -> str:
+        value = details.get(key)
+        return value.strip() if isinstance(value, str) else ""
+
+    full_name = text("fullname") or " ".join(filter(None, (text("first_name"), text("last_name"))))
+    label = text("email") or text("username") or full_name
+    return label[:ACCOUNT_LABEL_MAX_LENGTH] or f"{provider.name} account"
 
 
 def require_signed_in_person(backend: Any, user: Any = None, **kwargs: Any) -> None:
@@ -75,7 +91,7 @@ def _connection_store(
             provider=provider,
             external_account_id=external_account_id,
             credentials=credentials,
-            account_label=details.get("email", ""),
+            account_label=account_label_from(provider, details),
             granted_scopes=granted_scopes,
         )
     # PersonErased: an erasure of this person has begun, and nothing more of theirs is stored.

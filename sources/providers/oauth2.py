@@ -115,5 +115,10 @@ class ProviderOAuth2(ProviderBackendMixin, BaseOAuth2):
         )
 
     def get_user_details(self, response: dict[str, Any]) -> dict[str, Any]:
-        # Accounts are connected, never used to sign in: only what identifies the account.
-        return {"username": str(response.get(self.ID_KEY) or ""), "email": response.get("email")}
+        # Accounts are connected, never used to sign in: only what names the account on the
+        # Connections page (sources.pipeline.account_label_from), with OpenID Connect's claims.
+        return {
+            "username": response.get("preferred_username") or response.get("username") or "",
+            "email": response.get("email") or "",
+            "fullname": response.get("name") or "",
+        }

@@ -35,9 +35,17 @@ class StravaBackend(ProviderBackendMixin, StravaOAuth):
         return str(athlete["id"])
 
     def get_user_details(self, response: dict[str, Any]) -> dict[str, Any]:
-        # Accounts are connected, never used to sign in: only what identifies the account.
-        athlete = response.get("athlete") or {}
-        return {"username": str(athlete.get("id") or ""), "email": ""}
+        # Accounts are connected, never used to sign in: only what names the athlete on the
+        # Connections page (Strava shares no email address).
+        athlete = response.get("athlete")
+        if not isinstance(athlete, dict):
+            athlete = {}
+        return {
+            "username": athlete.get("username") or "",
+            "email": "",
+            "first_name": athlete.get("firstname") or "",
+            "last_name": athlete.get("lastname") or "",
+        }
 
     def user_data(self, access_token: str, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         # The exchange's answer already holds the athlete (``response`` here); the API is asked

@@ -338,6 +338,14 @@ class OAuth2ProviderTests(ProviderTests):
             assert secret not in str(social.extra_data)
             assert secret not in caplog.text
 
+    def test_the_connection_is_labelled_with_the_account_the_person_consented_as(
+        self, browser, person
+    ):
+        # The Connections page names the account by what the provider tells of it (an email,
+        # a username...), whichever provider it is.
+        connection, account = self.connect(browser, person)
+        assert connection.account_label == account
+
     def test_refused_consent_connects_nothing_and_is_logged_with_its_code(
         self, browser, person, caplog
     ):

@@ -3,12 +3,13 @@
 import logging
 import stat
 import subprocess
+import sys
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from sibling.master_key import MASTER_KEY_BYTES, master_key_generate, master_key_load
-from tests.helpers import MANAGE, project_env
+from tests.helpers import BASE_DIR, MANAGE, project_env
 
 
 def test_development_key_is_generated_once_with_mode_0600_and_a_warning(tmp_path, caplog):
@@ -136,6 +137,36 @@ def test_the_provider_sandbox_cannot_be_enabled_without_debug():
 
 
 # --- Providers' settings, from their declarations ---------------------------------------------
+
+
+def test_the_registry_imports_without_settings_or_models():
+    """sibling/settings.py imports the registry, so every registered declaration module (and
+    what it imports) must load before Django's settings exist: a module reading a setting or
+    importing a model at import time would fail here (and, in the settings, load half-made
+    settings)."""
+    script = (
+        "import sys\n"
+        "from django.conf import settings\n"
+        "from sources.providers import PROVIDERS, REGISTRY\n"
+        "from sources.providers.config import settings_from_environment\n"
+        "assert len(PROVIDERS) == len(REGISTRY)\n"
+        "assert not settings.configured\n"
+        "models = [m for m in sys.modules if m.endswith('.models') and '.' in m\n"
+        "          and not m.startswith(('requests.', 'charset_normalizer.'))]\n"
+        "assert not models, models\n"
+        "print('loaded without settings')\n"
+    )
+    env = {k: v for k, v in project_env().items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "loaded without settings" in result.stdout
 
 
 def provider_env(**variables: str):

@@ -156,6 +156,17 @@ def connection_full_resync(*, connection: UserDataSource) -> bool:
     return True
 
 
+def connection_data_delete(*, connection: UserDataSource) -> int:
+    """Erase what Sibling collected through this connection (every receiver of
+    ``connection_data_erase``); the connection itself stays. Returns how many records went."""
+    return sum(
+        int(deleted or 0)
+        for _receiver, deleted in connection_data_erase.send(
+            sender=UserDataSource, connection=connection
+        )
+    )
+
+
 @dataclass
 class DisconnectResult:
     provider_name: str
@@ -200,10 +211,7 @@ def connection_disconnect(
             user=connection.user, provider=provider.id, uid=credentials["uid"]
         ).delete()
     if delete_data:
-        for _receiver, deleted in connection_data_erase.send(
-            sender=UserDataSource, connection=connection
-        ):
-            result.records_deleted += int(deleted or 0)
+        result.records_deleted = connection_data_delete(connection=connection)
         result.data_deleted = True
         connection.delete()
         logger.info("connection of %s disconnected and its data deleted", provider.id)

@@ -8,7 +8,8 @@ answered within two seconds with ``{"hub.challenge": ...}``. Events are POSTed a
 Strava signs nothing. An event is taken only when it names the configured subscription, and
 only as a hint: a created or changed activity starts a sync, which reads the activity from the
 API with the athlete's own token; a deletion removes a record Sibling already holds (nothing is
-read from the event but ids); a deauthorization disconnects.
+read from the event but ids); a deauthorization disconnects and deletes what Sibling collected
+from Strava (Strava's API agreement).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from ingestion.webhooks import (
 )
 from sources.models import UserDataSource
 from sources.providers.strava.provider import Strava
-from sources.services import connection_disconnect
+from sources.services import connection_data_delete, connection_disconnect
 
 logger = logging.getLogger(__name__)
 # A challenge is Strava's random string; anything longer is not echoed.
@@ -167,15 +168,24 @@ def _athlete_updated(event: WebhookEvent, connection: UserDataSource) -> None:
     if event.payload.get("authorized") != "false":
         return  # a profile change: nothing Sibling keeps
     # The athlete withdrew Sibling's access at Strava: every token is dead already, so there
-    # is nothing to revoke (and no pending revocation to keep). The data stays until the
-    # person deletes it, as after any disconnect that keeps it.
+    # is nothing to revoke (and no pending revocation to keep).
     uid = (connection.credentials or {}).get("uid")
     connection.credentials = {"uid": uid} if uid else None
     connection_disconnect(connection=connection, delete_data=False, keep_pending=False)
+    # Strava's API agreement: on revocation the athlete's Strava data is deleted (nothing here
+    # obliges Sibling to keep it). The connection itself stays, disconnected, to tell the
+    # person why; reconnecting starts over with a backfill.
+    connection_data_delete(connection=connection)
+    UserDataSource.objects.filter(pk=connection.pk).update(records_stored=0)
     connection_notice(
-        connection, "You removed Sibling's access in your Strava settings, so it stopped syncing."
+        connection,
+        "You removed Sibling's access in your Strava settings, so it stopped syncing and, as "
+        "Strava requires, deleted the activities it had collected from Strava.",
     )
-    logger.info("connection %s disconnected: the athlete deauthorized Sibling", connection.pk)
+    logger.info(
+        "connection %s disconnected and its data deleted: the athlete deauthorized Sibling",
+        connection.pk,
+    )
 
 
 HANDLERS: dict[str, Callable[[WebhookEvent, UserDataSource], None]] = {

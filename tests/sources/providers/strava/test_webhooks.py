@@ -9,14 +9,16 @@ import json
 import pytest
 from django.urls import reverse
 
-from ingestion.models import WebhookEvent, WebhookRejection
+from ingestion.models import RawPage, WebhookEvent, WebhookRejection
 from ingestion.storage import record_decode
 from sources.models import PendingRevocation, UserDataSource
 from sources.providers.strava.provider import Strava
 from sources.providers.strava.sandbox import activities_of, subscription_of
 from sources.sandbox.webhooks import deliver
+from tests.factories import UserFactory
 from tests.ingestion.conftest import fresh, stored, sync
 from tests.sources.providers.kit import fixture
+from tests.sources.providers.strava.conftest import strava_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = UserDataSource.Status
@@ -207,16 +209,31 @@ def test_a_deleted_activity_loses_its_record(client, pushing, connection):
     assert fresh(connection).records_stored == len(records) - 1
 
 
-def test_a_deauthorization_disconnects_without_revoking(client, pushing, connection):
+def test_a_deauthorization_disconnects_without_revoking_and_deletes_the_data(
+    client, pushing, connection, raw_db
+):
     sync(connection)
-    count = len(stored(connection, "behavioral_data"))
+    raw_pages = raw_db[RawPage._meta.db_table]
+    assert stored(connection, "behavioral_data")
+    assert raw_pages.count_documents({"connection_id": connection.pk})
+    # Another person's records from the same provider are none of this deauthorization's.
+    other = strava_connect(UserFactory())
+    sync(other)
+    others = len(stored(other, "behavioral_data"))
     answer = control(client, "deauthorize", athlete=connection.sandbox_account)
     assert answer["statuses"][-1] == 200
     connection = fresh(connection)
     assert connection.status == Status.DISCONNECTED and connection.credentials is None
     assert "removed Sibling's access" in connection.notice
+    assert "deleted the activities" in connection.notice
     assert not PendingRevocation.objects.exists()  # nothing left to revoke
-    assert len(stored(connection, "behavioral_data")) == count  # kept, as any disconnect
+    # Strava's API agreement: the athlete's data goes on revocation. As stored, nothing of
+    # this connection is left: no record, no raw page.
+    owner = {"user": connection.user_id, "connection": connection.pk}
+    assert raw_db["behavioral_data"].count_documents(owner) == 0
+    assert raw_pages.count_documents({"connection_id": connection.pk}) == 0
+    assert connection.records_stored == 0
+    assert len(stored(other, "behavioral_data")) == others > 0
     event = WebhookEvent.objects.get(provider="strava")
     assert event.event_type == "athlete.update" and event.status == WebhookEvent.Status.PROCESSED
     # Later events of the athlete concern nobody.

@@ -62,11 +62,15 @@ class CalendarSyncClient(OAuthSyncClient):
     # Calendars --------------------------------------------------------------------------------
 
     def calendar_ids(self) -> list[str]:
-        """Every calendar in the person's calendar list, in the list's order."""
+        """Every calendar in the person's calendar list, in the list's order.
+
+        Hidden entries included: hiding a calendar from Google Calendar's sidebar keeps it in
+        the list (subscribed), and must not drop its records the way leaving it does.
+        """
         ids: list[str] = []
         page_token: str | None = None
         while True:
-            params: dict[str, Any] = {"maxResults": CALENDARS_PAGE_SIZE}
+            params: dict[str, Any] = {"maxResults": CALENDARS_PAGE_SIZE, "showHidden": "true"}
             if page_token:
                 params["pageToken"] = page_token
             body = self.http.get_json(

@@ -272,3 +272,14 @@ def test_malformed_events_are_quarantined_and_the_rest_stored(connection, window
         "reason", flat=True
     )
     assert reason == "calendar_event: start.dateTime is not RFC 3339"
+
+
+def test_a_hidden_calendar_is_still_synced(connection, window_start, raw_db, monkeypatch):
+    """Hidden from Google Calendar's sidebar, the calendar is still in the person's list."""
+    listed = Account.calendars
+    monkeypatch.setattr(
+        Account, "calendars", lambda self: [{**entry, "hidden": True} for entry in listed(self)]
+    )
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    assert stored_ids(raw_db, connection) == expected(connection.sandbox_account, window_start)

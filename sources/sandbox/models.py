@@ -130,7 +130,8 @@ class SandboxRecord(models.Model):
     key = models.CharField(max_length=400)
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField()
-    # Null: does not expire. A one-time value is spent by moving its expiry to now.
+    # Null: does not expire. A one-time value is spent by moving its expiry to now. A TTL index
+    # deletes a record a day after it expired (migration 0004), so a long run does not pile up.
     expires_at = models.DateTimeField(null=True, blank=True, default=None)
 
     class Meta:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError
 from django.utils import timezone
 
-from sources.sandbox.models import SandboxRecord
+from sources.sandbox.models import GoogleAccessToken, GoogleAuthCode, SandboxRecord
 from sources.sandbox.store import (
     activity_tick_add,
     activity_ticks,
@@ -82,3 +83,24 @@ def test_activity_steps_are_numbered_per_account():
     ticks = activity_ticks("ns", "a")
     assert len(ticks) == 3 and ticks == sorted(ticks)
     assert len(activity_ticks("ns", "b")) == 1 and activity_ticks("other", "a") == []
+
+
+def test_a_record_is_found_by_its_key_through_a_plain_unique_index(raw_db):
+    """The backend's partial unique index is never chosen by the embedded planner (see
+    sibling.migration_operations): every imitation call that reads a token would scan."""
+    collection = raw_db[SandboxRecord._meta.db_table]
+    index = next(i for i in collection.list_indexes() if i["name"] == "sandbox_record_unique")
+    assert index["unique"] and "partialFilterExpression" not in index
+    lookup = {"provider": "ns", "kind": "token", "key": "abc"}
+    plan = json.dumps(collection.find(lookup).explain()["queryPlanner"]["winningPlan"])
+    assert "IXSCAN" in plan and "sandbox_record_unique" in plan
+
+
+@pytest.mark.parametrize("model", [SandboxRecord, GoogleAuthCode, GoogleAccessToken])
+def test_expired_sandbox_state_has_a_ttl_index_of_a_day(raw_db, model):
+    """A long-running development server keeps issuing codes and tokens: once expired for a
+    day (an imitation still answers "expired" meanwhile), a TTL index removes them. Records
+    without an expiry (null) are kept."""
+    collection = raw_db[model._meta.db_table]
+    ttl = [i for i in collection.list_indexes() if "expireAfterSeconds" in i]
+    assert [(dict(i["key"]), i["expireAfterSeconds"]) for i in ttl] == [({"expires_at": 1}, 86400)]

@@ -1,7 +1,9 @@
-"""Push channels follow the connection: opened when it connects, stopped when it disconnects."""
+"""Push channels follow the connection: opened when it connects, kept when it reconnects,
+stopped when it disconnects."""
 
 from typing import Any
 
+from django.db.models.signals import pre_save
 from django.dispatch import receiver
 from django_q.tasks import async_task
 
@@ -37,3 +39,25 @@ def stop_on_disconnect(sender: Any, connection: UserDataSource, **kwargs: Any) -
         from sources.providers.google_calendar.tasks import channels_stop_all
 
         channels_stop_all(connection)
+
+
+@receiver(pre_save, sender=UserDataSource, dispatch_uid="google_calendar.keep_channels")
+def channels_kept_on_reconnect(
+    sender: Any, instance: UserDataSource, update_fields: Any = None, **kwargs: Any
+) -> None:
+    """A reconnect replaces the credentials with the new grant's. The channels opened for the
+    same account stay live at Google (and the new tokens can stop them: same person, same OAuth
+    client), so they are carried over instead of forgotten while they still deliver."""
+    credentials = instance.credentials
+    if (
+        instance.provider != GoogleCalendar.id
+        or instance.pk is None
+        or not credentials
+        or "channels" in credentials
+        or (update_fields is not None and "credentials" not in update_fields)
+    ):
+        return
+    from sources.providers.google_calendar.tasks import channels_stored
+
+    if channels := channels_stored(instance.pk):
+        instance.credentials = {**credentials, "channels": channels}

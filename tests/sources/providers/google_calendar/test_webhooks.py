@@ -18,7 +18,8 @@ from sources.providers.google_calendar import tasks
 from sources.providers.google_calendar.provider import GoogleCalendar
 from sources.providers.google_calendar.sandbox import channels_live, notify_channel
 from sources.providers.google_calendar.webhooks import REFUSED
-from sources.services import connection_disconnect
+from sources.sandbox.testing import google_credentials
+from sources.services import connection_disconnect, connection_upsert
 from tests.sources.providers.kit import sandbox_connection, stored_raw
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -189,6 +190,27 @@ def test_renewal_skips_connections_not_active_and_push_switched_off(watched, pus
     UserDataSource.objects.filter(pk=watched.pk).update(status=Status.ACTIVE)
     settings.GOOGLE_CALENDAR_PUSH = False
     assert tasks.channels_renew_all() == 0
+
+
+def test_a_reconnect_keeps_the_live_channels(watched, push, settings):
+    settings.SIBLING_SYNC_ON_DUE = True  # a connect watches the calendars at once
+    email = watched.sandbox_account
+    before = channels(watched)
+    credentials = google_credentials(GoogleCalendar, email)
+    connection_upsert(
+        user=watched.user,
+        provider=GoogleCalendar,
+        external_account_id=watched.external_account_id,
+        credentials=credentials,
+        account_label=email,
+    )
+    after = fresh(watched).credentials
+    assert after["access_token"] == credentials["access_token"]
+    assert after["channels"] == before
+    assert len(channels_live(email)) == 3  # none opened beside them, none left behind
+    channel_id, channel = next(iter(before.items()))
+    answer = requests.post(receiver(push), headers=notification(channel_id, channel), timeout=30)
+    assert answer.status_code == 200
 
 
 def test_disconnecting_stops_every_channel(watched, push):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 
 class SyncError(Exception):
@@ -75,11 +76,16 @@ class RevocationError(ProviderError):
     ``code`` says why in a form safe for logs and staff pages: the provider's error code or HTTP
     status (``"503"``, ``"400 invalid_client"``, ``"INTERNAL_SERVER_ERROR"``) or the class of
     the network error (``"ConnectTimeout"``). Never a token.
+
+    ``retry_token`` (a ``sources.providers.base.RevocationToken``) is set by a provider that
+    spent the token it was given while trying (a refresh that rotates the refresh token, before
+    the revocation call failed): a later attempt must use this one instead.
     """
 
-    def __init__(self, message: str, *, code: str) -> None:
+    def __init__(self, message: str, *, code: str, retry_token: Any = None) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_token = retry_token
 
 
 class PersonErased(SyncError):

@@ -18,6 +18,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from sibling.encryption import value_encrypt
 from sources.models import PendingRevocation
 from sources.providers import Provider
 from sources.providers.base import RevocationError, RevocationToken
@@ -93,6 +94,7 @@ def grant_revoke(
     if not keep_pending:
         return RevocationOutcome(confirmed=False, error=error)
     now = timezone.now()
+    token = error.retry_token or token
     pending = PendingRevocation.objects.create(
         user_id=user_id,
         connection_id=connection_id,
@@ -127,6 +129,13 @@ def revocation_retry(*, pending: PendingRevocation, now: datetime | None = None)
     pending.attempts += 1
     pending.last_attempt_at = now
     pending.last_error = error.code
+    replaced = {}
+    if error.retry_token is not None:
+        # The attempt spent the kept token (a rotating refresh): the next one needs its successor.
+        replaced = {
+            "token": value_encrypt(error.retry_token.value, owner_id=pending.user_id),
+            "token_type_hint": error.retry_token.hint,
+        }
     if pending.attempts >= MAX_ATTEMPTS:
         pending.state = State.GAVE_UP
         pending.next_attempt_at = None
@@ -154,6 +163,7 @@ def revocation_retry(*, pending: PendingRevocation, now: datetime | None = None)
         last_error=pending.last_error,
         state=pending.state,
         next_attempt_at=pending.next_attempt_at,
+        **replaced,
     )
     return False
 

@@ -87,8 +87,13 @@ class Strava(OAuth2Provider):
         with it would prove nothing. The refresh token (preferred by ``revocation_token``) is
         therefore first exchanged for a working access token; Strava refusing it (400) means
         the grant is already gone. With an access token alone, a 401 says the same.
+
+        That exchange spends the refresh token given (Strava rotates them): when the
+        deauthorization then fails, the error carries the new refresh token for the next
+        attempt (``RevocationError.retry_token``), which would otherwise find the spent one
+        refused and count the grant as gone while it lives.
         """
-        access = token.value
+        access, retry = token.value, None
         if token.hint == "refresh_token":
             refreshed = cls._revocation_call(
                 "token",
@@ -101,13 +106,20 @@ class Strava(OAuth2Provider):
             if refreshed.status_code == 400:
                 return  # RefreshToken invalid: deauthorized or spent already
             try:
-                access = str(refreshed.json()["access_token"])
+                body = refreshed.json()
+                access = str(body["access_token"])
             except (ValueError, KeyError, TypeError):
                 raise RevocationError(
                     "Strava did not confirm that Sibling's access was withdrawn",
                     code=str(refreshed.status_code),
                 ) from None
-        response = cls._revocation_call("revoke", {"access_token": access})
+            if isinstance(body.get("refresh_token"), str) and body["refresh_token"]:
+                retry = RevocationToken(body["refresh_token"], "refresh_token")
+        try:
+            response = cls._revocation_call("revoke", {"access_token": access})
+        except RevocationError as err:
+            err.retry_token = retry
+            raise
         if response.status_code == 200 or (
             response.status_code == 401 and token.hint == "access_token"
         ):
@@ -115,6 +127,7 @@ class Strava(OAuth2Provider):
         raise RevocationError(
             "Strava did not confirm that Sibling's access was withdrawn",
             code=str(response.status_code),
+            retry_token=retry,
         )
 
     @classmethod

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+import bson
 import pytest
 
 import tests.sources.providers.kit as kit
-from sources.models import UserDataSource
+from sources.models import PendingRevocation, UserDataSource
 from sources.providers.strava.sandbox import NS, athlete_id_for
 from sources.sandbox.faults import fault_set
 from sources.sandbox.store import record_live, records_of
@@ -57,3 +59,48 @@ class TestStravaConnect(OAuth2ProviderTests):
     def issued_tokens(self, account: str) -> list[str]:
         athlete = _athlete(account)
         return [r.key for kind in ("access", "refresh") for r in records_of(NS, athlete, kind)]
+
+
+def _deauthorize_unreachable(settings) -> dict:
+    """Strava's token endpoint answers; its deauthorization endpoint cannot be reached."""
+    original = settings.SIBLING_PROVIDERS
+    providers = copy.deepcopy(original)
+    urls = providers["strava"]["urls"]
+    providers["strava"]["urls"] = {**urls, "revoke": "http://127.0.0.1:9/oauth/deauthorize"}
+    settings.SIBLING_PROVIDERS = providers
+    return original
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deauthorization_failing_after_the_refresh_keeps_the_rotated_refresh_token(
+    sandbox, person, settings, raw_db
+):
+    from sources.revocations import revocations_retry_due
+    from sources.services import connection_disconnect
+
+    connection = strava_connect(person)
+    athlete = connection.sandbox_account
+    spent = connection.credentials["refresh_token"]
+    original = _deauthorize_unreachable(settings)
+    result = connection_disconnect(connection=connection, delete_data=False)
+    assert not result.revoked and result.revocation_pending
+    pending = PendingRevocation.objects.get(user=person)
+    # The refresh before the deauthorization spent the stored token: the new one is kept.
+    assert pending.last_error == "ConnectionError" and pending.token_type_hint == "refresh_token"
+    kept = pending.token
+    assert kept != spent and kept in {r.key for r in records_of(NS, athlete, "refresh")}
+    raw = raw_db[PendingRevocation._meta.db_table].find_one({"_id": pending.pk})
+    assert raw["token"].subtype == 6 and kept.encode() not in bson.encode(raw)
+
+    # A retry that fails the same way keeps the token its own refresh returned.
+    assert revocations_retry_due(now=pending.next_attempt_at) == 0
+    pending.refresh_from_db()
+    assert pending.attempts == 2 and pending.token not in (kept, spent)
+
+    # Strava answers again: the grant really ends, nothing of it is left alive.
+    settings.SIBLING_PROVIDERS = original
+    assert revocations_retry_due(now=pending.next_attempt_at) == 1
+    assert not PendingRevocation.objects.exists()
+    assert not any(
+        record_live(r) for kind in ("access", "refresh") for r in records_of(NS, athlete, kind)
+    )

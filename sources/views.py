@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.db import DatabaseError
 from django.http import (
     Http404,
     HttpRequest,
@@ -19,7 +21,9 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
+from pymongo.errors import PyMongoError
 
+from ingestion.errors import PersonErased
 from sibling.throttles import rate_limit, user_key
 from sources import selectors, services
 from sources.forms import ApiKeyForm, DisconnectForm, SignUpForm
@@ -32,6 +36,7 @@ from sources.providers import (
     ProviderError,
     get_provider,
 )
+from sources.revocations import connect_tokens_revoke
 
 logger = logging.getLogger(__name__)
 CONNECTION_ACTIONS = ("pause", "resume", "sync")
@@ -178,6 +183,20 @@ def connect(request: HttpRequest, provider_id: str) -> HttpResponse:
     raise Http404("No such source")
 
 
+NOT_STORED_MESSAGE = "The account could not be saved, so nothing was connected. Please try again."
+
+
+def _connection_store(request: HttpRequest, provider: type[Provider], **connection: Any) -> bool:
+    """Store the connection a connect step obtained; False when it cannot be stored (the
+    database refused, or the person's erasure has begun and nothing more of theirs is kept)."""
+    try:
+        services.connection_upsert(user=request.user, provider=provider, **connection)
+    except (DatabaseError, PyMongoError, PersonErased) as err:
+        logger.warning("%s: a connection could not be stored (%s)", provider.id, type(err).__name__)
+        return False
+    return True
+
+
 def _key_connect(request: HttpRequest, provider: type[ApiKeyProvider]) -> HttpResponse:
     form = ApiKeyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -189,15 +208,19 @@ def _key_connect(request: HttpRequest, provider: type[ApiKeyProvider]) -> HttpRe
         except ProviderError as err:
             form.add_error(None, str(err))
         else:
-            services.connection_upsert(
-                user=request.user,
-                provider=provider,
+            stored = _connection_store(
+                request,
+                provider,
                 external_account_id=provider.external_account_id_for_key(api_key),
                 credentials={"api_key": api_key},
                 account_label=provider.account_label or f"{provider.name} account",
             )
-            messages.success(request, f"{provider.name} is connected. The first sync has started.")
-            return redirect("sources:connections")
+            if stored:
+                messages.success(
+                    request, f"{provider.name} is connected. The first sync has started."
+                )
+                return redirect("sources:connections")
+            form.add_error(None, NOT_STORED_MESSAGE)
     return render(
         request,
         "sources/connect_api_key.html",
@@ -269,12 +292,24 @@ def _link_exchange(request: HttpRequest, provider: type[HostedLinkProvider]) -> 
         result = provider.link_exchange(public_token.strip(), metadata)
     except ProviderError as err:
         return _json_error(str(err), 502)
-    services.connection_upsert(
-        user=request.user,
-        provider=provider,
+    stored = _connection_store(
+        request,
+        provider,
         external_account_id=result.external_account_id,
         credentials=result.credentials,
         account_label=result.account_label,
     )
+    if not stored:
+        # Nobody keeps what the exchange obtained: withdraw it now (kept and retried when the
+        # provider does not confirm, as any refused connect's).
+        try:
+            connect_tokens_revoke(provider=provider, response=result.credentials, user=request.user)
+        except Exception as err:  # the database that refused may refuse the pending one too
+            logger.error(
+                "%s: what a refused connect obtained was not withdrawn: %s",
+                provider.id,
+                type(err).__name__,
+            )
+        return _json_error(NOT_STORED_MESSAGE, 503)
     messages.success(request, f"{result.account_label} is connected. The first sync has started.")
     return JsonResponse({"redirect": reverse("sources:connections")})

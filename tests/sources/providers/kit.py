@@ -143,6 +143,18 @@ def assert_ciphertext_only(raw_db: Any, connection: UserDataSource, secrets: lis
         assert secret.encode() not in stored
 
 
+def erasure_begin(person: Any) -> None:
+    """The person's erasure has begun (and not finished): nothing more of theirs is stored."""
+    from django.utils import timezone
+
+    from ingestion.fence import erasure_subject
+    from ingestion.models import ErasureRecord
+
+    ErasureRecord.objects.create(
+        subject=erasure_subject(person.pk), erased_at=timezone.now(), completed=False
+    )
+
+
 def token_refresh(provider: type[Provider], refresh_token: str) -> requests.Response:
     """Use a refresh token at the provider's token endpoint: is the grant still alive?"""
     client = provider.client_credentials()
@@ -483,14 +495,7 @@ class OAuth2ProviderTests(ProviderTests):
     def test_a_connect_while_the_person_is_being_erased_is_refused_and_revoked(
         self, browser, person
     ):
-        from django.utils import timezone
-
-        from ingestion.fence import erasure_subject
-        from ingestion.models import ErasureRecord
-
-        ErasureRecord.objects.create(
-            subject=erasure_subject(person.pk), erased_at=timezone.now(), completed=False
-        )
+        erasure_begin(person)
         account = self.account()
         page = self.consent(browser, account)
         assert page.status_code == 200
@@ -584,6 +589,13 @@ class ApiKeyProviderTests(ProviderTests):
         page = browser.post(self.connect_path(), {"api_key": ""})
         assert page.status_code == 200 and "required" in page.text
         assert not UserDataSource.objects.filter(user=person).exists()
+
+    def test_a_key_connect_while_the_person_is_being_erased_stores_nothing(self, browser, person):
+        erasure_begin(person)
+        key = self.good_key()
+        page = browser.post(self.connect_path(), {"api_key": key})
+        assert page.status_code == 200 and "could not be saved" in page.text
+        assert not UserDataSource.objects.exists()
 
     def test_disconnect_forgets_the_key(self, browser, person):
         connection, _ = self.connect(browser, person)
@@ -705,6 +717,26 @@ class HostedLinkProviderTests(ProviderTests):
         )
         assert response.status_code == 400 and "error" in response.json()
         assert not UserDataSource.objects.filter(user=person).exists()
+
+    def test_an_exchange_while_the_person_is_being_erased_stores_nothing_and_removes_the_link(
+        self, browser, sandbox, person, monkeypatch
+    ):
+        obtained = []
+        exchange = self.provider.link_exchange
+
+        def exchange_kept(public_token: str, metadata: dict[str, Any]) -> Any:
+            obtained.append(exchange(public_token, metadata))
+            return obtained[-1]
+
+        monkeypatch.setattr(self.provider, "link_exchange", exchange_kept)
+        public_token = self.public_token(self.link_token(browser))
+        erasure_begin(person)
+        answer = self.exchange(browser, public_token)
+        assert answer.status_code == 503 and "could not be saved" in answer.json()["error"]
+        assert not UserDataSource.objects.exists()
+        # What the exchange obtained is withdrawn at once: nobody keeps it.
+        assert obtained and not self.credentials_work(obtained[0].credentials)
+        assert not PendingRevocation.objects.exists()  # no new ciphertext of an erased person
 
     def test_link_steps_need_a_signed_in_person(self, sandbox):
         anonymous = Browser(sandbox.url)

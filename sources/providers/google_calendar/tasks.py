@@ -122,6 +122,15 @@ def _channel_put(connection_id: Any, channel_id: str, channel: dict[str, Any] | 
     credentials_change(connection_id, change)
 
 
+def _channels_forget(connection_id: Any, channel_ids: set[str]) -> None:
+    def change(credentials: dict[str, Any]) -> dict[str, Any]:
+        channels = credentials.get("channels") or {}
+        kept = {cid: ch for cid, ch in channels.items() if cid not in channel_ids}
+        return {**credentials, "channels": kept}
+
+    credentials_change(connection_id, change)
+
+
 # --- Open, stop, renew ----------------------------------------------------------------------------
 
 
@@ -168,7 +177,9 @@ def channel_open(client: CalendarSyncClient, calendar_id: str) -> str:
 
 
 def channel_stop(client: CalendarSyncClient, channel_id: str, channel: dict[str, Any]) -> None:
-    """``channels.stop``, then forget the channel (a channel Google no longer knows is gone)."""
+    """``channels.stop`` at Google (a channel Google no longer knows is gone already). The
+    caller forgets the channel: renewal in one write for all it replaced, a disconnect with the
+    credentials."""
     if channel.get("resource_id"):
         try:
             client.http.request(
@@ -178,7 +189,6 @@ def channel_stop(client: CalendarSyncClient, channel_id: str, channel: dict[str,
             )
         except NotFound:
             pass  # Google no longer knows it: stopped already, or ended
-    _channel_put(client.connection.pk, channel_id, None)
 
 
 def _client(connection: UserDataSource, policy: RetryPolicy | None = None) -> CalendarSyncClient:
@@ -201,17 +211,20 @@ def channels_watch(connection: UserDataSource) -> int:
                 (channel_id, channel)
             )
         opened = 0
+        replaced: list[tuple[str, dict[str, Any]]] = []
         for calendar_id in calendars:
             current = by_calendar.pop(calendar_id, [])
             if any(int(ch.get("expires_ms") or 0) > soon_ms for _, ch in current):
                 continue
             channel_open(client, calendar_id)
             opened += 1
-            for channel_id, channel in current:
-                _stop_quietly(client, channel_id, channel)
+            replaced += current
         for leftover in by_calendar.values():
-            for channel_id, channel in leftover:
-                _stop_quietly(client, channel_id, channel)
+            replaced += leftover
+        for channel_id, channel in replaced:
+            _stop_quietly(client, channel_id, channel)
+        if replaced:
+            _channels_forget(connection.pk, {channel_id for channel_id, _ in replaced})
         return opened
     finally:
         client.close()
@@ -227,11 +240,12 @@ def _stop_quietly(client: CalendarSyncClient, channel_id: str, channel: dict[str
             client.connection.pk,
             type(err).__name__,
         )
-        _channel_put(client.connection.pk, channel_id, None)
 
 
 def channels_stop_all(connection: UserDataSource) -> int:
-    """Stop every channel of the connection (on disconnect); the number stopped or dropped."""
+    """Stop every channel of the connection at Google (on disconnect, which then forgets the
+    credentials and the channels with them: nothing is written here, so a token refresh
+    holding the connection's lock delays nothing); the number of channels."""
     channels = channels_stored(connection.pk)
     if not channels:
         return 0

@@ -224,6 +224,22 @@ def test_disconnecting_stops_every_channel(watched, push):
     assert late.status_code == 401
 
 
+def test_a_disconnect_during_a_token_refresh_stops_every_channel(watched, push, monkeypatch):
+    """Stopping channels writes nothing, so the refresh lock another process holds is no
+    obstacle (forgetting them one by one used to wait for it, then give up after the first)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    monkeypatch.setattr(tasks, "WAIT_FOR_LOCK_S", 0.5)
+    UserDataSource.objects.filter(pk=watched.pk).update(
+        refresh_lock_until=timezone.now() + timedelta(seconds=tasks.LOCK_S)
+    )
+    result = connection_disconnect(connection=fresh(watched), delete_data=False)
+    assert result.revoked
+    assert channels_live(watched.sandbox_account) == []
+
+
 def test_a_disconnect_goes_on_when_the_channels_cannot_be_stopped(watched, push):
     from tests.sources.providers.kit import sandbox_fault
 

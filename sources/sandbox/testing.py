@@ -48,18 +48,3 @@ def google_credentials(provider: type[OAuth2Provider], email: str) -> dict[str, 
     )
     token.raise_for_status()
     return oauth_credentials_from(token.json(), uid=email)
-
-
-def google_refresh(provider: type[OAuth2Provider], refresh_token: str) -> requests.Response:
-    """Use a refresh token at the provider's token endpoint (whether a grant is still alive)."""
-    client = provider.client_credentials()
-    return requests.post(
-        provider.url("token"),
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": refresh_token,
-            "client_id": client["client_id"],
-            "client_secret": client["client_secret"],
-        },
-        timeout=30,
-    )

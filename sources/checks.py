@@ -2,7 +2,8 @@
 
 Every registered provider (sources.providers.REGISTRY) is checked for what the wiring built from
 it needs: id, name, category and auth mode; a working social-auth backend for an OAuth2
-provider; streams whose kinds it declares, with the category of its collection; importable
+provider, with its authorize and token endpoints; a hosted link's script and the endpoints it
+calls; streams whose kinds it declares, with the category of its collection; importable
 client, processor, webhook handler, webhook receiver and periodic functions; the same endpoint
 names real and sandboxed; and, where the sandbox is allowed (development), a sandbox module.
 ``declaration_errors`` checks one declaration and is what the tests call.
@@ -18,7 +19,13 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
 from django.utils.module_loading import import_string
 
-from sources.providers.base import AUTH_MODES, CATEGORIES, OAuth2Provider, Provider
+from sources.providers.base import (
+    AUTH_MODES,
+    CATEGORIES,
+    HostedLinkProvider,
+    OAuth2Provider,
+    Provider,
+)
 
 # sibling.E001 and E002 are the deploy checks of sibling.checks.
 E_MISSING = "sibling.E010"  # id, name, category or auth_mode missing
@@ -32,6 +39,10 @@ E_PERIODIC = "sibling.E017"  # a periodic function that does not import
 E_URLS = "sibling.E018"  # urls and sandbox_paths name different endpoints
 E_SANDBOX = "sibling.E019"  # no sandbox module while the sandbox is allowed
 E_DUPLICATE_KIND = "sibling.E020"  # two providers declare one kind name differently
+E_LINK_URLS = "sibling.E021"  # a hosted link's script or called endpoints not declared
+
+# What every OAuth2 backend calls: the consent redirect and the code exchange.
+OAUTH2_URLS = ("authorize", "token")
 
 PATH_ATTRIBUTES = ("client_path", "processor_path", "webhook_handler_path", "webhook_receiver_path")
 
@@ -103,6 +114,23 @@ def declaration_errors(
                     E_BACKEND,
                     hint="backend_base must be a social-core OAuth2 backend class.",
                 )
+            elif missing := [u for u in OAUTH2_URLS if u not in provider.urls]:
+                # The backend's redirect and exchange (and the pages' CSP) read these.
+                error(
+                    f"its OAuth2 backend has no {', '.join(missing)} endpoint.",
+                    E_BACKEND,
+                    hint="Declare them in `urls` and `sandbox_paths`.",
+                )
+    if issubclass(provider, HostedLinkProvider):
+        # The connect page loads the script, and its CSP allows what the script calls.
+        if missing := [
+            u for u in ("link_script", *provider.link_connect_urls) if u not in provider.urls
+        ]:
+            error(
+                f"its hosted link names endpoints it does not declare ({', '.join(missing)}).",
+                E_LINK_URLS,
+                hint="Declare link_script and every link_connect_urls name in `urls`.",
+            )
 
     kinds = {kind.name: kind for kind in provider.kinds}
     for stream in provider.streams:

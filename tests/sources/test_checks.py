@@ -16,6 +16,7 @@ from sources import checks
 from sources.checks import declaration_errors, kind_conflicts, provider_declarations_check
 from sources.providers.base import (
     ApiKeyProvider,
+    HostedLinkProvider,
     OAuth2Provider,
     Periodic,
     Provider,
@@ -110,6 +111,40 @@ def test_a_complete_oauth2_provider_passes():
 
     assert ids(Standard) == []
     assert Standard.backend().name == "test_standard"
+
+
+def test_an_oauth2_provider_without_its_authorize_or_token_endpoint():
+    class NoEndpoints(OAuth2Provider):
+        id = "test_no_endpoints"
+        name = "No endpoints"
+        category = "behavioral"
+        urls: ClassVar[dict[str, str]] = {"token": "https://t.example"}
+        sandbox_paths: ClassVar[dict[str, str]] = {"token": "/t"}
+
+    errors = declaration_errors(NoEndpoints, sandbox_allowed=False)
+    assert [e.id for e in errors] == [checks.E_BACKEND]
+    assert "no authorize endpoint" in errors[0].msg
+
+
+def test_a_hosted_link_without_its_script_or_a_called_endpoint():
+    class Linked(HostedLinkProvider):
+        id = "test_linked"
+        name = "Linked"
+        category = "external"
+        link_connect_urls = ("api", "auth")
+        urls: ClassVar[dict[str, str]] = {"api": "https://api.example"}
+        sandbox_paths: ClassVar[dict[str, str]] = {"api": "/api"}
+
+    errors = declaration_errors(Linked, sandbox_allowed=False)
+    assert [e.id for e in errors] == [checks.E_LINK_URLS]
+    assert "(link_script, auth)" in errors[0].msg
+
+    class Complete(Linked):
+        link_connect_urls = ("api",)
+        urls: ClassVar[dict[str, str]] = {"api": "https://a.example", "link_script": "https://s"}
+        sandbox_paths: ClassVar[dict[str, str]] = {"api": "/api", "link_script": "/s.js"}
+
+    assert ids(Complete) == []
 
 
 def test_a_stream_whose_kind_is_not_declared():

@@ -92,7 +92,8 @@ class CalendarWebhookReceiver(WebhookReceiver):
         number = _header(request, "X-Goog-Message-Number")
         if state not in STATES:
             raise WebhookRejected("unexpected resource state", status=400)
-        if not number.isdigit():
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not (number.isascii() and number.isdigit()):
             raise WebhookRejected("missing message number", status=400)
         return {
             "channel_id": _header(request, "X-Goog-Channel-ID"),

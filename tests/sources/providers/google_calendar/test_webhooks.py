@@ -152,6 +152,8 @@ def test_an_attacker_is_refused_and_counted_never_a_500(watched, push):
         notification(channel_id, channel, **{"X-Goog-Resource-State": "deleted"}),
         notification(channel_id, channel, **{"X-Goog-Message-Number": None}),
         notification(channel_id, channel, **{"X-Goog-Message-Number": "-1"}),
+        # A digit to str.isdigit(), not to int(): latin-1 "²".
+        notification(channel_id, channel, **{"X-Goog-Message-Number": "\xb2"}),
     ):
         assert requests.post(url, headers=headers, timeout=30).status_code == 400
     assert requests.get(url, timeout=30).status_code == 405

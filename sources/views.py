@@ -280,7 +280,7 @@ def link_exchange(request: HttpRequest, provider_id: str) -> HttpResponse:
 def _link_exchange(request: HttpRequest, provider: type[HostedLinkProvider]) -> JsonResponse:
     try:
         body = json.loads(request.body or b"{}")
-    except ValueError:  # not JSON, or not UTF-8
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past any reason
         return _json_error("The request was not understood. Please try again.", 400)
     public_token = body.get("public_token") if isinstance(body, dict) else None
     metadata = body.get("metadata", {}) if isinstance(body, dict) else None

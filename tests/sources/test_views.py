@@ -374,6 +374,8 @@ def test_the_link_page_takes_no_post(signed_in, provider):
         b'{"public_token": "public-sandbox-x", "metadata": "not an object"}',
         b'{"public_token": "public-sandbox-x", "metadata": []}',
         b'{"public_token": "' + b"p" * 5000 + b'"}',
+        # Nested past the JSON decoder's recursion limit.
+        b'{"public_token": "public-sandbox-x", "metadata": ' + b"[" * 100_000 + b"]" * 100_000,
     ],
 )
 def test_a_forged_exchange_body_is_refused_with_400_before_the_provider_is_asked(

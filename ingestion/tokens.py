@@ -22,8 +22,15 @@ from sources.models import UserDataSource
 from sources.providers import OAuth2Provider
 
 EXPIRY_MARGIN_S = 60
-LOCK_S = 30
+# The lock outlasts the token call's longest wait (connect plus read timeout) by this much, for
+# saving the new tokens: a lock that ended while its holder still waited would let another sync
+# spend the same rotating refresh token.
+LOCK_MARGIN_S = 10
 WAIT_FOR_LOCK_S = 20
+
+
+def _lock_s() -> float:
+    return sum(provider_timeout()) + LOCK_MARGIN_S
 
 
 class OAuthTokens:
@@ -68,7 +75,7 @@ class OAuthTokens:
                 .update_one(
                     # No lock, or an expired one (see ingestion.scheduler._unleased on $not).
                     {"_id": self.connection.pk, "refresh_lock_until": {"$not": {"$gte": now}}},
-                    {"$set": {"refresh_lock_until": now + timedelta(seconds=LOCK_S)}},
+                    {"$set": {"refresh_lock_until": now + timedelta(seconds=_lock_s())}},
                 )
                 .modified_count
             )

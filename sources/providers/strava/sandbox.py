@@ -17,6 +17,9 @@ notes in ../shared/reference/strava-api.md:
   UTC day); a call over a limit is counted and answered 429. The limits are
   ``STRAVA_SANDBOX_RATE_LIMIT`` and ``STRAVA_SANDBOX_READ_RATE_LIMIT`` (Django settings, default
   Strava's "200,2000" and "100,1000"), small in tests.
+- **Connected athletes**: ``STRAVA_SANDBOX_ATHLETE_CAP`` (Django setting, default 0: no cap)
+  athletes per application; one more is refused at the code exchange with a 403 Fault
+  "Limit of connected athletes exceeded", as a new application's is.
 - **Webhooks**: one push subscription per application; creating it sends the validation GET to
   the callback, which must echo the challenge within 2 s. Events (no signature, as at Strava)
   go to the callback, retried for three attempts in all.
@@ -406,6 +409,9 @@ def token(request: HttpRequest) -> HttpResponse:
         athlete = record_get(NS, "athlete", code.account)
         if athlete is None:
             return bad_request("AuthorizationCode", "code")
+        if _over_athlete_cap(client_id, code.account):
+            # The Fault's errors are not documented; the message is what developers report.
+            return fault(403, "Limit of connected athletes exceeded", "Athlete", "", "exceeded")
         access = _access_issue(code.account, client_id, scopes)
         refresh = _refresh_issue(code.account, client_id, scopes)
         return json_response({**_token_body(access, refresh), "athlete": athlete_summary(athlete)})
@@ -427,6 +433,22 @@ def token(request: HttpRequest) -> HttpResponse:
         refresh = _refresh_issue(used.account, client_id, scopes)
         return json_response(_token_body(access, refresh))
     return bad_request("Application", "grant_type")
+
+
+def _over_athlete_cap(client_id: str, athlete: str) -> bool:
+    """Whether one more athlete would pass the application's cap (a new application's is one
+    athlete until Strava raises it). ``STRAVA_SANDBOX_ATHLETE_CAP`` (a Django setting; 0, the
+    default, is no cap) sets it; an athlete already connected always may connect again."""
+    cap = int(getattr(settings, "STRAVA_SANDBOX_ATHLETE_CAP", 0) or 0)
+    if cap <= 0:
+        return False
+    now = timezone.now()
+    connected = {
+        r.account
+        for r in SandboxRecord.objects.filter(provider=NS, kind="refresh", expires_at__gt=now)
+        if r.data.get("client_id") == client_id
+    }
+    return athlete not in connected and len(connected) >= cap
 
 
 def athlete_deauthorize(athlete: str, client_id: str | None = None) -> int:

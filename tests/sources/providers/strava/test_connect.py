@@ -7,12 +7,14 @@ from typing import Any
 
 import bson
 import pytest
+from django.urls import reverse
 
 import tests.sources.providers.kit as kit
 from sources.models import PendingRevocation, UserDataSource
 from sources.providers.strava.sandbox import NS, athlete_id_for
 from sources.sandbox.faults import fault_set
 from sources.sandbox.store import record_live, records_of
+from tests.factories import UserFactory
 from tests.sources.providers.kit import OAuth2ProviderTests, token_refresh
 from tests.sources.providers.strava.conftest import new_username, strava_connect
 
@@ -59,6 +61,17 @@ class TestStravaConnect(OAuth2ProviderTests):
     def issued_tokens(self, account: str) -> list[str]:
         athlete = _athlete(account)
         return [r.key for kind in ("access", "refresh") for r in records_of(NS, athlete, kind)]
+
+    def test_an_athlete_past_the_applications_cap_connects_nothing_and_is_told(
+        self, browser, person, settings, caplog
+    ):
+        settings.STRAVA_SANDBOX_ATHLETE_CAP = 1
+        strava_connect(UserFactory())  # the application's one athlete
+        page = self.consent(browser, self.account())
+        assert page.status_code == 200 and page.url.endswith(reverse("sources:connections"))
+        assert "Strava: The account could not be connected." in page.text
+        assert not UserDataSource.objects.filter(user=person).exists()
+        assert "connect of strava failed" in caplog.text and "status=403" in caplog.text
 
 
 def _deauthorize_unreachable(settings) -> dict:

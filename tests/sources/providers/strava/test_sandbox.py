@@ -243,3 +243,20 @@ def test_the_shared_faults_apply_to_an_athlete(client):
 def test_the_provider_talks_to_the_sandbox_by_default():
     assert Strava.sandboxed()
     assert Strava.url("api").endswith("/sandbox/strava/api/v3")
+
+
+def test_an_athlete_past_the_applications_cap_is_refused_with_403(client, settings):
+    # A new application is "single-player" until Strava raises its cap.
+    settings.STRAVA_SANDBOX_ATHLETE_CAP = 1
+    first = tokens(client, username="cap_first")
+    code = consent(client, username="cap_second")["code"]
+    refused = token(client, grant_type="authorization_code", code=code)
+    assert refused.status_code == 403
+    assert refused.json()["message"] == "Limit of connected athletes exceeded"
+    # The connected athlete may consent again; once deauthorized, the place is free.
+    assert tokens(client, username="cap_first")["athlete"]["id"] == first["athlete"]["id"]
+    ended = client.post(
+        "/sandbox/strava/oauth/deauthorize", {"access_token": first["access_token"]}
+    )
+    assert ended.status_code == 200
+    assert tokens(client, username="cap_second")["athlete"]["username"] == "cap_second"

@@ -11,11 +11,10 @@ from tests.sources.providers.kit import sandbox_connection
 
 
 @pytest.fixture
-def sandbox(live_server, settings):
-    """Every sandboxed provider talks to this test's live server over HTTP; backfills are short."""
-    settings.SIBLING_SANDBOX_BASE_URL = f"{live_server.url}/sandbox"
+def sandbox(sandbox, settings):
+    """The sources' sandbox (this test's live server, over HTTP), with short backfills."""
     settings.SIBLING_BACKFILL_DAYS = 14
-    return live_server
+    return sandbox
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ events, which delete their records.
 The cursor keeps one entry per calendar, keyed by the calendar's digest (the id, often the
 person's address, stays out of the plaintext cursor): ``{"sync_token"}`` between syncs, plus
 ``"page_token"`` (and the full sync's ``"time_min"``) while a listing is under way, so a killed
-sync resumes at the page it had reached. A calendar that left the list has its records dropped.
+sync resumes at the page it had reached. A calendar that left the list has its records dropped,
+as does one still listed whose events Google no longer serves (404): the others sync on.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sibling import mongo
 from sources.providers import Stream
 from sources.providers.google_calendar.processors import KIND, calendar_key
 from sources.providers.google_calendar.provider import GoogleCalendar
-from sources.providers.google_http import Gone, google_check
+from sources.providers.google_http import Gone, NotFound, google_check
 
 # maxResults of events.list (at most 2500) and of calendarList.list (at most 250).
 EVENTS_PAGE_SIZE = 250
@@ -102,10 +103,7 @@ class CalendarSyncClient(OAuthSyncClient):
         for key in sorted(set(state) - listed):
             # The person left this calendar (or lost access): its events go with it.
             del state[key]
-            yield Page(
-                payload={"calendar_id": None, "items": [], "forget": self._stored_keys(key)},
-                cursor={"calendars": _copy(state)},
-            )
+            yield self._forget_page(key, state)
 
     def _calendar(
         self, state: dict[str, dict[str, Any]], calendar_id: str, index: int, total: int
@@ -133,22 +131,19 @@ class CalendarSyncClient(OAuthSyncClient):
                 params["pageToken"] = page_token
             try:
                 body = self.http.get_json(url, params=params)
-            except Gone:
-                if not sync_token:
-                    raise
+            except (NotFound, Gone) as err:
+                if isinstance(err, NotFound) or not sync_token:
+                    # Listed, yet its events are not served (deleted or unshared since the list
+                    # was read): it goes as if it had left the list, and the others sync on.
+                    state.pop(key, None)
+                    yield self._forget_page(key, state)
+                    return
                 # The sync token is no longer valid: drop what this calendar stored, then
                 # list it in full again (Google's sync guide).
                 sync_token = page_token = None
                 time_min = self._time_min()
                 state[key] = {"time_min": time_min}
-                yield Page(
-                    payload={
-                        "calendar_id": calendar_id,
-                        "items": [],
-                        "forget": self._stored_keys(key),
-                    },
-                    cursor={"calendars": _copy(state)},
-                )
+                yield self._forget_page(key, state)
                 continue
             if not isinstance(body, dict):
                 raise PermanentError(
@@ -179,6 +174,13 @@ class CalendarSyncClient(OAuthSyncClient):
 
     def _time_min(self) -> str:
         return self.backfill_start().isoformat(timespec="seconds")
+
+    def _forget_page(self, key: str, state: dict[str, dict[str, Any]]) -> Page:
+        """A page that drops every record stored for one calendar, with the cursor as it is."""
+        return Page(
+            payload={"calendar_id": None, "items": [], "forget": self._stored_keys(key)},
+            cursor={"calendars": _copy(state)},
+        )
 
     def _stored_keys(self, key: str) -> list[str]:
         """The external ids this connection stored for one calendar (read from the records'

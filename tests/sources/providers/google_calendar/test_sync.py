@@ -283,3 +283,26 @@ def test_a_hidden_calendar_is_still_synced(connection, window_start, raw_db, mon
     run = sync(connection)
     assert run.outcome == Outcome.SUCCESS, run.error_message
     assert stored_ids(raw_db, connection) == expected(connection.sandbox_account, window_start)
+
+
+def test_a_listed_calendar_whose_events_are_not_served_is_dropped_and_the_others_sync(
+    connection, window_start, raw_db, monkeypatch
+):
+    """Deleted or unshared after the list was read: its events.list answers 404."""
+    email = connection.sandbox_account
+    assert sync(connection).outcome == Outcome.SUCCESS
+    family = Account(email).calendars()[1]["id"]
+    served = Account.calendar
+    monkeypatch.setattr(
+        Account,
+        "calendar",
+        lambda self, calendar_id: None if calendar_id == family else served(self, calendar_id),
+    )
+    sandbox_fault(connection, "new_events")
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    assert run.deleted == 1 + len(expected(email, window_start, family))
+    assert stored_ids(raw_db, connection) == expected(email, window_start) - expected(
+        email, window_start, family
+    )
+    assert calendar_key(family) not in fresh(connection).cursors["events"]["calendars"]

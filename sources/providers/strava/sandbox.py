@@ -11,7 +11,8 @@ notes in ../shared/reference/strava-api.md:
   Strava's Fault bodies (``{"message", "errors": [{"resource", "field", "code"}]}``).
 - **Activities**: deterministic, seeded per athlete (about one a day, a few "only me" ones that
   need ``activity:read_all``), ids above 2^53; ``after``/``before``/``page``/``per_page`` (at
-  most 200), ascending with ``after``, newest first without; the last page is empty.
+  most 200), ascending with ``after``, newest first without; a page may be short before the end
+  (without ``activity:read_all``, "only me" ones are taken out of it); the last page is empty.
 - **Rate limits**: per application, every API answer carries ``X-RateLimit-Limit``/``-Usage``
   and ``X-ReadRateLimit-Limit``/``-Usage`` ("<15 min>,<day>", windows at :00/:15/:30/:45 and the
   UTC day); a call over a limit is counted and answered 429. The limits are
@@ -736,11 +737,13 @@ def activities_list(request: HttpRequest, caller: Caller) -> HttpResponse:
         return bad_request("Application", "page" if page < 1 else "per_page")
     per_page = min(per_page, MAX_PER_PAGE)
     activities = activities_of(caller.athlete, after=after, before=before)
-    if "activity:read_all" not in caller.scopes:
-        activities = [a for a in activities if a.get("visibility") != "only_me"]
     if after is None:
         activities.reverse()  # newest first, unless listing from a time onwards
     chunk = activities[(page - 1) * per_page : page * per_page]
+    if "activity:read_all" not in caller.scopes:
+        # Hidden from the page, not before paging: a page can come back short while more
+        # follow, as Strava's documentation warns (only an empty page ends the list).
+        chunk = [a for a in chunk if a.get("visibility") != "only_me"]
     if caller.malformed and chunk:
         chunk = [*chunk, {"id": "broken", "start_date": "yesterday"}, {"id": 2**53 + 1}]
     return json_response(chunk)

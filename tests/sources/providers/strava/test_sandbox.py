@@ -260,3 +260,20 @@ def test_an_athlete_past_the_applications_cap_is_refused_with_403(client, settin
     )
     assert ended.status_code == 200
     assert tokens(client, username="cap_second")["athlete"]["username"] == "cap_second"
+
+
+def test_a_short_page_is_not_the_last(client):
+    # "The number of items returned may be lower than the requested page size, even when that
+    # page is not the last": without activity:read_all, "only me" ones leave gaps in pages.
+    full = tokens(client, username="private_pager")["access_token"]
+    partial = tokens(client, username="private_pager", scope="activity:read")["access_token"]
+    since = int(time.time()) - 120 * 86400
+    every = api(client, "/athlete/activities", full, after=since, per_page=200).json()
+    pages = []
+    while chunk := api(
+        client, "/athlete/activities", partial, after=since, page=len(pages) + 1, per_page=5
+    ).json():
+        pages.append(chunk)
+    assert any(len(page) < 5 for page in pages[:-1])
+    shown = [a["id"] for page in pages for a in page]
+    assert shown == [a["id"] for a in every if a["visibility"] != "only_me"]

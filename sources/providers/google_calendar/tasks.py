@@ -216,9 +216,12 @@ def channels_watch(connection: UserDataSource) -> int:
             current = by_calendar.pop(calendar_id, [])
             if any(int(ch.get("expires_ms") or 0) > soon_ms for _, ch in current):
                 continue
-            channel_open(client, calendar_id)
-            opened += 1
             replaced += current
+            try:
+                channel_open(client, calendar_id)
+            except NotFound:
+                continue  # listed, yet not served (as the sync finds it): nothing to watch
+            opened += 1
         for leftover in by_calendar.values():
             replaced += leftover
         for channel_id, channel in replaced:

@@ -163,6 +163,23 @@ def test_an_attacker_is_refused_and_counted_never_a_500(watched, push):
     assert good.status_code == 200
 
 
+def test_a_listed_calendar_that_cannot_be_watched_leaves_the_others_watched(
+    push, connection, monkeypatch
+):
+    from sources.providers.google_calendar.sandbox import Account
+
+    family = Account(connection.sandbox_account).calendars()[1]["id"]
+    served = Account.calendar
+
+    def not_family(self, calendar_id):
+        return None if calendar_id == family else served(self, calendar_id)
+
+    monkeypatch.setattr(Account, "calendar", not_family)
+    assert tasks.channels_watch(connection) == 2
+    assert family not in {c["calendar_id"] for c in channels(connection).values()}
+    assert len(channels_live(connection.sandbox_account)) == 2
+
+
 def test_a_channel_ending_soon_is_replaced_and_the_old_one_stopped(watched, push):
     email = watched.sandbox_account
     assert tasks.channels_watch(watched) == 0  # all live: nothing to do

@@ -45,9 +45,7 @@ QUICK = RetryPolicy(max_attempts=2, base_delay_s=0.25, max_delay_s=0.5, max_inpl
 
 
 def push_enabled() -> bool:
-    return bool(getattr(settings, "GOOGLE_CALENDAR_PUSH", True)) and bool(
-        settings.SIBLING_PUBLIC_URL
-    )
+    return bool(settings.GOOGLE_CALENDAR_PUSH and settings.SIBLING_PUBLIC_URL)
 
 
 def channel_address() -> str:
@@ -56,7 +54,7 @@ def channel_address() -> str:
 
 
 def channel_ttl_s() -> int:
-    return int(getattr(settings, "GOOGLE_CALENDAR_CHANNEL_TTL_S", 7 * 24 * 3600))
+    return int(settings.GOOGLE_CALENDAR_CHANNEL_TTL_S)
 
 
 # --- Credentials under the refresh lock -----------------------------------------------------------

@@ -101,16 +101,17 @@ class StravaWebhookReceiver(WebhookReceiver):
         return JsonResponse({"error": "subscription validation refused"}, status=403)
 
     def verify(self, request: HttpRequest, body: bytes) -> None:
-        # Nothing is signed: the subscription id is all an event can be checked by.
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            raise WebhookRejected("malformed JSON body", status=400) from None
+        # Nothing is signed: the subscription id is all an event can be checked by. The body
+        # is read here once, and kept for parse (a view instance serves one request).
+        self.payload = payload = super().parse(request, body)
         given = payload.get("subscription_id") if isinstance(payload, dict) else None
         if isinstance(given, bool) or not isinstance(given, int | str):
             raise WebhookRejected("missing or unknown subscription")
         if not _same(str(given), str(settings.STRAVA_WEBHOOK_SUBSCRIPTION_ID or "")):
             raise WebhookRejected("missing or unknown subscription")
+
+    def parse(self, request: HttpRequest, body: bytes) -> Any:
+        return self.payload
 
     def events(self, payload: Any, body: bytes) -> list[IncomingEvent]:
         object_type, aspect_type = payload["object_type"], payload["aspect_type"]

@@ -261,7 +261,7 @@ class WebhookReceiver(View):
         provider whose notifications carry everything in headers reads them here."""
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the decoder's limit: still malformed
             raise WebhookRejected("malformed JSON body", status=400) from None
 
     def intercept(self, request: HttpRequest, payload: Any) -> HttpResponse | None:

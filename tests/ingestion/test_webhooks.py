@@ -47,6 +47,17 @@ def test_wrong_method_is_405(client, url):
 
 
 @pytest.mark.parametrize("url", RECEIVERS)
+def test_a_body_nested_past_the_json_decoders_limit_is_refused_not_a_server_error(url, hooks):
+    from django.test import Client
+
+    client = Client(raise_request_exception=False)
+    nested = b"[" * 100_000 + b"]" * 100_000
+    response = client.post(url, data=nested, content_type="application/json")
+    assert 400 <= response.status_code < 500, response.status_code
+    assert not WebhookEvent.objects.exists()
+
+
+@pytest.mark.parametrize("url", RECEIVERS)
 def test_missing_signature_or_token_is_401_and_counted_as_rejected(client, url, hooks):
     from ingestion.models import WebhookRejection
 

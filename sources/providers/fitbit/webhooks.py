@@ -58,7 +58,7 @@ def _load_public_key(pem: str) -> ec.EllipticCurvePublicKey | None:
 def _is_probe(body: bytes) -> bool:
     try:
         return json.loads(body) == {"type": "verification"}
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 

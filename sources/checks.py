@@ -174,11 +174,25 @@ def declaration_errors(
 
 
 def kind_conflicts(providers: Iterable[type[Provider]]) -> list[CheckMessage]:
-    """Kind names two providers declare as different kinds (one of them would be lost)."""
+    """Kind names two providers declare as different kinds, or a provider declares as another
+    kind than the events API's own of that name (one of them would be lost)."""
+    from ingestion.schemas import kinds_all
+
+    registered = {kind.name: kind for kind in kinds_all()}
     seen: dict[str, tuple[Any, type[Provider]]] = {}
     errors: list[CheckMessage] = []
     for provider in providers:
         for kind in provider.kinds:
+            if registered.get(kind.name, kind) != kind and kind.name not in seen:
+                errors.append(
+                    Error(
+                        f"Provider {_label(provider)} declares a kind named {kind.name!r} "
+                        "that is already a different registered kind.",
+                        hint="Name the kind differently, or reuse the registered one.",
+                        obj=provider,
+                        id=E_DUPLICATE_KIND,
+                    )
+                )
             first = seen.setdefault(kind.name, (kind, provider))
             if first[0] != kind:
                 errors.append(

@@ -225,6 +225,20 @@ def test_two_providers_declaring_one_kind_name_differently():
     assert "test_complete and test_other" in errors[0].msg
 
 
+def test_a_provider_kind_named_like_another_registered_kind():
+    # The events API owns "mood_rating"; a provider's different kind of that name would be lost.
+    clash = Kind("mood_rating", "behavioral", {"words": FieldSpec(str)})
+
+    class Clashing(Complete):
+        id = "test_clashing"
+        kinds = (clash,)
+        streams = (Stream("entries", kind="mood_rating"),)
+
+    errors = kind_conflicts([Clashing])
+    assert [e.id for e in errors] == [checks.E_DUPLICATE_KIND]
+    assert "'mood_rating'" in errors[0].msg
+
+
 def test_the_registered_check_runs_over_the_registry(settings, monkeypatch):
     settings.SIBLING_SANDBOX_ALLOWED = False
     assert provider_declarations_check() == []

@@ -10,8 +10,11 @@ import secrets
 import string
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from django.http import HttpRequest, JsonResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 
 BASE62 = string.digits + string.ascii_letters
 # Providers ask clients to back off for about this long; tests never sleep on it.
@@ -126,3 +129,25 @@ def parse_iso_date(value: str) -> date | None:
         return date.fromisoformat(value)
     except (TypeError, ValueError):
         return None
+
+
+def client_secret_of(client_id: str) -> str | None:
+    """The secret of a sandboxed OAuth client, or None for a client the sandbox does not know."""
+    return settings.SIBLING_SANDBOX_CLIENTS.get(client_id)
+
+
+def redirect_valid(uri: str) -> bool:
+    parts = urlsplit(uri)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not parts.fragment
+
+
+def url_with_query(uri: str, params: dict[str, str]) -> str:
+    """``uri`` with ``params`` added to its query (what a consent page redirects to)."""
+    parts = urlsplit(uri)
+    query = "&".join(p for p in (parts.query, urlencode(params)) if p)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def error_page(request: HttpRequest, error: str, message: str) -> HttpResponse:
+    """The page a provider shows instead of its consent page for a broken request."""
+    return render(request, "sandbox/error.html", {"error": error, "message": message}, status=400)

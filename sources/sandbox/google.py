@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -38,9 +37,13 @@ from .common import (
     RETRY_AFTER_SECONDS,
     basic_credentials,
     bearer_token,
+    client_secret_of,
+    error_page,
     json_response,
     random_token,
+    redirect_valid,
     stable_int,
+    url_with_query,
 )
 from .faults import fault_take, faults_pending
 from .keys import private_key_of, signing_key_stored
@@ -214,25 +217,6 @@ def display_names(email: str) -> tuple[str, str]:
 # --- Consent page --------------------------------------------------------------------------------
 
 
-def _client_secret(client_id: str) -> str | None:
-    return settings.SIBLING_SANDBOX_CLIENTS.get(client_id)
-
-
-def _valid_redirect(uri: str) -> bool:
-    parts = urlsplit(uri)
-    return parts.scheme in ("http", "https") and bool(parts.netloc) and not parts.fragment
-
-
-def _with_query(uri: str, params: dict[str, str]) -> str:
-    parts = urlsplit(uri)
-    query = "&".join(p for p in (parts.query, urlencode(params)) if p)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-
-
-def _error_page(request: HttpRequest, error: str, message: str) -> HttpResponse:
-    return render(request, "sandbox/error.html", {"error": error, "message": message}, status=400)
-
-
 @csrf_exempt  # Cross-site by design: the form posts back to this fake provider itself.
 @require_http_methods(["GET", "POST"])
 def authorize(request: HttpRequest) -> HttpResponse:
@@ -240,23 +224,23 @@ def authorize(request: HttpRequest) -> HttpResponse:
     params = request.GET if request.method == "GET" else request.POST
     client_id = params.get("client_id", "")
     redirect_uri = params.get("redirect_uri", "")
-    if _client_secret(client_id) is None:
-        return _error_page(request, "invalid_client", "The OAuth client was not found.")
-    if not redirect_uri or not _valid_redirect(redirect_uri):
-        return _error_page(
+    if client_secret_of(client_id) is None:
+        return error_page(request, "invalid_client", "The OAuth client was not found.")
+    if not redirect_uri or not redirect_valid(redirect_uri):
+        return error_page(
             request, "invalid_request", "Missing or invalid required parameter: redirect_uri"
         )
     if params.get("response_type", "") != "code":
-        return _error_page(
+        return error_page(
             request, "unsupported_response_type", "Only response_type=code is supported."
         )
     scopes = [s for s in params.get("scope", "").split() if s]
     if not scopes:
-        return _error_page(request, "invalid_request", "Missing required parameter: scope")
+        return error_page(request, "invalid_request", "Missing required parameter: scope")
     challenge = params.get("code_challenge", "")
     method = params.get("code_challenge_method", "") or ("plain" if challenge else "")
     if method not in ("", "plain", "S256"):
-        return _error_page(request, "invalid_request", "Invalid code_challenge_method.")
+        return error_page(request, "invalid_request", "Invalid code_challenge_method.")
     state = params.get("state", "")
     context = {
         "client_id": client_id,
@@ -277,7 +261,7 @@ def authorize(request: HttpRequest) -> HttpResponse:
     state_param = {"state": state} if state else {}
     if params.get("decision") != "allow":
         return HttpResponseRedirect(
-            _with_query(redirect_uri, {"error": "access_denied", **state_param})
+            url_with_query(redirect_uri, {"error": "access_denied", **state_param})
         )
     email = params.get("email", "").strip().lower()
     if not EMAIL_PATTERN.match(email):
@@ -296,7 +280,7 @@ def authorize(request: HttpRequest) -> HttpResponse:
         expires_at=timezone.now() + CODE_LIFETIME,
     )
     return HttpResponseRedirect(
-        _with_query(redirect_uri, {"code": code.code, **state_param, "scope": " ".join(scopes)})
+        url_with_query(redirect_uri, {"code": code.code, **state_param, "scope": " ".join(scopes)})
     )
 
 
@@ -309,7 +293,7 @@ def _authenticated_client(request: HttpRequest) -> str | None:
         request.POST.get("client_id", ""),
         request.POST.get("client_secret", ""),
     )
-    expected = _client_secret(client_id)
+    expected = client_secret_of(client_id)
     if expected is None or not secrets.compare_digest(expected, secret):
         return None
     return client_id

@@ -39,13 +39,11 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
 from django.conf import settings
 from django.db import IntegrityError, connections, router
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import render
 from django.template import engines
 from django.urls import path
 from django.utils import timezone
@@ -56,10 +54,14 @@ from pymongo.errors import DuplicateKeyError
 from sources.providers.strava.provider import SANDBOX_SUBSCRIPTION_ID
 from sources.sandbox.common import (
     bearer_token,
+    client_secret_of,
+    error_page,
     json_response,
     random_token,
+    redirect_valid,
     seeded_random,
     stable_int,
+    url_with_query,
 )
 from sources.sandbox.faults import fault_take, faults_pending
 from sources.sandbox.models import SandboxRecord
@@ -148,15 +150,11 @@ def server_error() -> HttpResponse:
     return json_response({"message": "Internal Server Error", "errors": []}, status=500)
 
 
-def _client_secret(client_id: str) -> str | None:
-    return settings.SIBLING_SANDBOX_CLIENTS.get(client_id)
-
-
 def _client(request: HttpRequest, params: Any = None) -> str | HttpResponse:
     """The application named by client_id and client_secret, or the Fault to answer."""
     params = params if params is not None else request.POST
     client_id = str(params.get("client_id", ""))
-    expected = _client_secret(client_id)
+    expected = client_secret_of(client_id)
     if expected is None:
         return bad_request("Application", "client_id")
     if not secrets.compare_digest(expected, str(params.get("client_secret", ""))):
@@ -277,21 +275,6 @@ CONSENT = engines["django"].from_string(
 )
 
 
-def _valid_redirect(uri: str) -> bool:
-    parts = urlsplit(uri)
-    return parts.scheme in ("http", "https") and bool(parts.netloc) and not parts.fragment
-
-
-def _with_query(uri: str, params: dict[str, str]) -> str:
-    parts = urlsplit(uri)
-    query = "&".join(p for p in (parts.query, urlencode(params)) if p)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-
-
-def _error_page(request: HttpRequest, error: str, message: str) -> HttpResponse:
-    return render(request, "sandbox/error.html", {"error": error, "message": message}, status=400)
-
-
 @csrf_exempt  # Cross-site by design: the form posts back to this fake provider itself.
 @require_http_methods(["GET", "POST"])
 def authorize(request: HttpRequest) -> HttpResponse:
@@ -299,16 +282,16 @@ def authorize(request: HttpRequest) -> HttpResponse:
     params = request.GET if request.method == "GET" else request.POST
     client_id = params.get("client_id", "")
     redirect_uri = params.get("redirect_uri", "")
-    if _client_secret(client_id) is None:
-        return _error_page(request, "invalid_client", "client_id is invalid.")
-    if not redirect_uri or not _valid_redirect(redirect_uri):
-        return _error_page(request, "invalid_request", "redirect_uri is invalid.")
+    if client_secret_of(client_id) is None:
+        return error_page(request, "invalid_client", "client_id is invalid.")
+    if not redirect_uri or not redirect_valid(redirect_uri):
+        return error_page(request, "invalid_request", "redirect_uri is invalid.")
     if params.get("response_type", "") != "code":
-        return _error_page(request, "invalid_request", "response_type must be code.")
+        return error_page(request, "invalid_request", "response_type must be code.")
     # Comma-separated, as Strava documents (a space-separated list is one unknown scope).
     requested = [s for s in params.get("scope", "").split(",") if s]
     if not requested or any(s not in SCOPES for s in requested):
-        return _error_page(request, "invalid_request", "scope is missing or invalid.")
+        return error_page(request, "invalid_request", "scope is missing or invalid.")
     state = params.get("state", "")
     username = params.get("username", DEFAULT_USERNAME).strip()
     context = {
@@ -326,7 +309,7 @@ def authorize(request: HttpRequest) -> HttpResponse:
     state_param = {"state": state} if state else {}
     if params.get("decision") != "allow":
         return HttpResponseRedirect(
-            _with_query(redirect_uri, {**state_param, "error": "access_denied"})
+            url_with_query(redirect_uri, {**state_param, "error": "access_denied"})
         )
     if not USERNAME.match(username):
         context["username_error"] = "Letters, digits, dots, dashes or underscores (up to 40)."
@@ -346,7 +329,7 @@ def authorize(request: HttpRequest) -> HttpResponse:
         expires_at=timezone.now() + CODE_LIFETIME,
     )
     return HttpResponseRedirect(
-        _with_query(redirect_uri, {**state_param, "code": code, "scope": ",".join(accepted)})
+        url_with_query(redirect_uri, {**state_param, "code": code, "scope": ",".join(accepted)})
     )
 
 
@@ -781,13 +764,13 @@ def subscription_create(client_id: str, callback_url: str, verify_token: str) ->
     within two seconds or a subscription exists."""
     if subscription_of(client_id) is not None:
         raise WebhookInputError("already exists")
-    if len(callback_url) > 255 or not _valid_redirect(callback_url):
+    if len(callback_url) > 255 or not redirect_valid(callback_url):
         raise WebhookInputError("callback url invalid")
     challenge = random_token("", 16)
     query = {"hub.mode": "subscribe", "hub.challenge": challenge, "hub.verify_token": verify_token}
     try:
         answer = requests.get(
-            _with_query(callback_url, query), timeout=VALIDATION_TIMEOUT_S, allow_redirects=False
+            url_with_query(callback_url, query), timeout=VALIDATION_TIMEOUT_S, allow_redirects=False
         )
         echoed = answer.status_code == 200 and answer.json().get("hub.challenge") == challenge
     except (requests.RequestException, ValueError, AttributeError):

@@ -21,11 +21,13 @@ either says what happened. ``google_check`` maps an answer to what the caller do
   ``PermanentError`` with the reasons, for a client that recovers from them.
 - any other 4xx: ``PermanentError``.
 
-Reasons are Google's fixed vocabulary, never personal data: they go into messages.
+Reasons are Google's fixed vocabulary, never personal data: they go into messages (a reason or
+status that is not one word is ignored).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -72,6 +74,15 @@ class Gone(GoogleError):
     ``deleted``): the caller syncs in full again."""
 
 
+# Google's reasons and statuses are single words ("quotaExceeded", "NOT_FOUND"); anything else
+# (a proxy's text in the same envelope) is not read, so it never reaches a message.
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,59}")
+
+
+def _word(value: object) -> bool:
+    return isinstance(value, str) and _WORD.fullmatch(value) is not None
+
+
 def google_error_fields(response: requests.Response) -> tuple[frozenset[str], str]:
     """The reasons and the status of Google's error envelope; empty when there is none."""
     try:
@@ -82,13 +93,13 @@ def google_error_fields(response: requests.Response) -> tuple[frozenset[str], st
     if not isinstance(error, dict):
         return frozenset(), ""
     reasons = {
-        str(entry["reason"])
+        entry["reason"]
         for key in ("errors", "details")
         for entry in (error.get(key) if isinstance(error.get(key), list) else [])
-        if isinstance(entry, dict) and entry.get("reason")
+        if isinstance(entry, dict) and _word(entry.get("reason"))
     }
     status = error.get("status")
-    return frozenset(reasons), str(status) if isinstance(status, str) else ""
+    return frozenset(reasons), status if _word(status) else ""
 
 
 def seconds_to_quota_reset(now: datetime | None = None) -> float:

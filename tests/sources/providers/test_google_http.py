@@ -140,3 +140,14 @@ def test_daily_quotas_reset_at_midnight_pacific_time_across_a_clock_change():
     assert seconds_to_quota_reset(datetime(2026, 6, 1, 23, 0, tzinfo=pacific)) == 3600
     # 2026-11-01 has 25 hours in Los Angeles (the clocks go back at 02:00).
     assert seconds_to_quota_reset(datetime(2026, 11, 1, 0, 0, tzinfo=pacific)) == 25 * 3600
+
+
+def test_a_reason_that_is_not_googles_vocabulary_reaches_no_message_as_sent():
+    """A proxy or a misbehaving endpoint may answer in Google's envelope with any text in it:
+    what goes into the message (shown to the person, stored on the run) is cut to a code."""
+    sent = "badRequest\nAuthorization: Bearer ya29.secret-token <b>"
+    with pytest.raises(PermanentError) as raised:
+        check(legacy(400, sent, domain="global"))
+    message = str(raised.value)
+    assert "ya29" not in message and "Bearer" not in message and "<" not in message
+    assert message == "Example answered 400 (error)"

@@ -8,8 +8,8 @@ answered within two seconds with ``{"hub.challenge": ...}``. Events are POSTed a
 Strava signs nothing. An event is taken only when it names the configured subscription, and
 only as a hint: a created or changed activity starts a sync, which reads the activity from the
 API with the athlete's own token; a deletion removes a record Sibling already holds (nothing is
-read from the event but ids); a deauthorization disconnects and deletes what Sibling collected
-from Strava (Strava's API agreement).
+read from the event but ids); a deauthorization, once Strava refuses the grant, disconnects and
+deletes what Sibling collected from Strava (Strava's API agreement).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from ingestion.errors import ReauthRequired
 from ingestion.models import WebhookEvent
 from ingestion.notifications import (
     connection_for_account,
@@ -34,6 +35,7 @@ from ingestion.notifications import (
 )
 from ingestion.schemas import ProcessedPage
 from ingestion.storage import page_store
+from ingestion.tokens import OAuthTokens
 from ingestion.webhooks import (
     IncomingEvent,
     WebhookReceiver,
@@ -168,8 +170,19 @@ def _activity_deleted(event: WebhookEvent, connection: UserDataSource) -> None:
 def _athlete_updated(event: WebhookEvent, connection: UserDataSource) -> None:
     if event.payload.get("authorized") != "false":
         return  # a profile change: nothing Sibling keeps
-    # The athlete withdrew Sibling's access at Strava: every token is dead already, so there
-    # is nothing to revoke (and no pending revocation to keep).
+    # Strava signs nothing, and what follows deletes data: the event is believed only once
+    # Strava itself refuses the grant. A refresh asks it (serialised with the syncs' refreshes,
+    # the rotated token saved before anything else); a network error or 5xx raises, and the
+    # event fails for staff to replay, with nothing deleted.
+    try:
+        OAuthTokens(connection).refresh()
+    except ReauthRequired:
+        pass  # refused: the grant is gone
+    else:
+        event.error = "not a deauthorization: Strava still honours the grant"
+        return
+    # Every token is dead already, so there is nothing to revoke (and no pending revocation to
+    # keep).
     uid = (connection.credentials or {}).get("uid")
     connection.credentials = {"uid": uid} if uid else None
     connection_disconnect(connection=connection, delete_data=False, keep_pending=False)

@@ -249,6 +249,26 @@ def test_a_deauthorization_disconnects_without_revoking_and_deletes_the_data(
     assert latest.error == "no connection for this account"
 
 
+def test_a_forged_deauthorization_deletes_nothing_while_strava_honours_the_grant(
+    client, connection
+):
+    # Strava signs nothing: an attacker who knows the subscription id and an athlete id posts
+    # the documented deauthorization. Strava still takes the grant, so nothing happens.
+    sync(connection)
+    count = len(stored(connection, "behavioral_data"))
+    owner = int(connection.external_account_id)
+    body = {**fixture("strava", "webhook__athlete_deauthorize"), "owner_id": owner}
+    assert post(client, {**body, "object_id": owner}).status_code == 200
+    event = WebhookEvent.objects.get(provider="strava")
+    assert event.status == WebhookEvent.Status.PROCESSED and "still honours" in event.error
+    after = fresh(connection)
+    assert after.status == Status.ACTIVE and not after.notice
+    assert len(stored(connection, "behavioral_data")) == count == after.records_stored
+    # The refresh that asked Strava rotated the token, saved: the next sync still works.
+    assert after.credentials["refresh_token"] != connection.credentials["refresh_token"]
+    assert sync(after).outcome == "success"
+
+
 def test_numbers_too_large_for_the_database_are_dropped_not_a_503(client):
     # Found by the junk test above: an id past int64 once reached the database and failed.
     body = {

@@ -40,6 +40,10 @@ class FaultError(ValueError):
     """An unknown provider or fault, or a fault the provider cannot have."""
 
 
+# More calls than any test or session makes; the database holds no integer past 2**63 - 1.
+MAX_COUNT = 1_000_000
+
+
 def _namespace(provider: str) -> str:
     try:
         return registry.namespace(provider)
@@ -79,8 +83,8 @@ def _validate(provider: str, account: str, fault: str | None) -> tuple[str, str]
 def fault_set(provider: str, account: str, fault: str, count: int = 1) -> None:
     """Switch a fault on for one account (see the module docstring for what each one does)."""
     space, account = _validate(provider, account, fault)
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise FaultError("count must be a positive integer")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
+        raise FaultError(f"count must be a whole number from 1 to {MAX_COUNT}")
     for module in registry.namespace_modules(space):
         apply = getattr(module, "fault_apply", None)
         if apply is not None and apply(account, fault, count):

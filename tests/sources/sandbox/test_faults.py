@@ -105,3 +105,12 @@ def test_http_endpoint_sets_lists_and_clears(client):
     assert (
         client.post("/sandbox/_faults", other, content_type="application/json").status_code == 400
     )
+
+
+def test_a_count_past_what_the_database_holds_is_refused_not_a_500(client):
+    space = own_namespaces()[0]
+    body = {"provider": space, "account": "account-big", "fault": "rate_limit", "count": 2**63}
+    answer = client.post("/sandbox/_faults", json.dumps(body), content_type="application/json")
+    assert answer.status_code == 400
+    assert "count" in answer.json()["error"]
+    assert faults_pending(space, "account-big") == set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from datetime import date, timedelta
 
 from django.conf import settings
@@ -14,6 +15,8 @@ from sources.models import UserDataSource
 
 logger = logging.getLogger(__name__)
 Status = UserDataSource.Status
+# What one type of event asks of its connection.
+EventHandler = Callable[[WebhookEvent, UserDataSource], None]
 
 
 def event_concerns(event: WebhookEvent, connection: UserDataSource | None) -> bool:
@@ -25,6 +28,22 @@ def event_concerns(event: WebhookEvent, connection: UserDataSource | None) -> bo
     event.connection = connection
     event.user_id = connection.user_id
     return True
+
+
+def event_dispatch(
+    event: WebhookEvent,
+    connection: UserDataSource | None,
+    handlers: Mapping[str, EventHandler],
+) -> None:
+    """Hand a stored event to the function its type maps to in a provider's table (event type
+    to handler), once it is tied to its connection. A type the table lacks is kept, said."""
+    if not event_concerns(event, connection):
+        return
+    handler = handlers.get(event.event_type)
+    if handler is None:
+        event.error = f"unhandled event type {event.event_type}"
+        return
+    handler(event, connection)
 
 
 def connection_sync_request(connection: UserDataSource) -> bool:

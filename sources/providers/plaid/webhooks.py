@@ -10,7 +10,6 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -24,11 +23,12 @@ from plaid.model.webhook_verification_key_get_request import WebhookVerification
 from ingestion.errors import error_code_safe
 from ingestion.models import WebhookEvent
 from ingestion.notifications import (
+    EventHandler,
     connection_for_account,
     connection_notice,
     connection_reauth_required,
     connection_sync_request,
-    event_concerns,
+    event_dispatch,
 )
 from ingestion.webhooks import IncomingEvent, WebhookReceiver, WebhookRejected, body_digest
 from sources.models import UserDataSource
@@ -264,7 +264,7 @@ def _permission_revoked(event: WebhookEvent, connection: UserDataSource) -> None
 
 
 # "<webhook_type>.<webhook_code>" -> what it asks: https://plaid.com/docs/api/webhooks/
-HANDLERS: dict[str, Callable[[WebhookEvent, UserDataSource], None]] = {
+HANDLERS: dict[str, EventHandler] = {
     "TRANSACTIONS.SYNC_UPDATES_AVAILABLE": _sync_request,
     "TRANSACTIONS.DEFAULT_UPDATE": _sync_request,
     "ITEM.ERROR": _item_error,
@@ -279,10 +279,4 @@ def event_handle(event: WebhookEvent) -> None:
     connection = connection_for_account(
         provider=Plaid.id, external_account_id=str(payload.get("item_id", ""))
     )
-    if not event_concerns(event, connection):
-        return
-    handler = HANDLERS.get(event.event_type)
-    if handler is None:
-        event.error = f"unhandled event type {event.event_type}"
-        return
-    handler(event, connection)
+    event_dispatch(event, connection, HANDLERS)

@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -28,10 +27,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ingestion.errors import ReauthRequired
 from ingestion.models import WebhookEvent
 from ingestion.notifications import (
+    EventHandler,
     connection_for_account,
     connection_notice,
     connection_sync_request,
-    event_concerns,
+    event_dispatch,
 )
 from ingestion.schemas import ProcessedPage
 from ingestion.storage import page_store
@@ -202,7 +202,7 @@ def _athlete_updated(event: WebhookEvent, connection: UserDataSource) -> None:
     )
 
 
-HANDLERS: dict[str, Callable[[WebhookEvent, UserDataSource], None]] = {
+HANDLERS: dict[str, EventHandler] = {
     "activity.create": _activity_changed,
     "activity.update": _activity_changed,
     "activity.delete": _activity_deleted,
@@ -215,10 +215,4 @@ def event_handle(event: WebhookEvent) -> None:
     connection = connection_for_account(
         provider=Strava.id, external_account_id=str(payload.get("owner_id", ""))
     )
-    if not event_concerns(event, connection):
-        return
-    handler = HANDLERS.get(event.event_type)
-    if handler is None:
-        event.error = f"unhandled event type {event.event_type}"
-        return
-    handler(event, connection)
+    event_dispatch(event, connection, HANDLERS)

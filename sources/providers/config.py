@@ -23,16 +23,6 @@ from sources.providers.base import OAuth2Provider, Provider, Setting
 BACKENDS_MODULE = "sources.providers.backends"
 
 
-def seconds(value: str) -> float | tuple[float, float]:
-    """A timeout: ``"30"`` or ``"5,30"`` (connect, read)."""
-    parts = [float(part) for part in value.split(",")]
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2:
-        return (parts[0], parts[1])
-    raise ValueError("a timeout is <seconds> or <connect seconds>,<read seconds>")
-
-
 def setting_name(provider: type[Provider], name: str) -> str:
     """The environment variable and Django setting of a provider's declared name."""
     return f"{provider.id.upper()}_{name.upper()}"

@@ -11,7 +11,6 @@ from sources.providers.gmail.provider import Gmail
 from sources.providers.gmail.webhooks import watch_renew
 
 logger = logging.getLogger(__name__)
-SCHEDULE_NAME = "gmail-watch-renew"
 
 
 def watch_renew_all() -> int:

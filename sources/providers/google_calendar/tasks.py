@@ -26,7 +26,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from ingestion.errors import TransientError
-from ingestion.http import CallCounter, RetryPolicy
+from ingestion.http import CallCounter, RetryPolicy, connect_policy
 from sibling import mongo
 from sibling.encryption import value_encrypt
 from sources.models import UserDataSource
@@ -40,8 +40,6 @@ Status = UserDataSource.Status
 RENEW_MARGIN = timedelta(minutes=3 * RENEW_EVERY_MINUTES)
 LOCK_S = 30
 WAIT_FOR_LOCK_S = 20
-# Calls made while a person waits (a disconnect): one retry, no long waits.
-QUICK = RetryPolicy(max_attempts=2, base_delay_s=0.25, max_delay_s=0.5, max_inplace_wait_s=1.0)
 
 
 def push_enabled() -> bool:
@@ -250,7 +248,7 @@ def channels_stop_all(connection: UserDataSource) -> int:
     channels = channels_stored(connection.pk)
     if not channels:
         return 0
-    client = _client(connection, QUICK)
+    client = _client(connection, connect_policy())  # a person waits: no long waits
     try:
         for channel_id, channel in channels.items():
             _stop_quietly(client, channel_id, channel)

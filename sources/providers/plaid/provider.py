@@ -57,6 +57,9 @@ class Plaid(HostedLinkProvider):
         # outbound call).
         Setting("webhook_unknown_kid_s", default=300, cast=int),
         Setting("webhook_key_fetches_per_min", default=5, cast=int),
+        # How soon a sync asks again while Plaid prepares a new Item's transactions
+        # (NOT_READY, or only the recent days in); SYNC_UPDATES_AVAILABLE usually comes first.
+        Setting("preparing_retry_s", default=120, sandbox_default=10, cast=int),
     )
     urls = {
         "api": "https://production.plaid.com",

@@ -5,23 +5,31 @@ Faults, addressed by item_id: `revoke` makes the item need a new login (ITEM_LOG
 until update-mode Link or `fault_clear`; `new_activity` adds `count` steps of new, changed and
 removed transactions, then sends SYNC_UPDATES_AVAILABLE to the item's webhook URL (best effort);
 `plaid_mutation` makes the next /transactions/sync call that continues a pagination loop fail
-with TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION.
+with TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION; `initial_update` and `historical_update`
+finish the item's initial (recent 30 days) or historical update now, without waiting for
+SIBLING_SANDBOX_RECENT_READY_S / SIBLING_SANDBOX_HISTORY_READY_S, and send the webhooks Plaid
+sends then.
+
+Plaid's own sandbox endpoints are served too (/sandbox/public_token/create,
+/sandbox/item/fire_webhook, /sandbox/item/reset_login); the Link imitation's call is under
+`_link/`, a path only this sandbox has. Every other path answers Plaid's JSON 404.
 """
 
 from __future__ import annotations
 
 import requests
 from django.urls import path
+from django.utils import timezone
 
 from sources.providers.plaid.provider import Plaid
 from sources.sandbox.store import activity_tick_add
 from sources.sandbox.webhooks import WebhookInputError, activity_webhook_send, flag, text
 
 from . import api
-from .api import STORE, item_by_id
+from .api import HISTORICAL_UPDATE_COMPLETE, NOT_READY, STORE, item_by_id
 from .webhooks import plaid_webhook_send
 
-fault_names = ("new_activity", "plaid_mutation")
+fault_names = ("new_activity", "plaid_mutation", "initial_update", "historical_update")
 
 
 def fault_apply(account: str, fault: str, count: int) -> bool:
@@ -29,6 +37,9 @@ def fault_apply(account: str, fault: str, count: int) -> bool:
         item = item_by_id(account, removed=None)
         if item is not None:
             item.update(login_required=True)
+        return True
+    if fault in ("initial_update", "historical_update"):
+        updates_complete(account, historical=fault == "historical_update")
         return True
     if fault == "new_activity":
         for _ in range(count):
@@ -82,27 +93,86 @@ def _control_send(body: dict, url: str) -> dict:
 webhook_controls = {"send": _control_send}
 
 
-def plaid_item_link(*, client_user_id: str, institution_id: str = "ins_sandbox_first") -> dict:
-    """A new sandbox bank through Link, as a person's browser makes it (for tests and
-    benchmarks): {"access_token", "item_id"}."""
-    link_token = Plaid.link_token_create(client_user_id=client_user_id)
+def plaid_item_link(
+    *,
+    client_user_id: str = "",
+    institution_id: str = "ins_sandbox_first",
+    days_requested: int = 182,
+    webhook: str = "",
+    ready: bool = True,
+) -> dict:
+    """A new sandbox bank made the way a client of Plaid's sandbox makes one (for benchmarks and
+    tests): /sandbox/public_token/create, then the exchange. {"access_token", "item_id"}.
+
+    `ready` finishes its initial and historical updates at once (a benchmark measures
+    ingestion, not the bank's preparation).
+    """
+    creds = Plaid.client_credentials()
+    options: dict = {"transactions": {"days_requested": days_requested}}
+    if webhook:
+        options["webhook"] = webhook
     public = requests.post(
-        f"{Plaid.url('api')}/link/public_token/create",
-        json={"link_token": link_token, "institution_id": institution_id},
+        f"{Plaid.url('api')}/sandbox/public_token/create",
+        json={
+            **creds,
+            "institution_id": institution_id,
+            "initial_products": ["transactions"],
+            "options": options,
+        },
         timeout=30,
     )
     public.raise_for_status()
-    return Plaid.public_token_exchange(public.json()["public_token"])
+    exchanged = Plaid.public_token_exchange(public.json()["public_token"])
+    if ready:
+        updates_complete(exchanged["item_id"], historical=True, notify=False)
+    return exchanged
+
+
+def updates_complete(item_id: str, *, historical: bool, notify: bool = True) -> None:
+    """Finish the item's initial update now (and its historical one when `historical`), then
+    send what Plaid sends then: the legacy INITIAL_UPDATE / HISTORICAL_UPDATE, and
+    SYNC_UPDATES_AVAILABLE once /transactions/sync was called on the item (best effort)."""
+    item = item_by_id(item_id)
+    if item is None:
+        return
+    now = timezone.now().isoformat()
+    was = item.update_status()
+    if was == NOT_READY:
+        item.update(initial_update_at=now)
+    if historical and was != HISTORICAL_UPDATE_COMPLETE:
+        item.update(historical_update_at=now)
+    if not notify or not item.webhook:
+        return
+    codes = []
+    if was == NOT_READY:
+        codes.append("INITIAL_UPDATE")
+    if historical and was != HISTORICAL_UPDATE_COMPLETE:
+        codes.append("HISTORICAL_UPDATE")
+    if codes and item.sync_called:
+        codes.append("SYNC_UPDATES_AVAILABLE")
+    url = item.webhook
+    for code in codes:
+        activity_webhook_send(
+            lambda code=code: plaid_webhook_send(item_id, "TRANSACTIONS", code, url=url)
+        )
+
+
+def _webhook_fire(item: api.PlaidItem, webhook_type: str, webhook_code: str) -> list[int]:
+    return plaid_webhook_send(item.item_id, webhook_type, webhook_code, url=item.webhook)
+
+
+api.webhook_fire = _webhook_fire
 
 
 urlpatterns = [
     path("plaid/link-initialize.js", api.link_script, name="plaid-link-script"),
-    path("plaid/link/token/create", api.link_token_create, name="plaid-link-token-create"),
+    # The Link imitation's own call (Plaid's Link has its own channel to Plaid): sandbox-only.
     path(
-        "plaid/link/public_token/create",
+        "plaid/_link/public_token/create",
         api.link_public_token_create,
-        name="plaid-link-public-token-create",
+        name="plaid-link-internal-public-token",
     ),
+    path("plaid/link/token/create", api.link_token_create, name="plaid-link-token-create"),
     path(
         "plaid/item/public_token/exchange",
         api.item_public_token_exchange,
@@ -118,4 +188,23 @@ urlpatterns = [
         api.webhook_verification_key_get,
         name="plaid-webhook-verification-key-get",
     ),
+    path(
+        "plaid/sandbox/public_token/create",
+        api.sandbox_public_token_create,
+        name="plaid-sandbox-public-token-create",
+    ),
+    path(
+        "plaid/sandbox/item/fire_webhook",
+        api.sandbox_item_fire_webhook,
+        name="plaid-sandbox-item-fire-webhook",
+    ),
+    path(
+        "plaid/sandbox/item/reset_login",
+        api.sandbox_item_reset_login,
+        name="plaid-sandbox-item-reset-login",
+    ),
+    # Last: every other path under Plaid answers Plaid's JSON 404, never a page.
+    path("plaid", api.not_found),
+    path("plaid/", api.not_found),
+    path("plaid/<path:rest>", api.not_found, name="plaid-not-found"),
 ]

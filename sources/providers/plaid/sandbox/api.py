@@ -71,7 +71,12 @@ from sources.sandbox.store import (
 LINK_TOKEN_LIFETIME = timedelta(hours=4)
 UPDATE_LINK_TOKEN_LIFETIME = timedelta(minutes=30)
 PUBLIC_TOKEN_LIFETIME = timedelta(minutes=30)
-HISTORY_DAYS = 182
+# Plaid's default history when no days_requested is given, and its bounds:
+# https://plaid.com/docs/api/link/#link-token-create-request-transactions-days-requested
+DEFAULT_DAYS_REQUESTED = 90
+MAX_DAYS_REQUESTED = 730
+# What the initial update (INITIAL_UPDATE_COMPLETE) holds: the most recent 30 days.
+INITIAL_UPDATE_DAYS = 30
 WEBHOOK_KEY_PURPOSE = "plaid-webhook"
 LINK_SCRIPT = Path(__file__).with_name("link-initialize.js")
 # The state store's namespace and kinds.
@@ -126,6 +131,10 @@ _SAVINGS_TRANSFER = ("TRANSFER TO SAVINGS", None, "TRANSFER_OUT", "TRANSFER_OUT_
 
 # --- Items ---------------------------------------------------------------------------------------
 
+NOT_READY = "NOT_READY"
+INITIAL_UPDATE_COMPLETE = "INITIAL_UPDATE_COMPLETE"
+HISTORICAL_UPDATE_COMPLETE = "HISTORICAL_UPDATE_COMPLETE"
+
 
 @dataclass
 class PlaidItem:
@@ -164,6 +173,24 @@ class PlaidItem:
     exchanged = property(lambda self: bool(self._get("exchanged", False)))
     login_required = property(lambda self: bool(self._get("login_required", False)))
     removed = property(lambda self: bool(self._get("removed", False)))
+    days_requested = property(lambda self: int(self._get("days_requested", DEFAULT_DAYS_REQUESTED)))
+    # Whether /transactions/sync was ever called: Plaid sends SYNC_UPDATES_AVAILABLE only then.
+    sync_called = property(lambda self: bool(self._get("sync_called", False)))
+
+    def _moment(self, name: str) -> datetime:
+        value = self._get(name, None)
+        return datetime.fromisoformat(value) if value else self.created_at
+
+    def update_status(self, now: datetime | None = None) -> str:
+        """Plaid's transactions_update_status of the item now: NOT_READY until its initial
+        update (the recent 30 days) is done, INITIAL_UPDATE_COMPLETE until its historical one
+        is, then HISTORICAL_UPDATE_COMPLETE."""
+        now = now or timezone.now()
+        if now < self._moment("initial_update_at"):
+            return NOT_READY
+        if now < self._moment("historical_update_at"):
+            return INITIAL_UPDATE_COMPLETE
+        return HISTORICAL_UPDATE_COMPLETE
 
     def update(self, **changes: Any) -> None:
         """Change fields of the item (each one atomically), here and in the store."""
@@ -613,7 +640,8 @@ class Ledger:
             return found
         linked = self.item.created_at.date()
         state: dict[str, dict] = {}
-        for offset in range(HISTORY_DAYS, -1, -1):
+        # The days the item was linked for (days_requested), the day it was linked included.
+        for offset in range(self.item.days_requested - 1, -1, -1):
             for txn in _day_transactions(
                 self.item, self.accounts, linked - timedelta(days=offset), linked
             ):
@@ -698,17 +726,50 @@ def ledger_diff(before: dict[str, dict], after: dict[str, dict]) -> list[tuple[s
     )
 
 
+def recent_only(item: PlaidItem, state: dict[str, dict]) -> dict[str, dict]:
+    """What an item holds before its historical update: its transactions of the
+    INITIAL_UPDATE_DAYS before it was linked, and everything since."""
+    cutoff = (item.created_at.date() - timedelta(days=INITIAL_UPDATE_DAYS - 1)).isoformat()
+    return {i: t for i, t in state.items() if t["date"] >= cutoff}
+
+
 def _cursor_tag(item: PlaidItem) -> str:
     return stable_base62(8, "plaid-cursor", item.item_id)
 
 
-def _cursor_decode(item: PlaidItem, cursor: str, size: int) -> tuple[int, int, int]:
+@dataclass
+class CursorPosition:
+    """Where a cursor stands: ledger positions `start` to `end`, `offset` changes into their
+    difference, and whether each side held the whole history (`start_full`, `end_full`) or
+    only the initial update's recent days."""
+
+    start: int
+    end: int
+    offset: int
+    start_full: bool
+    end_full: bool
+
+    def encode(self, item: PlaidItem) -> str:
+        return opaque_encode(
+            {
+                "i": _cursor_tag(item),
+                "s": self.start,
+                "e": self.end,
+                "o": self.offset,
+                "hs": self.start_full,
+                "he": self.end_full,
+            }
+        )
+
+
+def _cursor_decode(item: PlaidItem, cursor: str, size: int) -> CursorPosition:
     decoded = opaque_decode(cursor)
     if isinstance(decoded, dict) and decoded.get("i") == _cursor_tag(item):
         s, e, o = decoded.get("s"), decoded.get("e"), decoded.get("o")
+        hs, he = decoded.get("hs", True), decoded.get("he", True)
         if all(isinstance(v, int) and not isinstance(v, bool) for v in (s, e, o)):
-            if 0 <= s <= e <= size and o >= 0:
-                return s, e, o
+            if 0 <= s <= e <= size and o >= 0 and isinstance(hs, bool) and isinstance(he, bool):
+                return CursorPosition(s, e, o, hs, he)
     raise _invalid_field("cursor is not valid for this item")
 
 
@@ -749,6 +810,10 @@ def link_token_create(call: PlaidCall) -> dict:
     if len(str(body["client_name"])) > 30:
         raise _invalid_field("client_name must be at most 30 characters")
     webhook = call.text("webhook", required=False)
+    transactions = body.get("transactions") or {}
+    if not isinstance(transactions, dict):
+        raise _invalid_field("transactions must be an object")
+    days_requested = _days_requested(transactions.get("days_requested"))
     item_id = ""
     lifetime = LINK_TOKEN_LIFETIME
     if access_token:
@@ -768,15 +833,29 @@ def link_token_create(call: PlaidCall) -> dict:
             "products": [str(p) for p in products],
             "webhook": webhook,
             "item_id": item_id,
+            "days_requested": days_requested,
         },
         expires_at=expires_at,
     )
     return {"link_token": token.key, "expiration": rfc3339(expires_at)}
 
 
+def _days_requested(value: Any) -> int:
+    """Plaid's `transactions.days_requested`: 1 to 730, 90 when left out."""
+    if value is None:
+        return DEFAULT_DAYS_REQUESTED
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid_field("days_requested must be an integer")
+    if not 1 <= value <= MAX_DAYS_REQUESTED:
+        raise _invalid_field(f"days_requested must be between 1 and {MAX_DAYS_REQUESTED}")
+    return value
+
+
 @plaid_endpoint(client_auth=False, cors=True)
 def link_public_token_create(call: PlaidCall) -> dict:
-    """What the Link script calls when the person presses Continue (no client secret needed)."""
+    """What the Link imitation calls when the person presses Continue (no client secret
+    needed). Sandbox-only, under `_link/`: Plaid's Link talks to Plaid by its own means, and
+    a client of the API makes an Item with /sandbox/public_token/create instead."""
     link = record_get(STORE, LINK_TOKEN_KIND, call.text("link_token"), live=True)
     if link is None:
         raise PlaidFailure(
@@ -798,15 +877,16 @@ def link_public_token_create(call: PlaidCall) -> dict:
             raise PlaidFailure(
                 400, "INVALID_INPUT", "INVALID_INSTITUTION", "invalid institution_id provided"
             )
-        item = _item_create(link, institution_id, institution["name"], now)
-    public_token = f"public-sandbox-{uuid.uuid4()}"
-    record_create(
-        STORE,
-        PUBLIC_TOKEN_KIND,
-        public_token,
-        account=item.item_id,
-        expires_at=now + PUBLIC_TOKEN_LIFETIME,
-    )
+        item = _item_create(
+            client_id=str(link.data.get("client_id", "")),
+            client_user_id=str(link.data.get("client_user_id", "")),
+            institution_id=institution_id,
+            products=list(link.data.get("products") or []),
+            webhook=str(link.data.get("webhook", "")),
+            days_requested=int(link.data.get("days_requested") or DEFAULT_DAYS_REQUESTED),
+            now=now,
+        )
+    public_token = _public_token_create(item, now)
     accounts = item_accounts(item)
     return {
         "public_token": public_token,
@@ -830,7 +910,33 @@ def link_public_token_create(call: PlaidCall) -> dict:
     }
 
 
-def _item_create(link: SandboxRecord, institution_id: str, name: str, now: datetime) -> PlaidItem:
+def _public_token_create(item: PlaidItem, now: datetime) -> str:
+    public_token = f"public-sandbox-{uuid.uuid4()}"
+    record_create(
+        STORE,
+        PUBLIC_TOKEN_KIND,
+        public_token,
+        account=item.item_id,
+        expires_at=now + PUBLIC_TOKEN_LIFETIME,
+    )
+    return public_token
+
+
+def _item_create(
+    *,
+    client_id: str,
+    client_user_id: str,
+    institution_id: str,
+    products: list[str],
+    webhook: str,
+    days_requested: int,
+    now: datetime,
+) -> PlaidItem:
+    """A new Item. Its transactions are not ready at once: the initial update (the recent 30
+    days) is done SIBLING_SANDBOX_RECENT_READY_S seconds after it is made, the historical one
+    SIBLING_SANDBOX_HISTORY_READY_S seconds after that."""
+    initial_at = now + timedelta(seconds=settings.SIBLING_SANDBOX_RECENT_READY_S)
+    historical_at = initial_at + timedelta(seconds=settings.SIBLING_SANDBOX_HISTORY_READY_S)
     for _ in range(5):
         try:
             record = record_create(
@@ -839,12 +945,16 @@ def _item_create(link: SandboxRecord, institution_id: str, name: str, now: datet
                 f"access-sandbox-{uuid.uuid4()}",
                 account=random_base62(37),
                 data={
-                    "client_id": link.data.get("client_id", ""),
-                    "client_user_id": link.data.get("client_user_id", ""),
+                    "client_id": client_id,
+                    "client_user_id": client_user_id,
                     "institution_id": institution_id,
-                    "institution_name": name,
-                    "products": link.data.get("products") or ["transactions"],
-                    "webhook": link.data.get("webhook", ""),
+                    "institution_name": INSTITUTIONS[institution_id]["name"],
+                    "products": products or ["transactions"],
+                    "webhook": webhook,
+                    "days_requested": days_requested,
+                    "initial_update_at": initial_at.isoformat(),
+                    "historical_update_at": historical_at.isoformat(),
+                    "sync_called": False,
                     "exchanged": False,
                     "login_required": False,
                     "removed": False,
@@ -855,6 +965,123 @@ def _item_create(link: SandboxRecord, institution_id: str, name: str, now: datet
             continue
         return PlaidItem(record)
     raise PlaidFailure(500, "API_ERROR", "INTERNAL_SERVER_ERROR", "an unexpected error occurred")
+
+
+# --- Plaid's own sandbox endpoints ---------------------------------------------------------------
+# https://plaid.com/docs/api/sandbox/
+
+
+def _institution(call: PlaidCall) -> str:
+    institution_id = call.text("institution_id")
+    if institution_id not in INSTITUTIONS:
+        raise PlaidFailure(
+            400, "INVALID_INPUT", "INVALID_INSTITUTION", "invalid institution_id provided"
+        )
+    return institution_id
+
+
+@plaid_endpoint()
+def sandbox_public_token_create(call: PlaidCall) -> dict:
+    """/sandbox/public_token/create: an Item made without Link. `institution_id` and
+    `initial_products` are required; `options.webhook` and `options.transactions.days_requested`
+    are honoured. Answers `{public_token, request_id}`."""
+    body = call.body
+    products = body.get("initial_products")
+    if not body.get("institution_id") or not products:
+        raise _missing(*[f for f in ("institution_id", "initial_products") if not body.get(f)])
+    if not isinstance(products, list) or not all(isinstance(p, str) for p in products):
+        raise _invalid_field("initial_products must be a list of strings")
+    institution_id = _institution(call)
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise _invalid_field("options must be an object")
+    webhook = options.get("webhook") or ""
+    transactions = options.get("transactions") or {}
+    if not isinstance(webhook, str) or not isinstance(transactions, dict):
+        raise _invalid_field("options.webhook must be a string, options.transactions an object")
+    now = timezone.now()
+    item = _item_create(
+        client_id=call.client_id,
+        client_user_id="",
+        institution_id=institution_id,
+        products=list(products),
+        webhook=webhook,
+        days_requested=_days_requested(transactions.get("days_requested")),
+        now=now,
+    )
+    return {"public_token": _public_token_create(item, now)}
+
+
+@plaid_endpoint()
+def sandbox_item_reset_login(call: PlaidCall) -> dict:
+    """/sandbox/item/reset_login: the Item needs a new login (ITEM_LOGIN_REQUIRED) until it goes
+    through Link's update mode. Answers `{reset_login: true, request_id}`."""
+    item, _ = call.item("sandbox/item/reset_login", needs_login=False)
+    item.update(login_required=True)
+    return {"reset_login": True}
+
+
+# The codes /sandbox/item/fire_webhook fires, with the type each belongs to:
+# https://plaid.com/docs/api/sandbox/#sandboxitemfire_webhook
+FIRE_WEBHOOK_TYPES = {
+    "DEFAULT_UPDATE": "TRANSACTIONS",
+    "SYNC_UPDATES_AVAILABLE": "TRANSACTIONS",
+    "RECURRING_TRANSACTIONS_UPDATE": "TRANSACTIONS",
+    "NEW_ACCOUNTS_AVAILABLE": "ITEM",
+    "USER_PERMISSION_REVOKED": "ITEM",
+    "USER_ACCOUNT_REVOKED": "ITEM",
+    "PENDING_DISCONNECT": "ITEM",
+    "LOGIN_REPAIRED": "ITEM",
+    "ERROR": "ITEM",
+}
+# Set by the sandbox package: how a webhook is sent (kept out of this module, which webhooks.py
+# imports).
+webhook_fire: Callable[..., list[int]] | None = None
+
+
+@plaid_endpoint()
+def sandbox_item_fire_webhook(call: PlaidCall) -> dict:
+    """/sandbox/item/fire_webhook: `access_token`, `webhook_code`, `webhook_type` (optional).
+
+    Sent to the Item's webhook URL, signed as Plaid signs. SYNC_UPDATES_AVAILABLE is refused
+    until /transactions/sync was called on the Item (Plaid sends it only then); ERROR also
+    puts the Item in ITEM_LOGIN_REQUIRED, LOGIN_REPAIRED takes it out.
+    """
+    code = call.text("webhook_code")
+    webhook_type = call.text("webhook_type", required=False) or FIRE_WEBHOOK_TYPES.get(code, "")
+    if FIRE_WEBHOOK_TYPES.get(code) != webhook_type:
+        raise _invalid_field(f"webhook_code {code!r} cannot be fired for this webhook_type")
+    item, _ = call.item("sandbox/item/fire_webhook", needs_login=False)
+    if not item.webhook:
+        raise PlaidFailure(
+            400,
+            "INVALID_INPUT",
+            "SANDBOX_WEBHOOK_INVALID",
+            "the item has no webhook URL; set one with /item/webhook/update",
+        )
+    if code == "SYNC_UPDATES_AVAILABLE" and not item.sync_called:
+        raise PlaidFailure(
+            400,
+            "INVALID_INPUT",
+            "SANDBOX_WEBHOOK_INVALID",
+            "SYNC_UPDATES_AVAILABLE is fired only after /transactions/sync was called on the item",
+        )
+    if code == "ERROR":
+        item.update(login_required=True)
+    elif code == "LOGIN_REPAIRED":
+        item.update(login_required=False)
+    assert webhook_fire is not None
+    webhook_fire(item, webhook_type, code)
+    return {"webhook_fired": True}
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Any path Plaid does not serve: its JSON error, never a page."""
+    failure = PlaidFailure(
+        404, "INVALID_REQUEST", "NOT_FOUND", "the requested endpoint does not exist"
+    )
+    return json_response(failure.body(random_base62(15)), status=404)
 
 
 @plaid_endpoint()
@@ -919,7 +1146,13 @@ def item_webhook_update(call: PlaidCall) -> dict:
 
 @plaid_endpoint()
 def transactions_sync(call: PlaidCall) -> dict:
-    """/transactions/sync: `cursor` (omit for everything), `count` 1-500 (default 100)."""
+    """/transactions/sync: `cursor` (omit for everything), `count` 1-500 (default 100).
+
+    A new item is not ready at once: until its initial update, the answer is empty with
+    `transactions_update_status` NOT_READY and an empty `next_cursor`; then the recent 30 days
+    come (INITIAL_UPDATE_COMPLETE), and once the historical update is done, the older days are
+    added from the cursor the client kept (HISTORICAL_UPDATE_COMPLETE).
+    """
     count = call.body.get("count", 100)
     if count is None:
         count = 100
@@ -929,12 +1162,26 @@ def transactions_sync(call: PlaidCall) -> dict:
     if not isinstance(cursor, str):
         raise _invalid_field("cursor must be a string")
     item, pending = call.item("transactions/sync")
+    if not item.sync_called:
+        item.update(sync_called=True)
+    status = item.update_status()
+    if status == NOT_READY:
+        return {
+            "added": [],
+            "modified": [],
+            "removed": [],
+            "next_cursor": "",
+            "has_more": False,
+            "accounts": item_accounts(item),
+            "transactions_update_status": status,
+        }
+    full = status == HISTORICAL_UPDATE_COMPLETE
     ledger = Ledger(item, activity_ticks(STORE, item.item_id))
     if cursor:
-        start, end, offset = _cursor_decode(item, cursor, ledger.size)
-        if offset == 0:
+        at = _cursor_decode(item, cursor, ledger.size)
+        if at.offset == 0:
             # A cursor at rest: this call opens a new loop against the newest snapshot.
-            start, end = end, ledger.size
+            at = CursorPosition(at.end, ledger.size, 0, at.end_full, full)
         elif fault_take("plaid", item.item_id, "plaid_mutation", pending):
             raise PlaidFailure(
                 400,
@@ -943,28 +1190,29 @@ def transactions_sync(call: PlaidCall) -> dict:
                 MUTATION_MESSAGE,
             )
     else:
-        start, end, offset = 0, ledger.size, 0
-    states = ledger.states(start, end)
-    changes = ledger_diff(states[start], states[end])
-    page = changes[offset : offset + count]
-    has_more = offset + count < len(changes)
+        at = CursorPosition(0, ledger.size, 0, full, full)
+    states = ledger.states(at.start, at.end)
+    before = states[at.start] if at.start_full else recent_only(item, states[at.start])
+    after = states[at.end] if at.end_full else recent_only(item, states[at.end])
+    changes = ledger_diff(before, after)
+    page = changes[at.offset : at.offset + count]
+    has_more = at.offset + count < len(changes)
     if any(kind != "removed" for kind, _ in page) and fault_take(
         "plaid", item.item_id, "malformed", pending
     ):
         page = _malform(page)
-    tag = _cursor_tag(item)
     if has_more:
-        next_cursor = opaque_encode({"i": tag, "s": start, "e": end, "o": offset + count})
+        following = CursorPosition(at.start, at.end, at.offset + count, at.start_full, at.end_full)
     else:
-        next_cursor = opaque_encode({"i": tag, "s": end, "e": end, "o": 0})
+        following = CursorPosition(at.end, at.end, 0, at.end_full, at.end_full)
     return {
         "added": [entry for kind, entry in page if kind == "added"],
         "modified": [entry for kind, entry in page if kind == "modified"],
         "removed": [entry for kind, entry in page if kind == "removed"],
-        "next_cursor": next_cursor,
+        "next_cursor": following.encode(item),
         "has_more": has_more,
         "accounts": item_accounts(item),
-        "transactions_update_status": "HISTORICAL_UPDATE_COMPLETE",
+        "transactions_update_status": status,
     }
 
 
@@ -1048,7 +1296,7 @@ def webhook_verification_key_get(call: PlaidCall) -> dict:
 def link_script(request: HttpRequest) -> HttpResponse:
     """An imitation of link-initialize.js: `Plaid.create({...}).open()` shows a sandbox dialog."""
     config = {
-        "endpoint": request.build_absolute_uri(reverse("sandbox:plaid-link-public-token-create")),
+        "endpoint": request.build_absolute_uri(reverse("sandbox:plaid-link-internal-public-token")),
         "institutions": [
             {"institution_id": key, "name": value["name"]} for key, value in INSTITUTIONS.items()
         ],

@@ -23,8 +23,10 @@ from sources.sandbox.common import rfc3339
 from sources.sandbox.webhooks import WebhookInputError, deliver, json_bytes
 
 from .api import (
+    HISTORICAL_UPDATE_COMPLETE,
     LOGIN_REQUIRED_DISPLAY,
     LOGIN_REQUIRED_MESSAGE,
+    NOT_READY,
     item_by_id,
     plaid_error,
     webhook_signing_key,
@@ -73,7 +75,24 @@ def plaid_webhook_body(item_id: str, webhook_type: str, webhook_code: str, **fie
     soon = rfc3339(timezone.now() + timedelta(days=7))
     kind = (webhook_type, webhook_code)
     if kind == ("TRANSACTIONS", "SYNC_UPDATES_AVAILABLE"):
-        body.update(initial_update_complete=True, historical_update_complete=True)
+        item = item_by_id(item_id, removed=None)
+        status = item.update_status() if item is not None else HISTORICAL_UPDATE_COMPLETE
+        body.update(
+            initial_update_complete=status != NOT_READY,
+            historical_update_complete=status == HISTORICAL_UPDATE_COMPLETE,
+        )
+    elif webhook_type == "TRANSACTIONS" and webhook_code in (
+        "INITIAL_UPDATE",
+        "HISTORICAL_UPDATE",
+        "DEFAULT_UPDATE",
+    ):
+        # The legacy /transactions/get webhooks, still sent beside SYNC_UPDATES_AVAILABLE.
+        body.update(error=None, new_transactions=0)
+    elif kind == ("TRANSACTIONS", "TRANSACTIONS_REMOVED"):
+        body.update(error=None, removed_transactions=[])
+    elif kind == ("ITEM", "WEBHOOK_UPDATE_ACKNOWLEDGED"):
+        item = item_by_id(item_id, removed=None)
+        body.update(new_webhook_url=item.webhook if item is not None else "", error=None)
     elif kind == ("ITEM", "ERROR"):
         body["error"] = plaid_webhook_error("ITEM_LOGIN_REQUIRED")
     elif kind == ("ITEM", "PENDING_EXPIRATION"):

@@ -14,8 +14,35 @@ def plaid_post(client, path: str, body: dict, *, auth: bool = True):
     return client.post(f"/sandbox/plaid/{path}", payload, content_type="application/json")
 
 
-def plaid_link(client, institution_id: str = "ins_sandbox_first", webhook: str = "") -> dict:
-    """Link token -> public token (as the Link script does) -> exchange."""
+def plaid_link(
+    client,
+    institution_id: str = "ins_sandbox_first",
+    webhook: str = "",
+    days_requested: int | None = None,
+) -> dict:
+    """An Item made as with Plaid's sandbox: /sandbox/public_token/create, then the exchange."""
+    options: dict = {"webhook": webhook} if webhook else {}
+    if days_requested is not None:
+        options["transactions"] = {"days_requested": days_requested}
+    public = plaid_post(
+        client,
+        "sandbox/public_token/create",
+        {
+            "institution_id": institution_id,
+            "initial_products": ["transactions"],
+            "options": options,
+        },
+    )
+    assert public.status_code == 200, public.content
+    exchanged = plaid_post(
+        client, "item/public_token/exchange", {"public_token": public.json()["public_token"]}
+    ).json()
+    return exchanged
+
+
+def link_imitation(client, institution_id: str = "ins_sandbox_first", webhook: str = "") -> dict:
+    """Link token -> public token from the sandbox's Link imitation (its own `_link/` call, as
+    its script makes it in a browser) -> exchange."""
     link = plaid_post(
         client,
         "link/token/create",
@@ -30,7 +57,7 @@ def plaid_link(client, institution_id: str = "ins_sandbox_first", webhook: str =
     ).json()
     public = plaid_post(
         client,
-        "link/public_token/create",
+        "_link/public_token/create",
         {"link_token": link["link_token"], "institution_id": institution_id},
         auth=False,
     ).json()
@@ -42,4 +69,5 @@ def plaid_link(client, institution_id: str = "ins_sandbox_first", webhook: str =
 
 @pytest.fixture
 def plaid_item(client) -> dict:
-    return plaid_link(client)
+    """An Item with six months of history."""
+    return plaid_link(client, days_requested=182)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+from django.conf import settings
 
 from sources.providers import get_provider
 from tests.sources.providers.kit import HostedLinkProviderTests
@@ -16,10 +17,21 @@ class TestPlaidConnect(HostedLinkProviderTests):
     exchange_body_extra = {"metadata": {"institution": {"name": "First Sandbox Bank"}}}
 
     def public_token(self, link_token: str) -> str:
-        # What Plaid Link's script does on the page: the bank picked, a public token.
+        # Link itself runs in the person's browser; its result in Plaid's sandbox is an Item
+        # made with /sandbox/public_token/create (a call that exists at Plaid), with the
+        # webhook and history the link token asked for.
+        provider = get_provider(self.provider_id)
         public = requests.post(
-            f"{get_provider(self.provider_id).url('api')}/link/public_token/create",
-            json={"link_token": link_token, "institution_id": "ins_sandbox_first"},
+            f"{provider.url('api')}/sandbox/public_token/create",
+            json={
+                **provider.client_credentials(),
+                "institution_id": "ins_sandbox_first",
+                "initial_products": ["transactions"],
+                "options": {
+                    "webhook": f"{settings.SIBLING_PUBLIC_URL}/webhooks/{self.provider_id}/",
+                    "transactions": {"days_requested": settings.SIBLING_BACKFILL_DAYS},
+                },
+            },
             timeout=30,
         )
         assert public.status_code == 200, public.text

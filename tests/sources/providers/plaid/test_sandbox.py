@@ -7,7 +7,7 @@ from sources.providers.plaid.sandbox.api import LINK_TOKEN_KIND, STORE, webhook_
 from sources.sandbox.faults import FaultError, fault_clear, fault_set, faults_pending
 from sources.sandbox.store import record_get
 
-from .conftest import plaid_link, plaid_post
+from .conftest import link_imitation, plaid_post
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +51,7 @@ def sync_all(client, access_token, cursor=None, count=500):
 
 
 def test_link_flow_remembers_webhook_and_metadata(client):
-    item = plaid_link(client, "ins_sandbox_union", webhook="https://example.com/hooks/plaid")
+    item = link_imitation(client, "ins_sandbox_union", webhook="https://example.com/hooks/plaid")
     assert item["access_token"].startswith("access-sandbox-")
     assert item["metadata"]["institution"] == {
         "name": "Sandbox Credit Union",
@@ -80,7 +80,7 @@ def test_public_token_is_single_use(client):
     assert link["link_token"].startswith("link-sandbox-") and link["expiration"]
     public = plaid_post(
         client,
-        "link/public_token/create",
+        "_link/public_token/create",
         {"link_token": link["link_token"], "institution_id": "ins_sandbox_first"},
         auth=False,
     ).json()["public_token"]
@@ -247,7 +247,7 @@ def test_item_faults(client, plaid_item):
             "access_token": token,
         },
     ).json()
-    plaid_post(client, "link/public_token/create", {"link_token": link["link_token"]}, auth=False)
+    plaid_post(client, "_link/public_token/create", {"link_token": link["link_token"]}, auth=False)
     assert plaid_post(client, "accounts/get", {"access_token": token}).status_code == 200
     fault_set("plaid", item_id, "revoke")
     fault_clear("plaid", item_id)
@@ -279,7 +279,7 @@ def test_link_script_and_faults_endpoint(client, plaid_item):
     assert script["Content-Type"].startswith("application/javascript")
     text = script.content.decode()
     assert "window.Plaid" in text and 'role: "dialog"' in text and "Sandbox" in text
-    assert "First Sandbox Bank" in text and "/sandbox/plaid/link/public_token/create" in text
+    assert "First Sandbox Bank" in text and "/sandbox/plaid/_link/public_token/create" in text
     assert "http" not in text.split("CONFIG =")[0].replace("https://", "")  # nothing external
     response = client.post(
         "/sandbox/_faults",
@@ -353,7 +353,7 @@ def test_bad_input_is_a_plaid_error_never_a_500(client, plaid_item):
     )
     assert odd_keys.status_code == 400
     assert client.get("/sandbox/plaid/item/get").status_code == 405
-    assert plaid_post(client, "link/public_token/create", {}, auth=False).status_code == 400
+    assert plaid_post(client, "_link/public_token/create", {}, auth=False).status_code == 400
 
 
 def test_a_removed_item_is_gone_for_its_client_and_its_public_token(client, plaid_item):

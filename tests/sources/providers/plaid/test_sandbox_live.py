@@ -2,7 +2,6 @@
 
 import plaid
 import pytest
-import requests
 from plaid.api import plaid_api
 from plaid.model.accounts_get_request import AccountsGetRequest
 from plaid.model.country_code import CountryCode
@@ -11,6 +10,13 @@ from plaid.model.item_public_token_exchange_request import ItemPublicTokenExchan
 from plaid.model.link_token_create_request import LinkTokenCreateRequest
 from plaid.model.link_token_create_request_user import LinkTokenCreateRequestUser
 from plaid.model.products import Products
+from plaid.model.sandbox_public_token_create_request import SandboxPublicTokenCreateRequest
+from plaid.model.sandbox_public_token_create_request_options import (
+    SandboxPublicTokenCreateRequestOptions,
+)
+from plaid.model.sandbox_public_token_create_request_options_transactions import (
+    SandboxPublicTokenCreateRequestOptionsTransactions,
+)
 from plaid.model.transactions_sync_request import TransactionsSyncRequest
 from plaid.model.webhook_verification_key_get_request import WebhookVerificationKeyGetRequest
 
@@ -57,13 +63,19 @@ def test_plaid_python_deserialises_every_response(live_server, plaid_client):
             webhook="https://example.com/webhooks/plaid/",
         )
     )
-    public = requests.post(
-        live_server.url + "/sandbox/plaid/link/public_token/create",
-        json={"link_token": link.link_token, "institution_id": "ins_sandbox_first"},
-        timeout=10,
-    ).json()
+    assert link.link_token
+    public = plaid_client.sandbox_public_token_create(
+        SandboxPublicTokenCreateRequest(
+            institution_id="ins_sandbox_first",
+            initial_products=[Products("transactions")],
+            options=SandboxPublicTokenCreateRequestOptions(
+                webhook="https://example.com/webhooks/plaid/",
+                transactions=SandboxPublicTokenCreateRequestOptionsTransactions(days_requested=182),
+            ),
+        )
+    )
     exchanged = plaid_client.item_public_token_exchange(
-        ItemPublicTokenExchangeRequest(public_token=public["public_token"])
+        ItemPublicTokenExchangeRequest(public_token=public.public_token)
     )
     token = exchanged.access_token
     item = plaid_client.item_get(ItemGetRequest(access_token=token))

@@ -31,19 +31,32 @@ class Fitbit(GoogleProvider):
     kinds = (ACTIVITY_DAY, SLEEP_SESSION, HEART_RATE_DAY)
     credentials = {"client_id": "sandbox-fitbit-client", "client_secret": "sandbox-fitbit-secret"}
     settings = (
-        # The Google Health API subscriber's secret (sent in Authorization) and, where
-        # configured, the PEM public key of its notification signatures.
+        # The Google Health API subscriber's secret (sent in Authorization).
         Setting("webhook_secret", sandbox_default="Bearer sandbox-health-webhook-secret"),
-        Setting("webhook_public_key"),
+        # The public keyset of notification signatures (url "webhook_keyset") is used this
+        # long, then fetched again: keys rotate, and a disabled key must stop verifying.
+        Setting("webhook_keyset_cache_s", default=3600, cast=int),
         # Notifications carry no id: identical ones within this window are one delivery.
         Setting("webhook_dedup_window_s", default=600, cast=int),
     )
-    urls = {**GOOGLE_URLS, "api": "https://health.googleapis.com/v4"}
+    urls = {
+        **GOOGLE_URLS,
+        "api": "https://health.googleapis.com/v4",
+        # Google's Tink JSON keyset of notification signing keys:
+        # https://developers.google.com/health/webhooks#how_to_verify_the_signature
+        "webhook_keyset": (
+            "https://www.gstatic.com/googlehealthapi/webhooks/webhooks_public_keyset.json"
+        ),
+    }
     client_path = "sources.providers.fitbit.client.FitbitSyncClient"
     processor_path = "sources.providers.fitbit.processors.page_process"
     webhook_handler_path = "sources.providers.fitbit.webhooks.event_handle"
     webhook_receiver_path = "sources.providers.fitbit.webhooks.FitbitWebhookReceiver"
-    sandbox_paths = {**GOOGLE_SANDBOX_PATHS, "api": "/google/health/v4"}
+    sandbox_paths = {
+        **GOOGLE_SANDBOX_PATHS,
+        "api": "/google/health/v4",
+        "webhook_keyset": "/google/health/webhooks/webhooks_public_keyset.json",
+    }
 
     @classmethod
     def external_account_id(cls, *, uid: str, credentials: dict[str, Any]) -> str:

@@ -13,8 +13,11 @@ followed by the time field (`steps.interval.start_time`, `heart_rate.sample_time
 `daily_resting_heart_rate.date`, `sleep.interval.end_time`).
 
 Webhooks: the two-probe verification handshake, and notifications carrying the subscriber's
-secret in `Authorization` plus an ECDSA P-256 signature (base64 DER) over the raw body, whose
-public key is served as PEM at `/sandbox/google/health/webhook-public-key.pem`.
+secret in `Authorization` plus an ECDSA P-256 signature over the raw body in Tink's output format
+(base64 of 0x01, the 4-byte key id, the DER signature), whose public keys are served as a Tink
+JSON keyset at `/sandbox/google/health/webhooks/webhooks_public_keyset.json`. The primary key
+rotates through the `key_rotate` webhook control (the previous key stays ENABLED); `keys_disable`
+(or the next rotation) DISABLES the keys rotated away from.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -36,6 +39,7 @@ from django.urls import path
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
+from tink.proto import common_pb2, ecdsa_pb2
 
 from sources.sandbox.common import (
     fixed_zone,
@@ -57,7 +61,7 @@ from sources.sandbox.google import (
     insufficient_scope,
 )
 from sources.sandbox.keys import private_key_of, signing_key_stored
-from sources.sandbox.models import GoogleAccount
+from sources.sandbox.models import GoogleAccount, SigningKey
 from sources.sandbox.webhooks import (
     WebhookInputError,
     deliver,
@@ -829,24 +833,96 @@ HEALTH_KEY_PURPOSE = "google-health-webhook"
 HEALTH_VERIFIER_USER_AGENT = "Google-Health-API-Webhooks-Verifier"
 # Both names appear in Google's documents; a receiver should accept either.
 HEALTH_SIGNATURE_HEADERS = ("X-HEALTHAPI-SIGNATURE", "GOOGLE-HEALTH-API-SIGNATURE")
+# Google's keyset lists the signing key and the keys it rotated away from: a rotated-away key
+# stays ENABLED (notifications it signed may still be retried) until it is DISABLED. The
+# SigningKey purpose says which: the primary key has HEALTH_KEY_PURPOSE itself.
+_ENABLED = f"{HEALTH_KEY_PURPOSE}:enabled:"
+_DISABLED = f"{HEALTH_KEY_PURPOSE}:disabled:"
+TINK_PREFIX = b"\x01"  # Tink's TINK output prefix: this byte, then the 4-byte key id
+_ECDSA_PUBLIC_KEY_TYPE = "type.googleapis.com/google.crypto.tink.EcdsaPublicKey"
 
 
-def health_signing_key() -> ec.EllipticCurvePrivateKey:
-    """The sandbox's P-256 key for Google Health notification signatures, generated once."""
-    private = private_key_of(signing_key_stored(HEALTH_KEY_PURPOSE, "ec"))
+def health_key_id(stored: SigningKey) -> int:
+    """The Tink key id (uint32) of a stored key, derived from its kid."""
+    return int.from_bytes(hashlib.sha256(stored.kid.encode()).digest()[:4], "big") or 1
+
+
+def _health_primary() -> SigningKey:
+    return signing_key_stored(HEALTH_KEY_PURPOSE, "ec")
+
+
+def health_signing_key() -> tuple[int, ec.EllipticCurvePrivateKey]:
+    """The primary P-256 key for Google Health notification signatures: (Tink key id, key)."""
+    stored = _health_primary()
+    private = private_key_of(stored)
     if not isinstance(private, ec.EllipticCurvePrivateKey):
         raise TypeError("the stored Google Health key is not an EC key")
-    return private
+    return health_key_id(stored), private
 
 
-def health_public_key_pem() -> str:
-    """The public half, SubjectPublicKeyInfo PEM (what a receiver configures)."""
-    return (
-        health_signing_key()
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
+def health_key_rotate() -> int:
+    """A new primary key (its Tink key id). The old primary stays in the keyset, ENABLED; a key
+    rotated away from earlier becomes DISABLED (the further step of Google's rotation)."""
+    health_keys_disable()
+    current = _health_primary()
+    # Conditional, so two concurrent rotations move the old key only once.
+    SigningKey.objects.filter(pk=current.pk, purpose=HEALTH_KEY_PURPOSE).update(
+        purpose=f"{_ENABLED}{current.kid}"
     )
+    return health_key_id(_health_primary())
+
+
+def health_keys_disable() -> list[int]:
+    """DISABLE every key rotated away from (their signatures stop verifying); their key ids."""
+    disabled = []
+    for stored in SigningKey.objects.filter(purpose__startswith=_ENABLED):
+        moved = SigningKey.objects.filter(pk=stored.pk, purpose=stored.purpose).update(
+            purpose=f"{_DISABLED}{stored.kid}", expired_at=timezone.now()
+        )
+        if moved:
+            disabled.append(health_key_id(stored))
+    return disabled
+
+
+def _tink_public_key(stored: SigningKey) -> str:
+    """The key's public half as Tink's serialized EcdsaPublicKey proto, base64."""
+    private = private_key_of(stored)
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise TypeError("the stored Google Health key is not an EC key")
+    numbers = private.public_key().public_numbers()
+    public = ecdsa_pb2.EcdsaPublicKey(
+        version=0,
+        params=ecdsa_pb2.EcdsaParams(
+            hash_type=common_pb2.HashType.SHA256,
+            curve=common_pb2.EllipticCurveType.NIST_P256,
+            encoding=ecdsa_pb2.EcdsaSignatureEncoding.DER,
+        ),
+        x=numbers.x.to_bytes(32, "big"),
+        y=numbers.y.to_bytes(32, "big"),
+    )
+    return base64.b64encode(public.SerializeToString()).decode()
+
+
+def health_public_keyset() -> dict:
+    """The public keyset in Tink's JSON format, as Google serves it: every key, with status."""
+    primary = _health_primary()
+    keys = [primary, *SigningKey.objects.filter(purpose__startswith=f"{HEALTH_KEY_PURPOSE}:")]
+    return {
+        "primaryKeyId": health_key_id(primary),
+        "key": [
+            {
+                "keyData": {
+                    "typeUrl": _ECDSA_PUBLIC_KEY_TYPE,
+                    "value": _tink_public_key(stored),
+                    "keyMaterialType": "ASYMMETRIC_PUBLIC",
+                },
+                "status": "DISABLED" if stored.purpose.startswith(_DISABLED) else "ENABLED",
+                "keyId": health_key_id(stored),
+                "outputPrefixType": "TINK",
+            }
+            for stored in keys
+        ],
+    }
 
 
 def health_verification_probe(url: str, secret: str) -> tuple[int, int]:
@@ -932,10 +1008,18 @@ def health_notification_body(
     }
 
 
-def health_signature(body: bytes, key: Any = None) -> str:
-    """Base64 of the DER ECDSA P-256 SHA-256 signature over the raw body."""
-    private = key if key is not None else health_signing_key()
-    return base64.b64encode(private.sign(body, ec.ECDSA(hashes.SHA256()))).decode()
+def health_signature(
+    body: bytes, key: ec.EllipticCurvePrivateKey | None = None, key_id: int | None = None
+) -> str:
+    """Base64 of Tink's output over the raw body: 0x01, the 4-byte key id, the DER ECDSA P-256
+    SHA-256 signature. By default the primary key signs."""
+    if key is None:
+        primary_id, key = health_signing_key()
+        key_id = primary_id if key_id is None else key_id
+    elif key_id is None:
+        raise ValueError("a key of the caller's own needs its key id")
+    der = key.sign(body, ec.ECDSA(hashes.SHA256()))
+    return base64.b64encode(TINK_PREFIX + key_id.to_bytes(4, "big") + der).decode()
 
 
 def health_webhook_send(
@@ -962,9 +1046,9 @@ def health_webhook_send(
 
 
 @require_GET
-def health_public_key(request: HttpRequest) -> HttpResponse:
-    """The Google Health notification signing key, PEM."""
-    return HttpResponse(health_public_key_pem(), content_type="application/x-pem-file")
+def health_keyset(request: HttpRequest) -> HttpResponse:
+    """The Google Health notification public keyset, Tink's JSON format."""
+    return json_response(health_public_keyset())
 
 
 def _control_secret(body: dict) -> str | None:
@@ -1022,9 +1106,21 @@ def _control_verification(body: dict, url: str) -> dict:
     return {"statuses": [with_secret, without_secret]}
 
 
+def _control_key_rotate(body: dict, url: str) -> dict:
+    """A new primary signing key; the one before stays enabled, any older one is disabled."""
+    return {"primary_key_id": health_key_rotate()}
+
+
+def _control_keys_disable(body: dict, url: str) -> dict:
+    """Disable the keys rotated away from: what they signed no longer verifies."""
+    return {"disabled_key_ids": health_keys_disable()}
+
+
 webhook_controls = {
     "notification": _control_notification,
     "verification": _control_verification,
+    "key_rotate": _control_key_rotate,
+    "keys_disable": _control_keys_disable,
 }
 
 
@@ -1039,8 +1135,8 @@ urlpatterns = [
         name="health-daily-roll-up",
     ),
     path(
-        "google/health/webhook-public-key.pem",
-        health_public_key,
-        name="health-webhook-public-key",
+        "google/health/webhooks/webhooks_public_keyset.json",
+        health_keyset,
+        name="health-webhook-keyset",
     ),
 ]

@@ -15,6 +15,18 @@ HEALTH_SCOPES = " ".join(
 )
 
 
+@pytest.fixture(autouse=True)
+def health_keyset_forgotten():
+    """Each test's sandbox has new signing keys: no keyset or refetch budget carried over from
+    another test, in this process or in the shared cache (pymongo, outside Django's test DB)."""
+    from django.core.cache import cache
+
+    from sources.providers.fitbit.webhooks import keyset_forget
+
+    keyset_forget()
+    cache.clear()
+
+
 @pytest.fixture
 def health_token(client) -> dict:
     return provider_tokens(client, Fitbit, scope=HEALTH_SCOPES)

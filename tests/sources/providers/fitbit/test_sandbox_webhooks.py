@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 
 import pytest
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+import tink
+from tink import signature
 
 from sources.providers.fitbit.sandbox import (
     health_notification_body,
     health_signature,
+    health_signing_key,
     health_verification_probe,
     health_webhook_send,
 )
@@ -24,12 +24,21 @@ pytestmark = pytest.mark.django_db
 SECRET = "Bearer health-secret"
 
 
-def served_health_key(client) -> ec.EllipticCurvePublicKey:
-    pem = client.get("/sandbox/google/health/webhook-public-key.pem")
-    assert pem.status_code == 200
-    key = serialization.load_pem_public_key(pem.content)
-    assert isinstance(key, ec.EllipticCurvePublicKey)
-    return key
+signature.register()
+KEYSET_PATH = "/sandbox/google/health/webhooks/webhooks_public_keyset.json"
+
+
+def served_keyset(client) -> dict:
+    answer = client.get(KEYSET_PATH)
+    assert answer.status_code == 200
+    return answer.json()
+
+
+def served_verifier(client) -> signature.PublicKeyVerify:
+    """Tink's verifier of the served keyset, read as Tink reads Google's (no secret inside)."""
+    text = client.get(KEYSET_PATH).content.decode()
+    handle = tink.json_proto_keyset_format.parse_without_secret(text)
+    return handle.primitive(signature.PublicKeyVerify)
 
 
 def test_health_verification_probe_pair(recorder):
@@ -48,15 +57,18 @@ def test_health_notification_is_signed_under_either_header(client, recorder):
     assert health_webhook_send(
         recorder.url, SECRET, [body], signature_header="GOOGLE-HEALTH-API-SIGNATURE"
     ) == [204]
-    key = served_health_key(client)
+    verifier = served_verifier(client)
+    key_id, _key = health_signing_key()
     for received, name in zip(
         recorder.requests, ("X-HEALTHAPI-SIGNATURE", "GOOGLE-HEALTH-API-SIGNATURE"), strict=True
     ):
         assert header(received, "Authorization") == SECRET
-        signature = base64.b64decode(header(received, name))
-        key.verify(signature, received.body, ec.ECDSA(hashes.SHA256()))
-        with pytest.raises(InvalidSignature):
-            key.verify(signature, received.body + b" ", ec.ECDSA(hashes.SHA256()))
+        output = base64.b64decode(header(received, name))
+        # Tink's output: the TINK prefix byte, the key id, the DER signature.
+        assert output[0] == 1 and int.from_bytes(output[1:5], "big") == key_id
+        verifier.verify(output, received.body)
+        with pytest.raises(tink.TinkError):
+            verifier.verify(output, received.body + b" ")
     assert recorder.requests[1].json() == [body]
 
     health_webhook_send(recorder.url, None, body, signature_header=None)
@@ -119,8 +131,39 @@ def test_control_endpoint_sends_to_the_receiver(client, settings, recorder):
     received = recorder.requests[-1]
     assert received.path == "/webhooks/fitbit/"
     assert received.json()["data"]["dataType"] == "sleep"
-    signature = base64.b64decode(header(received, "GOOGLE-HEALTH-API-SIGNATURE"))
-    served_health_key(client).verify(signature, received.body, ec.ECDSA(hashes.SHA256()))
+    output = base64.b64decode(header(received, "GOOGLE-HEALTH-API-SIGNATURE"))
+    served_verifier(client).verify(output, received.body)
+
+
+def test_control_rotates_the_primary_key_then_disables_the_old_one(client):
+    first = served_keyset(client)
+    old_id = first["primaryKeyId"]
+    assert [(k["keyId"], k["status"], k["outputPrefixType"]) for k in first["key"]] == [
+        (old_id, "ENABLED", "TINK")
+    ]
+    assert first["key"][0]["keyData"]["keyMaterialType"] == "ASYMMETRIC_PUBLIC"
+    rotated = control(client, {"provider": "fitbit", "action": "key_rotate"}).json()
+    new_id = rotated["primary_key_id"]
+    keyset = served_keyset(client)
+    assert keyset["primaryKeyId"] == new_id != old_id
+    assert {k["keyId"]: k["status"] for k in keyset["key"]} == {
+        new_id: "ENABLED",
+        old_id: "ENABLED",
+    }
+    assert health_signing_key()[0] == new_id
+    disabled = control(client, {"provider": "fitbit", "action": "keys_disable"}).json()
+    assert disabled["disabled_key_ids"] == [old_id]
+    keyset = served_keyset(client)
+    assert {k["keyId"]: k["status"] for k in keyset["key"]} == {
+        new_id: "ENABLED",
+        old_id: "DISABLED",
+    }
+    body = b"{}"
+    served_verifier(client).verify(base64.b64decode(health_signature(body)), body)
+    # The next rotation disables the key before it in one step.
+    third = control(client, {"provider": "fitbit", "action": "key_rotate"}).json()
+    statuses = {k["keyId"]: k["status"] for k in served_keyset(client)["key"]}
+    assert statuses == {third["primary_key_id"]: "ENABLED", new_id: "ENABLED", old_id: "DISABLED"}
 
 
 @pytest.mark.parametrize(

@@ -19,16 +19,19 @@ HEALTH_URL = "/webhooks/fitbit/"
 
 
 def _health_post(client, settings, body: dict):
+    raw = json.dumps(body).encode()
     return client.post(
         HEALTH_URL,
-        data=json.dumps(body).encode(),
+        data=raw,
         content_type="application/json",
         HTTP_AUTHORIZATION=settings.FITBIT_WEBHOOK_SECRET,
+        HTTP_GOOGLE_HEALTH_API_SIGNATURE=fitbit_hooks.health_signature(raw),
     )
 
 
-def test_identical_health_notifications_are_one_within_the_window_and_new_after(client, settings):
-    settings.FITBIT_WEBHOOK_PUBLIC_KEY = ""
+def test_identical_health_notifications_are_one_within_the_window_and_new_after(
+    client, sandbox, settings
+):
     settings.FITBIT_WEBHOOK_DEDUP_WINDOW_S = 600
     day = timezone.now().date().isoformat()
     body = fitbit_hooks.health_notification_body("health-nobody", "steps", [(day, day)])

@@ -34,7 +34,6 @@ def test_health_handshake_answers_201_with_the_secret_and_401_without(hooks, set
 
 
 def test_health_notification_fetches_exactly_the_named_days(hooks, connection, settings):
-    settings.FITBIT_WEBHOOK_PUBLIC_KEY = fitbit_hooks.health_public_key_pem()
     cursors = fresh(connection).cursors
     # A whole day in the past in any time zone (the sandbox account's today is local).
     day = (connection.created_at - timedelta(days=2)).date().isoformat()
@@ -61,17 +60,17 @@ def test_health_notification_fetches_exactly_the_named_days(hooks, connection, s
 
 
 def test_health_notification_with_a_bad_signature_or_secret_is_401(client, hooks, settings):
-    settings.FITBIT_WEBHOOK_PUBLIC_KEY = fitbit_hooks.health_public_key_pem()
     body = json.dumps(
         fitbit_hooks.health_notification_body("123", "steps", [("2026-11-01", "2026-11-01")])
     ).encode()
     other = ec.generate_private_key(ec.SECP256R1())
+    key_id, _key = fitbit_hooks.health_signing_key()  # forged under the real key's id
     forged = client.post(
         HEALTH_URL,
         data=body,
         content_type="application/json",
         HTTP_AUTHORIZATION=settings.FITBIT_WEBHOOK_SECRET,
-        HTTP_X_HEALTHAPI_SIGNATURE=fitbit_hooks.health_signature(body, key=other),
+        HTTP_X_HEALTHAPI_SIGNATURE=fitbit_hooks.health_signature(body, key=other, key_id=key_id),
     )
     assert forged.status_code == 401
     wrong_secret = client.post(

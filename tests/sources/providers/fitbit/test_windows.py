@@ -44,7 +44,6 @@ def test_a_window_fetch_while_a_sync_runs_waits_for_it_and_both_sets_of_records_
     connection, sandbox, settings
 ):
     settings.SIBLING_PUBLIC_URL = sandbox.url
-    settings.FITBIT_WEBHOOK_PUBLIC_KEY = sandbox_hooks.health_public_key_pem()
     assert connection_sync(connection.pk, policy=NO_WAIT).outcome == Outcome.SUCCESS
     # Two days an incremental sync does not fetch again (it refetches only the last two).
     today = timezone.now().date()
@@ -209,7 +208,6 @@ def test_a_future_window_is_clamped_or_dropped(connection, settings, caplog):
 
 def test_a_notification_naming_only_future_days_fetches_nothing(connection, sandbox, settings):
     settings.SIBLING_PUBLIC_URL = sandbox.url
-    settings.FITBIT_WEBHOOK_PUBLIC_KEY = sandbox_hooks.health_public_key_pem()
     notify(sandbox, settings, connection, timezone.now().date() + timedelta(days=400))
     event = WebhookEvent.objects.get(provider="fitbit")
     assert event.status == WebhookEvent.Status.PROCESSED and "out of bounds" in event.error

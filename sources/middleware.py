@@ -6,7 +6,7 @@ from django.shortcuts import redirect
 from social_core.exceptions import SocialAuthBaseException
 from social_django.middleware import SocialAuthExceptionMiddleware
 
-from sources.pipeline import NOT_STORED, SCOPE_MISSING
+from sources.pipeline import NOT_STORED, SCOPE_MISSING, missing_scopes_described
 from sources.providers import PROVIDERS
 from sources.providers.base import error_code_safe
 
@@ -51,5 +51,14 @@ class ConnectErrorMiddleware(SocialAuthExceptionMiddleware):
             exception.status_code or "-",
         )
         prefix = f"{provider.name}: " if provider else ""
-        messages.error(request, prefix + MESSAGES.get(exception.code, FALLBACK))
+        text = prefix + MESSAGES.get(exception.code, FALLBACK)
+        extra_tags = ""
+        if exception.code == SCOPE_MISSING and provider is not None:
+            missing = [m for m in exception.context.get("missing", ()) if isinstance(m, str)]
+            if missing:
+                words = "; ".join(missing_scopes_described(provider, missing))
+                text += f" Missing: {words}."
+            # The Connections page shows a Connect again button beside this message.
+            extra_tags = f"connect-again {provider.id}"
+        messages.error(request, text, extra_tags=extra_tags)
         return redirect("sources:connections")

@@ -39,6 +39,28 @@ def account_label_from(provider: type[Provider], details: dict[str, Any]) -> str
     return label[:ACCOUNT_LABEL_MAX_LENGTH] or f"{provider.name} account"
 
 
+def scope_expanded(provider: type[Provider], scope: str) -> str:
+    """A scope as the provider's token response writes it (a provider whose server writes short
+    names out in full, as Google does for `email`, declares `scope_expand`)."""
+    expand = getattr(provider, "scope_expand", None)
+    return expand(scope) if expand is not None else scope
+
+
+def scopes_granted(provider: type[Provider], response: dict[str, Any]) -> list[str]:
+    """The scopes the token response says were granted (only those the person left ticked),
+    each in its expanded form."""
+    value = response.get("scope")
+    words = value.split() if isinstance(value, str) else []
+    return [scope_expanded(provider, scope) for scope in words]
+
+
+def missing_scopes_described(provider: type[Provider], missing: list[str]) -> list[str]:
+    """The missing scopes in the words the provider declares for them (`scope_descriptions`),
+    else the scope itself."""
+    words = getattr(provider, "scope_descriptions", None) or {}
+    return [words.get(scope, scope) for scope in missing]
+
+
 def require_signed_in_person(backend: Any, user: Any = None, **kwargs: Any) -> None:
     """Connecting adds an account to a signed-in person; it never signs anyone in or up."""
     if user is None or not user.is_authenticated:
@@ -73,10 +95,11 @@ def _connection_store(
     strategy: Any, backend: Any, user: Any, uid: str, response: dict, details: dict
 ) -> dict[str, Any]:
     provider = get_provider(backend.name)
-    granted_scopes = response.get("scope", "").split()
+    granted_scopes = scopes_granted(provider, response)
     # Google's consent screen lets the person untick scopes; without every one the provider
     # declares, syncs would fail later, so the connect is refused now (and the grant revoked).
-    if missing := sorted(set(provider.scopes) - set(granted_scopes)):
+    wanted = {scope_expanded(provider, scope) for scope in provider.scopes}
+    if missing := sorted(wanted - set(granted_scopes)):
         raise AuthPolicyError(
             backend, code=SCOPE_MISSING, stage="pipeline", context={"missing": missing}
         )

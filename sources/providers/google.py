@@ -4,7 +4,7 @@ revocation, and a social-auth backend whose every endpoint comes from the provid
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from social_core.backends.google import GoogleOAuth2
 
@@ -37,12 +37,29 @@ class GoogleBackend(ProviderBackendMixin, GoogleOAuth2):
         response = self.get_json(
             self.provider.url("userinfo"), headers={"Authorization": f"Bearer {access_token}"}
         )
-        self.validate_email_verified(response)
+        # No `email_verified` check (social-core's sign-in does one): the claim is optional in
+        # OpenID Connect, and a connected account is only linked, never used to sign anyone in.
         return response
+
+
+# Google's token response writes OpenID Connect's short scope names out in full:
+# https://developers.google.com/identity/protocols/oauth2/scopes#oauth2
+GOOGLE_SCOPE_EXPANSION = {
+    "email": "https://www.googleapis.com/auth/userinfo.email",
+    "profile": "https://www.googleapis.com/auth/userinfo.profile",
+}
 
 
 class GoogleProvider(OAuth2Provider):
     backend_base = GoogleBackend
+    # Each declared scope in words, for a connect refused because it was left unticked.
+    scope_descriptions: ClassVar[dict[str, str]] = {}
+
+    @staticmethod
+    def scope_expand(scope: str) -> str:
+        """A scope as Google's token response writes it (`email` -> `.../userinfo.email`)."""
+        return GOOGLE_SCOPE_EXPANSION.get(scope, scope)
+
     # A refresh token comes only with offline access, and again only on a consent screen.
     auth_extra_arguments = {"access_type": "offline", "prompt": "consent"}
     reauth_message = "Google asks you to sign in again."

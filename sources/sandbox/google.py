@@ -67,6 +67,34 @@ _SCOPE_WORDS = {
 }
 
 
+# The scopes Google always grants (its consent screen has no box to untick them), and how its
+# token response writes them: the short OpenID Connect names come back as the full URLs.
+# https://developers.google.com/identity/protocols/oauth2/resources/granular-permissions
+BASIC_SCOPES = frozenset(
+    {
+        "openid",
+        "email",
+        "profile",
+        "https://www.googleapis.com/auth/userinfo.email",
+        "https://www.googleapis.com/auth/userinfo.profile",
+    }
+)
+_SCOPE_EXPANSION = {
+    "email": "https://www.googleapis.com/auth/userinfo.email",
+    "profile": "https://www.googleapis.com/auth/userinfo.profile",
+}
+
+
+def scopes_expand(scopes: list[str]) -> list[str]:
+    """Scopes as Google's token response writes them (`email` becomes `.../userinfo.email`)."""
+    expanded: list[str] = []
+    for scope in scopes:
+        full = _SCOPE_EXPANSION.get(scope, scope)
+        if full not in expanded:
+            expanded.append(full)
+    return expanded
+
+
 def _all_scope_words() -> dict[str, str]:
     words = dict(_SCOPE_WORDS)
     for module in registry.namespace_modules("google"):
@@ -173,7 +201,10 @@ def backend_error(service: str, status: int = 500) -> HttpResponse:
 
 # --- Accounts and the Google family's faults ---------------------------------------------------
 
-fault_names = ("expire_access_token",)
+# `refresh_token_expired`: the 7-day refresh-token lifetime of an app whose consent screen is
+# in "Testing" publishing status has run out (refresh answers invalid_grant);
+# `userinfo_unverified`: userinfo leaves out `email_verified` (optional in OpenID Connect).
+fault_names = ("expire_access_token", "refresh_token_expired", "userinfo_unverified")
 
 
 def google_account_ensure(email: str) -> GoogleAccount:
@@ -186,10 +217,16 @@ def google_account_ensure(email: str) -> GoogleAccount:
 
 def fault_apply(account: str, fault: str, count: int) -> bool:
     """`expire_access_token`: every current access token of the account expires now.
-    `revoke`: every grant and token of the account is revoked (refresh answers invalid_grant)."""
+    `revoke`: every grant and token of the account is revoked (refresh answers invalid_grant).
+    `refresh_token_expired`: its refresh tokens die as a "Testing" app's do after 7 days."""
     if fault == "expire_access_token":
         now = timezone.now()
         GoogleAccessToken.objects.filter(email=account, expires_at__gt=now).update(expires_at=now)
+        return True
+    if fault == "refresh_token_expired":
+        # https://developers.google.com/identity/protocols/oauth2#expiration: the grant ends
+        # (Google answers as for a revoked token), not only the refresh token.
+        GoogleGrant.objects.filter(email=account, offline=True).update(revoked=True)
         return True
     if fault == "revoke":
         GoogleGrant.objects.filter(email=account).update(revoked=True)
@@ -242,11 +279,14 @@ def authorize(request: HttpRequest) -> HttpResponse:
     if method not in ("", "plain", "S256"):
         return error_page(request, "invalid_request", "Invalid code_challenge_method.")
     state = params.get("state", "")
+    # Granular consent: one box per scope beyond the basic ones, all ticked at first.
+    choices = [{"scope": s, "words": scope_describe(s), "basic": s in BASIC_SCOPES} for s in scopes]
     context = {
         "client_id": client_id,
         "redirect_uri": redirect_uri,
         "scope": " ".join(scopes),
         "scopes": [scope_describe(s) for s in scopes],
+        "scope_choices": choices,
         "state": state,
         "access_type": params.get("access_type", "online"),
         "prompt": params.get("prompt", ""),
@@ -268,19 +308,26 @@ def authorize(request: HttpRequest) -> HttpResponse:
         context["email_error"] = "Enter a valid email address."
         return render(request, "sandbox/consent.html", context, status=400)
     google_account_ensure(email)
+    granted = scopes
+    if params.get("granular") == "1":
+        # The page's boxes: a box left unticked is a scope not granted. (A form without the
+        # marker, as a script posts it, grants every scope asked for.)
+        # Each box is its own field (`grant:<scope>`), sent only when ticked.
+        granted = [s for s in scopes if s in BASIC_SCOPES or params.get(f"grant:{s}") == "1"]
+    granted = scopes_expand(granted)
     code = GoogleAuthCode.objects.create(
         code=random_token("4/0", 36),
         client_id=client_id,
         redirect_uri=redirect_uri,
         email=email,
-        scopes=scopes,
+        scopes=granted,
         offline=context["access_type"] == "offline",
         code_challenge=challenge,
         code_challenge_method=context["code_challenge_method"],
         expires_at=timezone.now() + CODE_LIFETIME,
     )
     return HttpResponseRedirect(
-        url_with_query(redirect_uri, {"code": code.code, **state_param, "scope": " ".join(scopes)})
+        url_with_query(redirect_uri, {"code": code.code, **state_param, "scope": " ".join(granted)})
     )
 
 
@@ -322,13 +369,17 @@ def _issue_access_token(grant: GoogleGrant) -> GoogleAccessToken:
     )
 
 
-def _token_body(access: GoogleAccessToken) -> dict:
-    return {
+def _token_body(access: GoogleAccessToken, *, client_id: str = "") -> dict:
+    body = {
         "access_token": access.token,
         "expires_in": ACCESS_TOKEN_SECONDS,
         "scope": " ".join(access.scopes),
         "token_type": "Bearer",
     }
+    if client_id and "openid" in access.scopes:
+        # Google returns an ID token whenever `openid` was granted, on refresh too.
+        body["id_token"] = user_id_token(client_id=client_id, email=access.email)
+    return body
 
 
 @csrf_exempt
@@ -366,7 +417,7 @@ def token(request: HttpRequest) -> HttpResponse:
             offline=code.offline,
             created_at=now,
         )
-        body = _token_body(_issue_access_token(grant))
+        body = _token_body(_issue_access_token(grant), client_id=client_id)
         if grant.offline:
             body["refresh_token"] = grant.refresh_token
         return json_response(body)
@@ -382,7 +433,7 @@ def token(request: HttpRequest) -> HttpResponse:
             return invalid_grant()
         if client_id not in settings.SIBLING_SANDBOX_ROTATING_CLIENTS:
             # Google does not rotate refresh tokens: the answer carries no new one.
-            return json_response(_token_body(_issue_access_token(grant)))
+            return json_response(_token_body(_issue_access_token(grant), client_id=client_id))
         # A client configured to rotate behaves like OAuth servers that rotate (RFC 6749
         # section 6 allows it): every refresh returns a new refresh token and the one used stops
         # working (single use).
@@ -393,7 +444,7 @@ def token(request: HttpRequest) -> HttpResponse:
         if not swapped:
             return invalid_grant()
         grant.refresh_token = rotated
-        body = _token_body(_issue_access_token(grant))
+        body = _token_body(_issue_access_token(grant), client_id=client_id)
         body["refresh_token"] = rotated
         return json_response(body)
 
@@ -493,26 +544,46 @@ def google_caller(
     )
 
 
+def _userinfo_error(api_answer: HttpResponse) -> HttpResponse:
+    """The userinfo endpoint's errors are OAuth's flat {"error", "error_description"}, not the
+    APIs' envelope (a bad token: 401 invalid_request "Invalid Credentials")."""
+    status = api_answer.status_code
+    if status == 401:
+        response = oauth_error("invalid_request", "Invalid Credentials", status=401)
+        response["WWW-Authenticate"] = api_answer["WWW-Authenticate"]
+        return response
+    if status == 429:
+        response = oauth_error("rate_limit_exceeded", "Rate limit exceeded.", status=429)
+        response["Retry-After"] = api_answer.get("Retry-After", str(RETRY_AFTER_SECONDS))
+        return response
+    if status == 503:
+        return oauth_error(
+            "temporarily_unavailable", "The service is currently unavailable.", status=503
+        )
+    return oauth_error("server_error", "Backend Error", status=status)
+
+
 @csrf_exempt
 @require_GET
 def userinfo(request: HttpRequest) -> HttpResponse:
     """OpenID Connect userinfo (v3): the identity social-auth stores."""
     caller = google_caller(request, "oauth2.googleapis.com")
     if isinstance(caller, HttpResponse):
-        return caller
+        return _userinfo_error(caller)
     given, family = display_names(caller.email)
     sub = google_sub(caller.email)
-    return json_response(
-        {
-            "sub": sub,
-            "name": f"{given} {family}",
-            "given_name": given,
-            "family_name": family,
-            "picture": request.build_absolute_uri(reverse("sandbox:google-avatar", args=[sub])),
-            "email": caller.email,
-            "email_verified": True,
-        }
-    )
+    body = {
+        "sub": sub,
+        "name": f"{given} {family}",
+        "given_name": given,
+        "family_name": family,
+        "picture": request.build_absolute_uri(reverse("sandbox:google-avatar", args=[sub])),
+        "email": caller.email,
+        "email_verified": True,
+    }
+    if fault_take("google", caller.email, "userinfo_unverified", set(caller.pending_faults)):
+        del body["email_verified"]  # an optional claim in OpenID Connect
+    return json_response(body)
 
 
 @require_GET
@@ -605,6 +676,25 @@ def google_id_token(
         algorithm="RS256",
         headers={"kid": kid if kid is not None else current_kid},
     )
+
+
+def user_id_token(*, client_id: str, email: str, lifetime_s: int = 3600) -> str:
+    """The RS256 ID token of a person's sign-in, as the token endpoint returns it when `openid`
+    was granted: iss, azp, aud (the client id), sub, email, email_verified, iat, exp; signed with
+    the key the sandbox's certs URL lists."""
+    kid, private = google_oidc_signing_key()
+    issued = int(time.time())
+    claims = {
+        "iss": GOOGLE_ISSUER,
+        "azp": client_id,
+        "aud": client_id,
+        "sub": google_sub(email),
+        "email": email,
+        "email_verified": True,
+        "iat": issued,
+        "exp": issued + lifetime_s,
+    }
+    return jwt.encode(claims, private, algorithm="RS256", headers={"kid": kid})
 
 
 @require_GET

@@ -11,6 +11,9 @@ class Gmail(GoogleProvider):
     category = "external"
     # https://developers.google.com/workspace/gmail/api/auth/scopes
     scopes = ("https://www.googleapis.com/auth/gmail.readonly",)
+    scope_descriptions = {
+        "https://www.googleapis.com/auth/gmail.readonly": "View your email messages and settings"
+    }
     streams = (Stream("messages", kind="email_message"),)
     kinds = (EMAIL_MESSAGE,)
     credentials = {"client_id": "sandbox-gmail-client", "client_secret": "sandbox-gmail-secret"}

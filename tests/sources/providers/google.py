@@ -9,6 +9,12 @@ from sources.sandbox.models import GoogleAccessToken, GoogleGrant
 
 
 class GoogleSandboxHooks:
+    granular_consent = True
+
+    def unticked_scope_values(self, form_fields: dict[str, str]) -> dict[str, str]:
+        # Google's consent page has one box per scope beyond sign-in's basic ones.
+        return {name: "" for name in form_fields if name.startswith("grant:")}
+
     def sandbox_fault(self, account: str, fault: str, count: int = 1) -> None:
         fault_set("google", account, fault, count)
 

@@ -240,6 +240,8 @@ class OAuth2ProviderTests(ProviderTests):
     deny_button: ClassVar[str] = "Deny"
     # Consent-form values granting less than every scope Sibling asks for.
     partial_scope_values: ClassVar[dict[str, str]] = {"scope": "openid email"}
+    # Whether the consent page lets the person untick scopes one by one (Google's does).
+    granular_consent: ClassVar[bool] = False
 
     # Hooks ---------------------------------------------------------------------------------------
 
@@ -250,6 +252,11 @@ class OAuth2ProviderTests(ProviderTests):
     def consent_values(self, form_fields: dict[str, str], account: str) -> dict[str, str]:
         """The consent form's values that say who consents (by default its email field)."""
         return {name: account for name in form_fields if "email" in name}
+
+    def unticked_scope_values(self, form_fields: dict[str, str]) -> dict[str, str]:
+        """The consent form's values that untick every scope the person may untick (for a
+        provider with ``granular_consent``)."""
+        return {}
 
     def expire_access_token(self, account: str) -> None:
         """Make every access token the sandbox issued to ``account`` expire now."""
@@ -293,10 +300,17 @@ class OAuth2ProviderTests(ProviderTests):
     # The flow ------------------------------------------------------------------------------------
 
     def consent(
-        self, browser: Browser, account: str, *, button: str = "", **values: str
+        self,
+        browser: Browser,
+        account: str,
+        *,
+        button: str = "",
+        untick: bool = False,
+        **values: str,
     ) -> requests.Response:
         """The connect flow as the person's browser runs it: begin, the consent page, the
-        decision, social-auth's complete view; ends on the page the person lands on."""
+        decision, social-auth's complete view; ends on the page the person lands on. ``untick``
+        unticks every scope box of a granular consent page."""
         start = browser.post(
             reverse("social:begin", args=[self.provider_id]), allow_redirects=False
         )
@@ -305,6 +319,8 @@ class OAuth2ProviderTests(ProviderTests):
         assert page.status_code == 200, page.text[:500]
         button = button or self.allow_button
         form = next(f for f in forms_of(page.text) if f.has_button(button))
+        if untick:
+            values = {**self.unticked_scope_values(form.fields), **values}
         data = form.submit_data(button, **self.consent_values(form.fields, account), **values)
         return browser.session.request(
             form.method.upper(), urljoin(page.url, form.action), data=data, timeout=30
@@ -384,6 +400,26 @@ class OAuth2ProviderTests(ProviderTests):
         )
         for token in self.issued_tokens(account):
             assert token not in caplog.text
+
+    def test_an_unticked_scope_is_named_on_the_page_with_connect_again(self, browser, person):
+        from sources.pipeline import missing_scopes_described, scope_expanded
+
+        if not self.granular_consent:
+            pytest.skip("the provider's consent page grants its scopes as a whole")
+        account = self.account()
+        page = self.consent(browser, account, untick=True)
+        assert page.url.endswith(reverse("sources:connections"))
+        assert f"{self.name}: Sibling needs every permission it asked for" in page.text
+        # The page names, in words, each permission left unticked.
+        missing = sorted({scope_expanded(self.provider, s) for s in self.provider.scopes})
+        words = "; ".join(missing_scopes_described(self.provider, missing))
+        assert escape(f"Missing: {words}.") in page.text
+        card = page.text.split(f'data-provider="{self.provider_id}"', 1)[1].split("</li>", 1)[0]
+        assert "Connect again" in card
+        assert not UserDataSource.objects.filter(user=person).exists()
+        assert self.grant_revoked(account)
+        # Connecting again with every box ticked works.
+        assert f"{self.name} is connected" in self.consent(browser, account).text
 
     def test_an_expired_access_token_is_refreshed_and_saved_encrypted(
         self, browser, person, raw_db

@@ -184,20 +184,10 @@ def test_expire_access_token_fault_then_refresh_recovers(client):
     fault_set("google", EMAIL, "expire_access_token")
     response = client.get(USERINFO, **bearer(tokens["access_token"]))
     assert response.status_code == 401
+    # The userinfo endpoint answers OAuth's flat error body, not the APIs' envelope.
     assert response.json() == {
-        "error": {
-            "code": 401,
-            "message": "Invalid Credentials",
-            "errors": [
-                {
-                    "domain": "global",
-                    "reason": "authError",
-                    "locationType": "header",
-                    "location": "Authorization",
-                }
-            ],
-            "status": "UNAUTHENTICATED",
-        }
+        "error": "invalid_request",
+        "error_description": "Invalid Credentials",
     }
     fresh = refresh(client, tokens["refresh_token"]).json()["access_token"]
     ok = client.get(USERINFO, **bearer(fresh))

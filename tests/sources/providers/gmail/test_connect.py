@@ -50,7 +50,7 @@ class TestGmailConnect(GoogleSandboxHooks, OAuth2ProviderTests):
         fault_set("google", account, "server_error", count=2)
         page = self.consent(browser, account)
         assert f"{self.name}: The provider could not be reached" in page.text
-        assert "AuthProviderError code=unavailable stage=user_info provider_code=500" in (
+        assert "AuthProviderError code=unavailable stage=user_info provider_code=server_error" in (
             caplog.text
         )
         assert not self.grant_revoked(account)

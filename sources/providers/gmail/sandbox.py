@@ -21,6 +21,8 @@ settings.SIBLING_SANDBOX_SEND_WEBHOOKS is off. Watches are records of the sandbo
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import re
 import secrets
 from collections.abc import Sequence
@@ -28,6 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -473,10 +476,21 @@ def query_parse(q: str, label_ids: list[str]) -> Query:
 # --- Views ----------------------------------------------------------------------------------------
 
 
+# Gmail's rate limits answered as 403 (besides the shared 429 `rate_limit` fault), with the
+# bodies of https://developers.google.com/workspace/gmail/api/guides/handle-errors
+RATE_LIMIT_403 = {
+    "user_rate_limit_403": ("userRateLimitExceeded", "User Rate Limit Exceeded"),
+    "rate_limit_403": ("rateLimitExceeded", "Rate Limit Exceeded"),
+}
+
+
 def _caller(request: HttpRequest, user_id: str) -> GoogleCaller | HttpResponse:
     caller = google_caller(request, SERVICE)
     if isinstance(caller, HttpResponse):
         return caller
+    for fault, (reason, message) in RATE_LIMIT_403.items():
+        if fault_take("google", caller.email, fault, caller.pending_faults):
+            return api_error(403, message, "PERMISSION_DENIED", reason=reason, domain="usageLimits")
     if not caller.has_any_scope(*READ_SCOPES, METADATA_SCOPE):
         return insufficient_scope(SERVICE)
     if user_id != "me" and user_id.lower() != caller.email:
@@ -696,11 +710,50 @@ def watch(request: HttpRequest, user_id: str) -> HttpResponse:
     label_ids = (body or {}).get("labelIds") or []
     if not isinstance(label_ids, list) or not all(isinstance(x, str) for x in label_ids):
         return _bad_request("labelIds must be a list of strings")
+    for field, proto_field in (
+        ("labelFilterBehavior", "label_filter_behavior"),
+        ("labelFilterAction", "label_filter_action"),
+    ):
+        value = (body or {}).get(field)
+        if value is not None and value not in _watch_enum(field):
+            return _invalid_enum(proto_field, field, value)
     mailbox = Mailbox.load(caller.email)
     expires_at = timezone.now() + WATCH_LIFETIME
     _watch_save(caller.email, topic, label_ids, expires_at)
     expiration = epoch_ms(expires_at)
     return json_response({"historyId": str(mailbox.history_id), "expiration": str(expiration)})
+
+
+@functools.cache
+def _watch_enum(field: str) -> frozenset[str]:
+    """The values Google's discovery document (gmail v1, shipped with google-api-python-client)
+    lists for a WatchRequest field; anything else is refused as Google refuses it."""
+    import googleapiclient
+
+    path = Path(googleapiclient.__file__).parent / "discovery_cache/documents/gmail.v1.json"
+    document = json.loads(path.read_text())
+    return frozenset(document["schemas"]["WatchRequest"]["properties"][field]["enum"])
+
+
+def _invalid_enum(proto_field: str, field: str, value: object) -> HttpResponse:
+    """Google's 400 for a JSON value its enum does not have: the proto field and the value."""
+    enum_type = (
+        "type.googleapis.com/google.apps.gmail.v1.WatchRequest." + field[0].upper() + (field[1:])
+    )
+    shown = json.dumps(value) if isinstance(value, str) else str(value)
+    message = f"Invalid value at '{proto_field}' ({enum_type}), {shown}"
+    return api_error(
+        400,
+        message,
+        "INVALID_ARGUMENT",
+        reason="invalid",
+        details=[
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": proto_field, "description": message}],
+            }
+        ],
+    )
 
 
 @csrf_exempt
@@ -843,7 +896,7 @@ def gmail_push_endpoint_set(email: str, url: str, audience: str | None = None) -
 
 # --- Faults and the control API -------------------------------------------------------------------
 
-fault_names = ("new_activity",)
+fault_names = ("new_activity", *RATE_LIMIT_403)
 
 
 def fault_apply(account: str, fault: str, count: int) -> bool:

@@ -112,7 +112,9 @@ def watch_renew(connection: UserDataSource) -> dict[str, Any]:
             body={
                 "topicName": settings.GMAIL_PUSH_TOPIC,
                 "labelIds": ["INBOX"],
-                "labelFilterBehavior": "INCLUDE",
+                # Spelled as Google's discovery document lists the enum (gmail v1,
+                # WatchRequest.labelFilterBehavior: "include" or "exclude").
+                "labelFilterBehavior": "include",
             },
         )
     finally:

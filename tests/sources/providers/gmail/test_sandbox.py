@@ -208,3 +208,48 @@ def test_consent_page_describes_the_scopes_in_words(client):
         },
     )
     assert "View your email messages and settings" in page.content.decode()
+
+
+@pytest.mark.parametrize("field", ["labelFilterBehavior", "labelFilterAction"])
+def test_watch_takes_only_the_discovery_documents_enum_values(client, auth, field):
+    import json as json_module
+    from pathlib import Path
+
+    import googleapiclient
+
+    document = Path(googleapiclient.__file__).parent / "discovery_cache/documents/gmail.v1.json"
+    schema = json_module.loads(document.read_text())["schemas"]["WatchRequest"]
+    allowed = schema["properties"][field]["enum"]
+    assert allowed == ["include", "exclude"]
+    for value in allowed:
+        body = {"topicName": "projects/p/topics/t", "labelIds": ["INBOX"], field: value}
+        ok = client.post(f"{API}/watch", body, content_type="application/json", **auth)
+        assert ok.status_code == 200, ok.content
+    for value in ("INCLUDE", "LABEL_FILTER_BEHAVIOR_UNSPECIFIED", 1):
+        body = {"topicName": "projects/p/topics/t", "labelIds": ["INBOX"], field: value}
+        refused = client.post(f"{API}/watch", body, content_type="application/json", **auth)
+        assert refused.status_code == 400
+        error = refused.json()["error"]
+        assert error["code"] == 400 and error["status"] == "INVALID_ARGUMENT"
+        assert error["message"].startswith("Invalid value at 'label_filter_")
+        violation = error["details"][0]
+        assert violation["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+        assert violation["fieldViolations"][0]["field"].startswith("label_filter_")
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason", "message"),
+    [
+        ("user_rate_limit_403", "userRateLimitExceeded", "User Rate Limit Exceeded"),
+        ("rate_limit_403", "rateLimitExceeded", "Rate Limit Exceeded"),
+    ],
+)
+def test_rate_limit_faults_answer_gmails_403(client, auth, fault, reason, message):
+    fault_set("google", EMAIL, fault)
+    response = client.get(f"{API}/profile", **auth)
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == 403 and error["message"] == message
+    assert error["errors"][0]["reason"] == reason
+    assert error["errors"][0]["domain"] == "usageLimits"
+    assert client.get(f"{API}/profile", **auth).status_code == 200  # once

@@ -404,3 +404,30 @@ def test_a_message_deleted_between_list_and_get_is_skipped(
     assert run.api_calls == 2 + len(expected) + 1
     assert (run.created, run.quarantined) == (len(expected), 0)
     assert stored_ids(connection) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fault", ["user_rate_limit_403", "rate_limit_403"])
+def test_a_403_rate_limit_defers_the_connection_like_a_429(gmail_connection, window_start, fault):
+    # Gmail also answers rate limits with 403 userRateLimitExceeded / rateLimitExceeded:
+    # https://developers.google.com/workspace/gmail/api/guides/handle-errors
+    connection = gmail_connection
+    backfilled(connection, window_start)
+    sandbox_fault(connection.sandbox_email, fault)
+    run = sync(connection)
+    assert run.outcome == Outcome.DEFERRED, run.error_message
+    assert "rate limit" in run.error_message
+    assert fresh(connection).next_sync_at > timezone.now()
+    assert fresh(connection).status == UserDataSource.Status.ACTIVE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_watch_renewal_is_accepted_by_the_sandbox(gmail_connection, settings):
+    from sources.providers.gmail.sandbox import gmail_push_target
+    from sources.providers.gmail.webhooks import watch_renew
+
+    # The request spells labelFilterBehavior as the discovery document's enum does; the
+    # sandbox refuses any other spelling, as Google does.
+    body = watch_renew(gmail_connection)
+    assert body["historyId"].isdigit() and body["expiration"].isdigit()
+    assert gmail_push_target(gmail_connection.sandbox_email) is not None

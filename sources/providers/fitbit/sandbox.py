@@ -627,9 +627,11 @@ def _caller(request: HttpRequest, user: str) -> tuple[GoogleCaller, HealthAccoun
     return caller, account
 
 
-def _family_scopes(family: str) -> tuple[str, str]:
-    # The older suffix-less scopes are still accepted.
-    return (f"{SCOPE_PREFIX}{family}.readonly", f"{SCOPE_PREFIX}{family}")
+def _family_scopes(family: str) -> tuple[str]:
+    # Reads need the family's `.readonly` scope: on 2026-05-26 Google renamed the suffix-less
+    # read/write scopes to `.writeonly`, which does not read
+    # (https://developers.google.com/health/release-notes).
+    return (f"{SCOPE_PREFIX}{family}.readonly",)
 
 
 @csrf_exempt

@@ -206,20 +206,20 @@ def test_bad_page_token_and_unknown_type(client, auth):
     assert client.get(f"{API}/dataTypes/steps/dataPoints?pageSize=-1", **auth).status_code == 400
 
 
-def test_scopes_per_data_type_and_legacy_scope_names(client):
+def test_scopes_per_data_type_and_write_only_scopes_do_not_read(client):
     sleep_only = google_tokens(client, scope=f"{HEALTH}sleep.readonly", client_pair=FITBIT_CLIENT)
     auth = bearer(sleep_only["access_token"])
     assert client.get(f"{API}/dataTypes/sleep/dataPoints", **auth).status_code == 200
     denied = client.get(f"{API}/dataTypes/steps/dataPoints", **auth)
     assert denied.status_code == 403
     assert denied.json()["error"]["details"][0]["reason"] == "ACCESS_TOKEN_SCOPE_INSUFFICIENT"
-    legacy = google_tokens(client, scope=f"{HEALTH}activity_and_fitness", client_pair=FITBIT_CLIENT)
-    assert (
-        client.get(
-            f"{API}/dataTypes/steps/dataPoints?pageSize=1", **bearer(legacy["access_token"])
-        ).status_code
-        == 200
-    )
+    # Since 2026-05-26 the suffix-less scope is `.writeonly` by another name: neither reads.
+    for write_only in ("activity_and_fitness", "activity_and_fitness.writeonly"):
+        token = google_tokens(client, scope=f"{HEALTH}{write_only}", client_pair=FITBIT_CLIENT)
+        refused = client.get(
+            f"{API}/dataTypes/steps/dataPoints?pageSize=1", **bearer(token["access_token"])
+        )
+        assert refused.status_code == 403, write_only
     identity_only = google_tokens(client, scope="openid email", client_pair=FITBIT_CLIENT)
     assert client.get(f"{API}/identity", **bearer(identity_only["access_token"])).status_code == 403
 

@@ -36,6 +36,7 @@ from sources.providers.plaid.errors import REAUTH_ERROR_CODES
 from sources.providers.plaid.provider import Plaid
 from sources.services import connection_disconnect
 
+Status = UserDataSource.Status
 MAX_AGE_S = 5 * 60
 # (connect, read) seconds of a key fetch: shorter than every other provider call
 # (settings.SIBLING_PROVIDER_TIMEOUT_S), because Plaid's delivery waits on it; a key that cannot
@@ -263,14 +264,47 @@ def _permission_revoked(event: WebhookEvent, connection: UserDataSource) -> None
     connection_disconnect(connection=connection, delete_data=False)
 
 
+def _login_repaired(event: WebhookEvent, connection: UserDataSource) -> None:
+    """The Item works again without Link (the person fixed it at the bank, or on another app
+    using Plaid): no sign-in is needed any more, and a sync catches up."""
+    repaired = (
+        UserDataSource.objects.filter(pk=connection.pk, status=Status.REAUTH_REQUIRED).update(
+            status=Status.ACTIVE, last_error="", consecutive_failures=0
+        )
+        > 0
+    )
+    if repaired:
+        connection.refresh_from_db()
+    connection_sync_request(connection)
+
+
+def _new_accounts(event: WebhookEvent, connection: UserDataSource) -> None:
+    connection_notice(
+        connection,
+        "Your bank has new accounts. Reconnect to choose whether Sibling reads them.",
+    )
+
+
+def _acknowledged(event: WebhookEvent, connection: UserDataSource) -> None:
+    """Plaid confirms the Item's new webhook URL: nothing to do."""
+
+
 # "<webhook_type>.<webhook_code>" -> what it asks: https://plaid.com/docs/api/webhooks/
+# The legacy TRANSACTIONS codes (meant for /transactions/get) are still sent beside
+# SYNC_UPDATES_AVAILABLE; each one also means "there is something to sync".
 HANDLERS: dict[str, EventHandler] = {
     "TRANSACTIONS.SYNC_UPDATES_AVAILABLE": _sync_request,
+    "TRANSACTIONS.INITIAL_UPDATE": _sync_request,
+    "TRANSACTIONS.HISTORICAL_UPDATE": _sync_request,
     "TRANSACTIONS.DEFAULT_UPDATE": _sync_request,
+    "TRANSACTIONS.TRANSACTIONS_REMOVED": _sync_request,
     "ITEM.ERROR": _item_error,
+    "ITEM.LOGIN_REPAIRED": _login_repaired,
+    "ITEM.NEW_ACCOUNTS_AVAILABLE": _new_accounts,
     "ITEM.PENDING_EXPIRATION": _expiry_notice,
     "ITEM.PENDING_DISCONNECT": _expiry_notice,
     "ITEM.USER_PERMISSION_REVOKED": _permission_revoked,
+    "ITEM.WEBHOOK_UPDATE_ACKNOWLEDGED": _acknowledged,
 }
 
 

@@ -57,13 +57,15 @@ def fault_undo(account: str, fault: str | None) -> None:
 
 
 def activity_webhook(item_id: str) -> list[int] | None:
-    """SYNC_UPDATES_AVAILABLE to the item's webhook URL, when it has one."""
+    """What Plaid sends the item's webhook URL (when it has one) after new activity:
+    SYNC_UPDATES_AVAILABLE, but only once /transactions/sync was called on the item; before
+    that, the legacy DEFAULT_UPDATE alone. (Plaid sends DEFAULT_UPDATE beside
+    SYNC_UPDATES_AVAILABLE too; both mean the same to a client, so one is sent.)"""
     item = item_by_id(item_id)
     if item is None or not item.webhook:
         return None
-    return plaid_webhook_send(
-        item.item_id, "TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", url=item.webhook
-    )
+    code = "SYNC_UPDATES_AVAILABLE" if item.sync_called else "DEFAULT_UPDATE"
+    return plaid_webhook_send(item.item_id, "TRANSACTIONS", code, url=item.webhook)
 
 
 def _control_send(body: dict, url: str) -> dict:

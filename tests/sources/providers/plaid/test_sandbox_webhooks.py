@@ -154,8 +154,13 @@ def test_plaid_forged_variants_and_an_expired_key(client):
 def test_new_activity_sends_sync_updates_available(sandbox, client, settings, recorder):
     receiver = f"{recorder.base}/webhooks/plaid/"
     linked = plaid_link(client, webhook=receiver)
+    # Before the item's first /transactions/sync, Plaid sends only the legacy DEFAULT_UPDATE.
     fault_set("plaid", linked["item_id"], "new_activity")
-    [received] = recorder.requests
+    [before] = recorder.requests
+    assert before.json()["webhook_code"] == "DEFAULT_UPDATE"
+    plaid_post(client, "transactions/sync", {"access_token": linked["access_token"]})
+    fault_set("plaid", linked["item_id"], "new_activity")
+    received = recorder.requests[-1]
     assert received.path == "/webhooks/plaid/"
     assert received.json()["webhook_code"] == "SYNC_UPDATES_AVAILABLE"
     assert received.json()["item_id"] == linked["item_id"]
@@ -179,7 +184,7 @@ def test_new_activity_sends_sync_updates_available(sandbox, client, settings, re
 
     settings.SIBLING_SANDBOX_SEND_WEBHOOKS = False
     fault_set("plaid", linked["item_id"], "new_activity")
-    assert len(recorder.requests) == 2
+    assert len(recorder.requests) == 3
 
 
 def test_new_activity_survives_a_receiver_that_is_down(client, monkeypatch):

@@ -52,3 +52,47 @@ def test_a_revoked_permission_disconnects_the_item(connection):
     deliver(connection, "webhook_item_user_permission_revoked")
     after = fresh(connection)
     assert after.status == Status.DISCONNECTED and after.credentials is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "webhook_transactions_initial_update",
+        "webhook_transactions_historical_update",
+        "webhook_transactions_default_update",
+        "webhook_transactions_removed",
+    ],
+)
+def test_the_legacy_transactions_webhooks_ask_for_a_sync(connection, settings, name):
+    settings.SIBLING_SYNC_ON_DUE = True
+    event = deliver(connection, name)
+    assert not event.error
+    assert connection.runs.get().outcome == "success"
+
+
+def test_login_repaired_clears_the_sign_in_the_card_asked_for(connection, settings):
+    settings.SIBLING_SYNC_ON_DUE = True
+    deliver(connection, "webhook_item_error")
+    assert fresh(connection).status == Status.REAUTH_REQUIRED
+    deliver(connection, "webhook_item_login_repaired")
+    after = fresh(connection)
+    assert after.status == Status.ACTIVE and after.last_error == ""
+    assert connection.runs.get().outcome == "success"
+
+
+def test_new_accounts_available_is_a_notice(connection):
+    deliver(connection, "webhook_item_new_accounts_available")
+    after = fresh(connection)
+    assert "new accounts" in after.notice and after.status == Status.ACTIVE
+
+
+def test_a_pending_expiration_tells_the_person_to_reconnect(connection):
+    deliver(connection, "webhook_item_pending_expiration")
+    assert "Reconnect" in fresh(connection).notice
+
+
+def test_a_webhook_update_acknowledged_is_taken_as_read(connection):
+    event = deliver(connection, "webhook_item_webhook_update_acknowledged")
+    assert not event.error
+    after = fresh(connection)
+    assert after.status == Status.ACTIVE and not after.notice

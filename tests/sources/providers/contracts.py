@@ -209,6 +209,7 @@ def openapi_model_errors(model_class: type, body: Any) -> list[str]:
     them, and then no key any model along the way does not declare."""
     package = _package(model_class)
     utils = importlib.import_module(f"{package.__name__}.model_utils")
+    exceptions = importlib.import_module(f"{package.__name__}.exceptions")
     configuration = package.Configuration()
     configuration.discard_unknown_keys = False
     try:
@@ -220,33 +221,54 @@ def openapi_model_errors(model_class: type, body: Any) -> list[str]:
             True,  # check every type
             configuration=configuration,
         )
-    except (utils.OpenApiException, TypeError, ValueError) as err:
+    except (exceptions.OpenApiException, TypeError, ValueError, KeyError) as err:
         return [f"{model_class.__name__}: {type(err).__name__}: {err}"]
     return [f"{model_class.__name__}{where}" for where in _unknown_keys(utils, model, "")]
+
+
+def _enum_errors(model: Any, name: tuple[str, ...], value: Any, path: str) -> list[str]:
+    """A value outside its enum (the SDK's own check of enums is switched off, so that a value
+    added later does not break old clients; a sandbox must still keep to the values listed)."""
+    allowed = getattr(model, "allowed_values", {}).get(name)
+    if not allowed or value is None:
+        return []
+    values = value if isinstance(value, list) else [value]
+    return [
+        f"{path}: {item!r} is not one of {sorted(allowed.values())}"
+        for item in values
+        if item not in allowed.values()
+    ]
+
+
+def _declared(utils: Any, model: Any) -> set[str]:
+    """The keys a model declares; a composed model (allOf, oneOf) declares its parts' keys too."""
+    declared = set(model.openapi_types)
+    if isinstance(model, utils.ModelComposed):
+        for part in model._composed_instances:
+            declared |= _declared(utils, part)
+    return declared
 
 
 def _unknown_keys(utils: Any, value: Any, path: str) -> list[str]:
     """Keys the models do not declare, anywhere in a deserialised answer (the SDK keeps them as
     additional properties)."""
     found: list[str] = []
-    if isinstance(value, utils.ModelComposed):
-        declared: set[str] = set()
-        for instance in value._composed_instances:
-            declared |= set(instance.openapi_types)
-            found += _unknown_keys(utils, instance, path)
-        found += [
-            f"{path}.{key}: not in the contract"
-            for key in value._data_store
-            if key not in declared and key not in value.openapi_types
-        ]
-        return found
-    if isinstance(value, utils.ModelNormal):
-        for key, item in value._data_store.items():
-            if key not in value.openapi_types:
+    if isinstance(value, utils.ModelSimple):
+        found += _enum_errors(value, ("value",), value.value, path)
+    elif isinstance(value, (utils.ModelNormal, utils.ModelComposed)):
+        # Each part of a composed model holds every key given to the whole (the keys of its
+        # siblings as additional properties): only a key no part declares is unknown.
+        store = dict(value._data_store)
+        if isinstance(value, utils.ModelComposed):
+            for part in value._composed_instances:
+                store = {**part._data_store, **store}
+        declared = _declared(utils, value)
+        for key, item in store.items():
+            if key not in declared:
                 found.append(f"{path}.{key}: not in the contract")
+            found += _enum_errors(value, (key,), item, f"{path}.{key}")
             found += _unknown_keys(utils, item, f"{path}.{key}")
-        return found
-    if isinstance(value, list):
+    elif isinstance(value, list):
         for index, item in enumerate(value):
             found += _unknown_keys(utils, item, f"{path}[{index}]")
     elif isinstance(value, dict):

@@ -462,9 +462,11 @@ def _item_error(item: PlaidItem) -> dict | None:
     )
 
 
-def item_resource(item: PlaidItem) -> dict:
+def item_resource(item: PlaidItem, *, consent_fields: bool = True) -> dict:
+    """Plaid's Item; with its consent fields (`created_at`) as /item/get answers it
+    (ItemWithConsentFields), without them as /accounts/get and /item/webhook/update do (Item)."""
     products = item.products or ["transactions"]
-    return {
+    resource = {
         "item_id": item.item_id,
         "institution_id": item.institution_id,
         "institution_name": item.institution_name,
@@ -479,8 +481,10 @@ def item_resource(item: PlaidItem) -> dict:
         "consent_expiration_time": None,
         "update_type": "background",
         "auth_method": None,
-        "created_at": rfc3339(item.created_at),
     }
+    if consent_fields:
+        resource["created_at"] = rfc3339(item.created_at)
+    return resource
 
 
 # --- Transactions ---------------------------------------------------------------------------------
@@ -1123,7 +1127,7 @@ def item_get(call: PlaidCall) -> dict:
 @plaid_endpoint()
 def accounts_get(call: PlaidCall) -> dict:
     item, _ = call.item("accounts/get")
-    return {"accounts": item_accounts(item), "item": item_resource(item)}
+    return {"accounts": item_accounts(item), "item": item_resource(item, consent_fields=False)}
 
 
 @plaid_endpoint()
@@ -1141,7 +1145,7 @@ def item_remove(call: PlaidCall) -> dict:
 def item_webhook_update(call: PlaidCall) -> dict:
     item, _ = call.item("item/webhook/update", needs_login=False)
     item.update(webhook=call.text("webhook", required=False))
-    return {"item": item_resource(item)}
+    return {"item": item_resource(item, consent_fields=False)}
 
 
 @plaid_endpoint()

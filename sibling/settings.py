@@ -220,6 +220,10 @@ SIBLING_SANDBOX_ROTATING_CLIENTS = set(env.list("SIBLING_SANDBOX_ROTATING_CLIENT
 # Sandbox clients whose token revocation is a strict RFC 7009 server (client authentication
 # required) instead of Google's (the token alone).
 SIBLING_SANDBOX_RFC7009_CLIENTS = set(env.list("SIBLING_SANDBOX_RFC7009_CLIENTS", default=[]))
+# Redirect URIs every sandbox Google client accepts besides Sibling's own (each Google provider's
+# social-auth complete URL under SIBLING_PUBLIC_URL or the sandbox's own origin); any other one
+# gets Google's redirect_uri_mismatch page.
+SIBLING_SANDBOX_REDIRECT_URIS = env.list("SIBLING_SANDBOX_REDIRECT_URIS", default=[])
 # How long a sandbox bank takes to prepare a newly linked account: seconds until its recent
 # transactions are ready, then seconds more until all of its history is (the tests make both 0).
 SIBLING_SANDBOX_RECENT_READY_S = env.int("SIBLING_SANDBOX_RECENT_READY_S", default=10)

@@ -19,3 +19,5 @@ globals().update({name: 100000 for name in list(globals()) if name.endswith("_PE
 # A sandbox bank's history is ready at once; the tests of the wait set their own.
 SIBLING_SANDBOX_RECENT_READY_S = 0
 SIBLING_SANDBOX_HISTORY_READY_S = 0
+# The redirect URI the sandbox's OAuth tests use, registered with its Google clients.
+SIBLING_SANDBOX_REDIRECT_URIS = ["http://testserver/complete/"]

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -254,6 +255,29 @@ def display_names(email: str) -> tuple[str, str]:
 # --- Consent page --------------------------------------------------------------------------------
 
 
+def redirect_uris_registered(request: HttpRequest, client_id: str) -> set[str]:
+    """The redirect URIs registered for a sandbox Google client, as in Google's Cloud Console:
+    social-auth's complete URL of each Google provider using the client, under
+    SIBLING_PUBLIC_URL and under the origin the sandbox is served from (Sibling's own in
+    development), plus SIBLING_SANDBOX_REDIRECT_URIS."""
+    from sources.providers import PROVIDERS
+    from sources.providers.google import GoogleProvider
+
+    origins = {settings.SIBLING_PUBLIC_URL.rstrip("/"), request.build_absolute_uri("/")[:-1]}
+    base = urlsplit(settings.SIBLING_SANDBOX_BASE_URL)
+    if base.scheme and base.netloc:
+        origins.add(f"{base.scheme}://{base.netloc}")
+    registered = set(settings.SIBLING_SANDBOX_REDIRECT_URIS)
+    for provider in PROVIDERS.values():
+        if not issubclass(provider, GoogleProvider):
+            continue
+        if provider.client_credentials().get("client_id") != client_id:
+            continue
+        path = reverse("social:complete", args=[provider.id])
+        registered.update(f"{origin}{path}" for origin in origins if origin)
+    return registered
+
+
 @csrf_exempt  # Cross-site by design: the form posts back to this fake provider itself.
 @require_http_methods(["GET", "POST"])
 def authorize(request: HttpRequest) -> HttpResponse:
@@ -266,6 +290,15 @@ def authorize(request: HttpRequest) -> HttpResponse:
     if not redirect_uri or not redirect_valid(redirect_uri):
         return error_page(
             request, "invalid_request", "Missing or invalid required parameter: redirect_uri"
+        )
+    if redirect_uri not in redirect_uris_registered(request, client_id):
+        # Google shows this page and never redirects to an unregistered URI.
+        return error_page(
+            request,
+            "redirect_uri_mismatch",
+            "You can't sign in to this app because it doesn't comply with Google's OAuth 2.0 "
+            "policy. If you're the app developer, register the redirect URI in the Google Cloud "
+            f"Console. Request details: redirect_uri={redirect_uri}",
         )
     if params.get("response_type", "") != "code":
         return error_page(

@@ -30,7 +30,7 @@ def test_token_revoke_and_consent(client):
     assert client.get("/sandbox/google/o/oauth2/v2/auth", bad_redirect).status_code == 400
     bad_email = {
         **bad_redirect,
-        "redirect_uri": "http://x.example/cb",
+        "redirect_uri": "http://testserver/complete/",
         "decision": "allow",
         "email": "bad",
     }

@@ -151,3 +151,50 @@ def test_a_testing_apps_refresh_token_expires_with_invalid_grant(client):
         "error": "invalid_grant",
         "error_description": "Token has been expired or revoked.",
     }
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "http://evil.example/complete/",
+        "http://testserver/complete/elsewhere",
+        "http://testserver/connect/complete/not-a-provider/",
+    ],
+)
+def test_an_unregistered_redirect_uri_gets_googles_mismatch_page_and_no_redirect(
+    client, redirect_uri
+):
+    query = {
+        "client_id": google_client()[0],
+        "redirect_uri": redirect_uri,
+        "response_type": "code",
+        "scope": google_scope(),
+    }
+    page = client.get(AUTH, query)
+    assert page.status_code == 400 and "Location" not in page
+    assert "Error 400: redirect_uri_mismatch" in page.content.decode()
+    # Posting the consent form straight away redirects nowhere either.
+    posted = client.post(AUTH, {**query, "decision": "allow", "email": EMAIL})
+    assert posted.status_code == 400 and "Location" not in posted
+    assert "redirect_uri_mismatch" in posted.content.decode()
+
+
+def test_sibling_complete_url_is_registered_for_its_google_client(client, settings):
+    from django.urls import reverse
+
+    from .oauth import google_providers
+
+    provider = google_providers()[0]
+    complete = reverse("social:complete", args=[provider.id])
+    for origin in (settings.SIBLING_PUBLIC_URL, "http://testserver"):
+        query = {
+            "client_id": google_client()[0],
+            "redirect_uri": f"{origin}{complete}",
+            "response_type": "code",
+            "scope": google_scope(),
+        }
+        assert client.get(AUTH, query).status_code == 200
+    # Another Google provider's complete URL is not this client's.
+    for other in google_providers()[1:]:
+        query["redirect_uri"] = f"http://testserver{reverse('social:complete', args=[other.id])}"
+        assert client.get(AUTH, query).status_code == 400

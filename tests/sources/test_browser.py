@@ -219,3 +219,32 @@ def test_pages_admin_and_a_hosted_link_work_under_the_content_security_policy(
     assert blocked.startswith("script-src")
     assert any("script-src" in v for v in violations), violations
     context.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connect_with_an_unticked_scope_is_explained_and_offered_again(browser, sandbox, person):
+    from tests.sources.providers.kit import providers
+
+    granular = [p for p in providers(auth_mode="oauth2") if hooks(p.id).granular_consent]
+    if not granular:
+        pytest.skip("no registered source has a granular consent page")
+    provider = granular[0]
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{sandbox.url}/login/")
+    page.get_by_label("Username").fill(person.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name=re.compile("Log in", re.I)).click()
+    page.goto(f"{sandbox.url}/connections/")
+    card = page.locator(f"li.card[data-provider={provider.id}]")
+    # The person unticks every permission they can on the consent page.
+    hooks(provider.id).browser_connect(page, card, untick=True)
+    expect(page.get_by_role("heading", name="Connections")).to_be_visible()
+    expect(page.locator(".messages")).to_contain_text("Missing:")
+    assert not UserDataSource.objects.filter(user=person).exists()
+    # Connect again, this time leaving every box ticked.
+    again = card.get_by_role("button", name=re.compile("Connect again"))
+    expect(again).to_be_visible()
+    connect_in_browser(page, provider)
+    context.close()

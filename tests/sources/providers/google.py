@@ -15,6 +15,10 @@ class GoogleSandboxHooks:
         # Google's consent page has one box per scope beyond sign-in's basic ones.
         return {name: "" for name in form_fields if name.startswith("grant:")}
 
+    def browser_untick(self, page) -> None:
+        for box in page.locator('input[type=checkbox][name^="grant:"]').all():
+            box.uncheck()
+
     def sandbox_fault(self, account: str, fault: str, count: int = 1) -> None:
         fault_set("google", account, fault, count)
 

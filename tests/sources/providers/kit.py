@@ -326,15 +326,22 @@ class OAuth2ProviderTests(ProviderTests):
             form.method.upper(), urljoin(page.url, form.action), data=data, timeout=30
         )
 
-    def browser_connect(self, page: Any, card: Any) -> None:
-        card.get_by_role("button", name=re.compile("Connect")).click()
+    def browser_connect(self, page: Any, card: Any, *, untick: bool = False) -> None:
+        card.get_by_role("button", name=re.compile("Connect")).first.click()
         names = page.eval_on_selector_all(
-            "form input[name]:not([type=hidden])", "inputs => inputs.map((i) => i.name)"
+            "form input[name]:not([type=hidden]):not([type=checkbox])",
+            "inputs => inputs.map((i) => i.name)",
         )
         fields = {name: "" for name in names}
         for name, value in self.consent_values(fields, self.account()).items():
             page.locator(f'input[name="{name}"]').fill(value)
+        if untick:
+            self.browser_untick(page)
         page.get_by_role("button", name=self.allow_button).click()
+
+    def browser_untick(self, page: Any) -> None:
+        """Untick, on the consent page, every scope the person may untick (for a provider
+        with ``granular_consent``)."""
 
     def connect(self, browser: Browser, person: Any) -> tuple[UserDataSource, str]:
         account = self.account()

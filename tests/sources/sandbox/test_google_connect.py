@@ -56,3 +56,23 @@ def test_a_testing_apps_expired_refresh_token_asks_to_reconnect(google, browser,
     card = page.split(f'data-provider="{google.provider_id}"', 1)[1].split("</li>", 1)[0]
     assert google.provider.reauth_message.replace("'", "&#x27;") in card
     assert "Reconnect" in card
+
+
+def test_granted_scopes_are_read_from_the_token_response_in_their_expanded_form():
+    from sources.pipeline import missing_scopes_described, scope_expanded, scopes_granted
+
+    provider = google_providers()[0]
+    response = {"scope": f"openid email profile {' '.join(provider.scopes)}"}
+    assert scopes_granted(provider, response) == [
+        "openid",
+        "https://www.googleapis.com/auth/userinfo.email",
+        "https://www.googleapis.com/auth/userinfo.profile",
+        *provider.scopes,
+    ]
+    assert scope_expanded(provider, "email") == "https://www.googleapis.com/auth/userinfo.email"
+    assert scopes_granted(provider, {"scope": None}) == []
+    assert scopes_granted(provider, {}) == []
+    # A scope the provider describes is named in its words, any other as the scope itself.
+    words = getattr(provider, "scope_descriptions", {})
+    for scope in provider.scopes:
+        assert missing_scopes_described(provider, [scope]) == [words.get(scope, scope)]

@@ -8,11 +8,18 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+from django.conf import settings
+from django.urls import reverse
 
 from sources.providers import OAuth2Provider
 from sources.services import oauth_credentials_from
 
-REDIRECT_URI = "http://127.0.0.1/callback"
+
+def redirect_uri(provider: type[OAuth2Provider]) -> str:
+    """The provider's complete URL at the sandbox's origin: a redirect URI the sandbox has
+    registered for the provider's client (the code is taken from the redirect, never followed)."""
+    base = urlsplit(settings.SIBLING_SANDBOX_BASE_URL)
+    return f"{base.scheme}://{base.netloc}{reverse('social:complete', args=[provider.id])}"
 
 
 def google_credentials(provider: type[OAuth2Provider], email: str) -> dict[str, Any]:
@@ -20,7 +27,7 @@ def google_credentials(provider: type[OAuth2Provider], email: str) -> dict[str, 
     client = provider.client_credentials()
     params = {
         "client_id": client["client_id"],
-        "redirect_uri": REDIRECT_URI,
+        "redirect_uri": redirect_uri(provider),
         "response_type": "code",
         "scope": " ".join(("openid", "email", *provider.scopes)),
         "state": "state",
@@ -40,7 +47,7 @@ def google_credentials(provider: type[OAuth2Provider], email: str) -> dict[str, 
         data={
             "grant_type": "authorization_code",
             "code": code,
-            "redirect_uri": REDIRECT_URI,
+            "redirect_uri": params["redirect_uri"],
             "client_id": client["client_id"],
             "client_secret": client["client_secret"],
         },

@@ -4,13 +4,21 @@ recorded fixtures against the same document."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 from django.conf import settings
 
 from sources.providers.gmail.client import HISTORY_TYPES, METADATA_HEADERS
 from sources.providers.gmail.provider import Gmail
-from tests.sources.providers.contracts import discovery_errors, google_error_errors
+from tests.sources.providers.contracts import (
+    discovery_document,
+    discovery_errors,
+    discovery_methods,
+    google_error_errors,
+    schema_errors,
+)
 from tests.sources.providers.kit import fixture, fixture_path, sandbox_fault
 
 API = ("gmail", "v1")
@@ -119,10 +127,32 @@ def test_every_call_of_the_client_answers_as_the_discovery_document_says(connect
             json={
                 "topicName": settings.GMAIL_PUSH_TOPIC or "projects/sibling/topics/gmail",
                 "labelIds": ["INBOX"],
-                "labelFilterBehavior": "INCLUDE",
+                "labelFilterBehavior": "include",  # the discovery document's value
             },
             timeout=30,
         ),
     )
     check("gmail.users.stop", session.post(f"{api}/stop", timeout=30), status=204)
     assert errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_watch_request_of_the_client_keeps_the_discovery_document(
+    connection, monkeypatch, settings
+):
+    from sources.providers.gmail.webhooks import watch_renew
+
+    settings.GMAIL_PUSH_TOPIC = settings.GMAIL_PUSH_TOPIC or "projects/sibling/topics/gmail"
+
+    sent: list[requests.PreparedRequest] = []
+    send = requests.Session.send
+
+    def recording_send(session, request, **kwargs):
+        sent.append(request)  # the request still goes to the sandbox as it is
+        return send(session, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", recording_send)
+    watch_renew(connection)
+    (watch,) = [r for r in sent if r.url.endswith("/users/me/watch")]
+    request_schema = discovery_methods(discovery_document(*API))["gmail.users.watch"]["request"]
+    assert schema_errors(*API, request_schema["$ref"], json.loads(watch.body)) == []

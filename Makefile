@@ -16,6 +16,7 @@ help:
 	@echo "make run      install, start the embedded database, migrate, start web + workers"
 	@echo "make test     install and run the whole test suite"
 	@echo "make lint     ruff check and ruff format --check"
+	@echo "make test-<id>-live  one provider's live tests against its real sandbox (keys in env)"
 	@echo "make bench    the ingestion benchmark (prints one JSON line last)"
 	@echo "make bench-webhooks  the webhook load benchmark (prints one JSON line last)"
 	@echo "make db       start the embedded database (127.0.0.1:27117, data in var/mongo)"
@@ -48,7 +49,12 @@ migrate: install
 	$(PY) manage.py migrate --noinput
 
 test: install browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not live" $(PYTEST_ARGS)
+
+# One provider's tests against its real API (e.g. `make test-<id>-live`, with that provider's
+# keys in the environment; each test skips without them). Never part of `make test`.
+test-%-live: install
+	$(PY) -m pytest -m live tests/sources/providers/$*/ -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m ingestion.benchmarks.ingest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from django.contrib import messages
@@ -27,6 +28,7 @@ from ingestion.errors import PersonErased
 from sibling.throttles import rate_limit, user_key
 from sources import selectors, services
 from sources.forms import ApiKeyForm, DisconnectForm, SignUpForm
+from sources.models import UserDataSource
 from sources.providers import (
     ApiKeyProvider,
     HostedLinkProvider,
@@ -174,6 +176,8 @@ def connect(request: HttpRequest, provider_id: str) -> HttpResponse:
                 "provider": provider,
                 "link_script_url": provider.url("link_script"),
                 "sandboxed": provider.sandboxed(),
+                # Reconnecting one of the person's connections: the dialog opens for it.
+                "reconnecting": _reconnectable(request, provider, request.GET.get("connection")),
             },
         )
     if issubclass(provider, OAuth2Provider):
@@ -247,9 +251,42 @@ def link_token(request: HttpRequest, provider_id: str) -> HttpResponse:
     return limited(request, provider)
 
 
-def _link_token(request: HttpRequest, provider: type[HostedLinkProvider]) -> JsonResponse:
+def _reconnectable(
+    request: HttpRequest, provider: type[HostedLinkProvider], connection_id: Any
+) -> UserDataSource | None:
+    """The person's own connection to this provider named by ``connection_id`` (from the page
+    or the browser: anything may be sent), when it still holds credentials to reconnect."""
+    if not isinstance(connection_id, str) or not connection_id or len(connection_id) > 64:
+        return None
     try:
-        token = provider.link_token_create(client_user_id=str(request.user.pk))
+        connection = selectors.connection_get(user=request.user, connection_id=connection_id)
+    except Http404:
+        return None
+    if connection.provider != provider.id or connection.status == connection.Status.DISCONNECTED:
+        return None
+    return connection if connection.credentials else None
+
+
+def _body(request: HttpRequest) -> dict[str, Any] | None:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past any reason
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _link_token(request: HttpRequest, provider: type[HostedLinkProvider]) -> JsonResponse:
+    body = _body(request) or {}
+    reconnecting = None
+    if body.get("connection") is not None:
+        reconnecting = _reconnectable(request, provider, body.get("connection"))
+        if reconnecting is None:
+            return _json_error("This connection cannot be reconnected.", 404)
+    try:
+        token = provider.link_token_create(
+            client_user_id=str(request.user.pk),
+            credentials=reconnecting.credentials if reconnecting is not None else None,
+        )
     except ProviderError as err:
         return _json_error(str(err), 502)
     return JsonResponse({"link_token": token})
@@ -278,18 +315,28 @@ def link_exchange(request: HttpRequest, provider_id: str) -> HttpResponse:
 
 
 def _link_exchange(request: HttpRequest, provider: type[HostedLinkProvider]) -> JsonResponse:
-    try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past any reason
+    body = _body(request)
+    if body is None:
         return _json_error("The request was not understood. Please try again.", 400)
-    public_token = body.get("public_token") if isinstance(body, dict) else None
-    metadata = body.get("metadata", {}) if isinstance(body, dict) else None
+    public_token = body.get("public_token")
+    metadata = body.get("metadata", {})
     if not isinstance(public_token, str) or not public_token.strip():
         return _json_error("public_token is required", 400)
     if len(public_token) > PUBLIC_TOKEN_MAX_LENGTH or not isinstance(metadata, dict):
         return _json_error("The request was not understood. Please try again.", 400)
+    reconnecting = None
+    if body.get("connection") is not None:
+        reconnecting = _reconnectable(request, provider, body.get("connection"))
+        if reconnecting is None:
+            return _json_error("This connection cannot be reconnected.", 404)
     try:
-        result = provider.link_exchange(public_token.strip(), metadata)
+        if reconnecting is not None:
+            # The dialog ran in update mode for this connection's account.
+            result = provider.link_update(reconnecting.credentials, public_token.strip(), metadata)
+            label = result.account_label or reconnecting.account_label
+            result = replace(result, account_label=label)
+        else:
+            result = provider.link_exchange(public_token.strip(), metadata)
     except ProviderError as err:
         return _json_error(str(err), 502)
     stored = _connection_store(
@@ -300,6 +347,9 @@ def _link_exchange(request: HttpRequest, provider: type[HostedLinkProvider]) -> 
         account_label=result.account_label,
     )
     if not stored:
+        if reconnecting is not None and result.credentials == reconnecting.credentials:
+            # The connection's own credentials, still stored: nothing new to withdraw.
+            return _json_error(NOT_STORED_MESSAGE, 503)
         # Nobody keeps what the exchange obtained: withdraw it now (kept and retried when the
         # provider does not confirm, as any refused connect's).
         try:

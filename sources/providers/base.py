@@ -360,9 +360,24 @@ class HostedLinkProvider(Provider):
     link_connect_urls: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def link_token_create(cls, *, client_user_id: str) -> str:
-        """A short-lived token that opens the dialog for this person. Raises ProviderError."""
+    def link_token_create(
+        cls, *, client_user_id: str, credentials: dict[str, Any] | None = None
+    ) -> str:
+        """A short-lived token that opens the dialog for this person. Raises ProviderError.
+
+        With ``credentials`` (a connection's, to reconnect it), the token opens the dialog for
+        that same account where the provider can (an update mode), not for a new one.
+        """
         raise NotImplementedError
+
+    @classmethod
+    def link_update(
+        cls, credentials: dict[str, Any], public_token: str, metadata: dict[str, Any]
+    ) -> LinkResult:
+        """What the dialog opened with a connection's credentials (``link_token_create``)
+        gives back. By default a new exchange; a provider whose update mode keeps the account
+        returns the same credentials once they work again. Raises ProviderError."""
+        return cls.link_exchange(public_token, metadata)
 
     @classmethod
     def link_exchange(cls, public_token: str, metadata: dict[str, Any]) -> LinkResult:

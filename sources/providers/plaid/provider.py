@@ -3,6 +3,7 @@ from typing import Any
 import plaid
 from django.conf import settings
 from plaid.api import plaid_api
+from plaid.model.accounts_get_request import AccountsGetRequest
 from plaid.model.country_code import CountryCode
 from plaid.model.item_public_token_exchange_request import ItemPublicTokenExchangeRequest
 from plaid.model.item_remove_request import ItemRemoveRequest
@@ -97,23 +98,52 @@ class Plaid(HostedLinkProvider):
         return plaid_api.PlaidApi(TimeoutApiClient(configuration))
 
     @classmethod
-    def link_token_create(cls, *, client_user_id: str) -> str:
-        request = LinkTokenCreateRequest(
-            client_name="Sibling",
-            language="en",
-            country_codes=[CountryCode("US"), CountryCode("GB")],
-            user=LinkTokenCreateRequestUser(client_user_id=client_user_id),
-            products=[Products("transactions")],
+    def link_token_create(
+        cls, *, client_user_id: str, credentials: dict[str, Any] | None = None
+    ) -> str:
+        """A Link token; with a connection's credentials, one for Link's update mode on its
+        Item (https://plaid.com/docs/link/update-mode/): the person signs in again, and the
+        same Item, with the same access token, works again. No products are named then."""
+        fields: dict[str, Any] = {
+            "client_name": "Sibling",
+            "language": "en",
+            "country_codes": [CountryCode("US"), CountryCode("GB")],
+            "user": LinkTokenCreateRequestUser(client_user_id=client_user_id),
+            "webhook": f"{settings.SIBLING_PUBLIC_URL}/webhooks/plaid/",
+        }
+        if credentials and credentials.get("access_token"):
+            fields["access_token"] = str(credentials["access_token"])
+        else:
+            fields["products"] = [Products("transactions")]
             # How much history the first sync gets (Plaid's default is 90 days).
-            transactions=LinkTokenTransactions(days_requested=settings.SIBLING_BACKFILL_DAYS),
-            webhook=f"{settings.SIBLING_PUBLIC_URL}/webhooks/plaid/",
-        )
+            fields["transactions"] = LinkTokenTransactions(
+                days_requested=settings.SIBLING_BACKFILL_DAYS
+            )
+        request = LinkTokenCreateRequest(**fields)
         # Any failure is one of ingestion.errors (a ProviderError; ProviderAuthError when the
         # person must go through Link again), read by sources.providers.plaid.errors.
         response = plaid_errors.call(
             lambda: cls.api().link_token_create(request), reauth_message=cls.reauth_message
         )
         return response["link_token"]
+
+    @classmethod
+    def link_update(
+        cls, credentials: dict[str, Any], public_token: str, metadata: dict[str, Any]
+    ) -> LinkResult:
+        """After Link's update mode: no exchange (the public token is not needed), the Item's
+        access token is checked to work again and kept."""
+        access_token = str(credentials.get("access_token") or "")
+        item_id = str(credentials.get("item_id") or "")
+        plaid_errors.call(
+            lambda: cls.api().accounts_get(AccountsGetRequest(access_token=access_token)),
+            reauth_message=cls.reauth_message,
+        )
+        return LinkResult(
+            external_account_id=item_id,
+            credentials={"access_token": access_token, "item_id": item_id},
+            account_label="",
+        )
 
     @classmethod
     def public_token_exchange(cls, public_token: str) -> dict[str, str]:

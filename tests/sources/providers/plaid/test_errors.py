@@ -125,10 +125,16 @@ def test_every_plaid_call_waits_at_most_the_provider_timeout(server, settings, m
 def test_webhook_event_types_map_to_handlers_through_a_table():
     assert set(HANDLERS) == {
         "TRANSACTIONS.SYNC_UPDATES_AVAILABLE",
+        "TRANSACTIONS.INITIAL_UPDATE",
+        "TRANSACTIONS.HISTORICAL_UPDATE",
         "TRANSACTIONS.DEFAULT_UPDATE",
+        "TRANSACTIONS.TRANSACTIONS_REMOVED",
         "ITEM.ERROR",
+        "ITEM.LOGIN_REPAIRED",
+        "ITEM.NEW_ACCOUNTS_AVAILABLE",
         "ITEM.PENDING_EXPIRATION",
         "ITEM.PENDING_DISCONNECT",
         "ITEM.USER_PERMISSION_REVOKED",
+        "ITEM.WEBHOOK_UPDATE_ACKNOWLEDGED",
     }
     assert all(callable(handler) for handler in HANDLERS.values())

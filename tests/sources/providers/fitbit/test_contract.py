@@ -12,7 +12,7 @@ import requests
 from sources.providers.fitbit.client import FILTERS, PAGE_SIZE
 from sources.providers.fitbit.provider import Fitbit
 from tests.sources.providers.contracts import discovery_errors, google_error_errors
-from tests.sources.providers.kit import fixture, fixture_path
+from tests.sources.providers.kit import fixture, fixture_path, sandbox_fault
 
 API = ("health", "v4")
 LIST = "health.users.dataTypes.dataPoints.list"
@@ -106,4 +106,6 @@ def test_every_call_of_the_client_answers_as_the_discovery_document_says(connect
         ),
     )
     check("error", session.get(f"{api}/dataTypes/no-such-type/dataPoints", timeout=30), 404)
+    sandbox_fault(connection, "rate_limit")
+    check("error", session.get(f"{api}/identity", timeout=30), 429)
     assert errors == []

@@ -133,6 +133,14 @@ def test_every_call_of_the_client_answers_as_the_discovery_document_says(connect
         ),
     )
     check("gmail.users.stop", session.post(f"{api}/stop", timeout=30), status=204)
+    # The error bodies of the sandbox's faults keep Google's envelope too.
+    for fault, status in (
+        ("rate_limit", 429),
+        ("user_rate_limit_403", 403),
+        ("rate_limit_403", 403),
+    ):
+        sandbox_fault(connection, fault)
+        check("error", session.get(f"{api}/profile", timeout=30), status=status)
     assert errors == []
 
 

@@ -140,4 +140,8 @@ def test_every_call_of_the_client_answers_as_the_discovery_document_says(connect
         ),
         status=204,
     )
+    # The error bodies of the sandbox's faults keep Google's envelope too.
+    for fault, status in (("rate_limit", 429), ("user_rate_limit", 403)):
+        sandbox_fault(connection, fault)
+        check("error", session.get(events, params=listing, timeout=30), status=status)
     assert errors == []

@@ -150,6 +150,9 @@ def test_every_endpoint_answers_as_plaid_python_models_it(sandbox, settings):
         f"{api}/webhook_verification_key/get", json={**client, "key_id": "unknown"}, timeout=30
     )
     errors.extend(openapi_model_errors(model("PlaidError"), key.json()))
+    for fault, status in (("rate_limit", 429), ("server_error", 500)):
+        fault_set("plaid", item["item_id"], fault)
+        call("accounts/get", "PlaidError", token, status=status)
     call("sandbox/item/reset_login", "SandboxItemResetLoginResponse", token)
     call("accounts/get", "PlaidError", token, status=400)  # ITEM_LOGIN_REQUIRED
     call("no/such/endpoint", "PlaidError", {}, status=404)

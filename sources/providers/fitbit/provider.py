@@ -23,6 +23,14 @@ class Fitbit(GoogleProvider):
         f"{SCOPE_PREFIX}sleep.readonly",
         f"{SCOPE_PREFIX}health_metrics_and_measurements.readonly",
     )
+    # How Google's consent screen names them, for a connect that lacks one.
+    scope_descriptions = {
+        f"{SCOPE_PREFIX}activity_and_fitness.readonly": "See your activity and fitness data",
+        f"{SCOPE_PREFIX}sleep.readonly": "See your sleep data",
+        f"{SCOPE_PREFIX}health_metrics_and_measurements.readonly": (
+            "See your health metrics and measurements"
+        ),
+    }
     streams = (
         Stream("steps", kind="activity_day"),
         Stream("sleep", kind="sleep_session"),

@@ -18,6 +18,12 @@ class GoogleCalendar(GoogleProvider):
     # https://developers.google.com/workspace/calendar/api/auth: the calendar list and events,
     # read only.
     scopes = ("https://www.googleapis.com/auth/calendar.readonly",)
+    # How Google's consent screen names it, for a connect that lacks it.
+    scope_descriptions = {
+        "https://www.googleapis.com/auth/calendar.readonly": (
+            "See and download any calendar you can access using your Google Calendar"
+        )
+    }
     streams = (Stream("events", kind="calendar_event"),)
     kinds = (CALENDAR_EVENT,)
     credentials = {

@@ -17,7 +17,12 @@ Plaid's own sandbox endpoints are served too (/sandbox/public_token/create,
 
 from __future__ import annotations
 
+import threading
+from datetime import datetime
+
 import requests
+from django import db
+from django.conf import settings
 from django.urls import path
 from django.utils import timezone
 
@@ -159,11 +164,50 @@ def updates_complete(item_id: str, *, historical: bool, notify: bool = True) -> 
         )
 
 
+def _updates_timed(item: api.PlaidItem) -> None:
+    """When a new Item's initial and historical updates come later (the sandbox's
+    SIBLING_SANDBOX_RECENT_READY_S / SIBLING_SANDBOX_HISTORY_READY_S are not 0, as with
+    `make run`), send their webhooks then, as Plaid does, from a timer thread."""
+    if not getattr(settings, "SIBLING_SANDBOX_SEND_WEBHOOKS", True) or not item.webhook:
+        return
+    now = timezone.now()
+    for name, historical in (("initial_update_at", False), ("historical_update_at", True)):
+        delay = (datetime.fromisoformat(item.record.data[name]) - now).total_seconds()
+        if delay > 0:
+            timer = threading.Timer(delay, _update_due, args=(item.item_id, historical))
+            timer.daemon = True  # never holds the process open
+            timer.start()
+
+
+def _update_due(item_id: str, historical: bool) -> None:
+    try:
+        update_webhooks(item_id, historical=historical)
+    finally:
+        db.connection.close()  # the timer's own thread opened it
+
+
+def update_webhooks(item_id: str, *, historical: bool) -> None:
+    """What Plaid sends when an item's initial (or historical) update is done: the legacy
+    INITIAL_UPDATE (HISTORICAL_UPDATE), and SYNC_UPDATES_AVAILABLE only once /transactions/sync
+    was called on the item (best effort)."""
+    item = item_by_id(item_id)
+    if item is None or not item.webhook:
+        return
+    code = "HISTORICAL_UPDATE" if historical else "INITIAL_UPDATE"
+    codes = [code, "SYNC_UPDATES_AVAILABLE"] if item.sync_called else [code]
+    url = item.webhook
+    for each in codes:
+        activity_webhook_send(
+            lambda each=each: plaid_webhook_send(item_id, "TRANSACTIONS", each, url=url)
+        )
+
+
 def _webhook_fire(item: api.PlaidItem, webhook_type: str, webhook_code: str) -> list[int]:
     return plaid_webhook_send(item.item_id, webhook_type, webhook_code, url=item.webhook)
 
 
 api.webhook_fire = _webhook_fire
+api.item_created = _updates_timed
 
 
 urlpatterns = [

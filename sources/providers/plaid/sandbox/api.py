@@ -967,8 +967,15 @@ def _item_create(
             )
         except IntegrityError:
             continue
-        return PlaidItem(record)
+        item = PlaidItem(record)
+        if item_created is not None:
+            item_created(item)
+        return item
     raise PlaidFailure(500, "API_ERROR", "INTERNAL_SERVER_ERROR", "an unexpected error occurred")
+
+
+# Set by the sandbox package: what follows a new Item (its updates' webhooks, when due).
+item_created: Callable[[PlaidItem], None] | None = None
 
 
 # --- Plaid's own sandbox endpoints ---------------------------------------------------------------

@@ -164,3 +164,41 @@ def test_an_unknown_path_answers_plaids_json_error_never_a_page(client, path):
         body = answer.json()
         assert (body["error_type"], body["error_code"]) == ("INVALID_REQUEST", "NOT_FOUND")
         assert "<" not in answer.content.decode()
+
+
+def test_a_new_item_announces_its_updates_when_they_are_due(
+    client,
+    settings,
+    monkeypatch,
+    recorder,  # noqa: F811
+):
+    """With updates that take time (as with `make run`), the sandbox sends their webhooks
+    then: INITIAL_UPDATE, HISTORICAL_UPDATE, and SYNC_UPDATES_AVAILABLE once synced."""
+    from sources.providers.plaid import sandbox
+
+    timers = []
+
+    class Timer:
+        def __init__(self, delay, function, args):
+            timers.append((delay, function, args))
+            self.daemon = False
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(sandbox.threading, "Timer", Timer)
+    settings.SIBLING_SANDBOX_RECENT_READY_S = 10
+    settings.SIBLING_SANDBOX_HISTORY_READY_S = 30
+    item = plaid_link(client, webhook=recorder.url)
+    assert [(round(d), a) for d, _, a in timers] == [
+        (10, (item["item_id"], False)),
+        (40, (item["item_id"], True)),
+    ]
+    sandbox.update_webhooks(item["item_id"], historical=False)
+    assert [r.json()["webhook_code"] for r in recorder.requests] == ["INITIAL_UPDATE"]
+    plaid_post(client, "transactions/sync", {"access_token": item["access_token"]})
+    sandbox.update_webhooks(item["item_id"], historical=True)
+    assert [r.json()["webhook_code"] for r in recorder.requests[1:]] == [
+        "HISTORICAL_UPDATE",
+        "SYNC_UPDATES_AVAILABLE",
+    ]

@@ -15,7 +15,7 @@ from pymongo.errors import PyMongoError
 from social_core.exceptions import AuthException, AuthPolicyError, AuthProviderError
 
 from ingestion.errors import PersonErased
-from sources.providers import Provider, ProviderError, get_provider
+from sources.providers import OAuth2Provider, Provider, ProviderError, get_provider
 from sources.services import connection_upsert, oauth_credentials_from
 
 # Codes of this app's own refusals (social-core's are in social_core.exceptions.REASONS).
@@ -39,26 +39,18 @@ def account_label_from(provider: type[Provider], details: dict[str, Any]) -> str
     return label[:ACCOUNT_LABEL_MAX_LENGTH] or f"{provider.name} account"
 
 
-def scope_expanded(provider: type[Provider], scope: str) -> str:
-    """A scope as the provider's token response writes it (a provider whose server writes short
-    names out in full, as Google does for `email`, declares `scope_expand`)."""
-    expand = getattr(provider, "scope_expand", None)
-    return expand(scope) if expand is not None else scope
-
-
-def scopes_granted(provider: type[Provider], response: dict[str, Any]) -> list[str]:
+def scopes_granted(provider: type[OAuth2Provider], response: dict[str, Any]) -> list[str]:
     """The scopes the token response says were granted (only those the person left ticked),
-    each in its expanded form."""
+    each as the provider writes it."""
     value = response.get("scope")
     words = value.split() if isinstance(value, str) else []
-    return [scope_expanded(provider, scope) for scope in words]
+    return [provider.scope_expand(scope) for scope in words]
 
 
-def missing_scopes_described(provider: type[Provider], missing: list[str]) -> list[str]:
+def missing_scopes_described(provider: type[OAuth2Provider], missing: list[str]) -> list[str]:
     """The missing scopes in the words the provider declares for them (`scope_descriptions`),
     else the scope itself."""
-    words = getattr(provider, "scope_descriptions", None) or {}
-    return [words.get(scope, scope) for scope in missing]
+    return [provider.scope_descriptions.get(scope, scope) for scope in missing]
 
 
 def require_signed_in_person(backend: Any, user: Any = None, **kwargs: Any) -> None:
@@ -98,7 +90,7 @@ def _connection_store(
     granted_scopes = scopes_granted(provider, response)
     # Google's consent screen lets the person untick scopes; without every one the provider
     # declares, syncs would fail later, so the connect is refused now (and the grant revoked).
-    wanted = {scope_expanded(provider, scope) for scope in provider.scopes}
+    wanted = {provider.scope_expand(scope) for scope in provider.scopes}
     if missing := sorted(wanted - set(granted_scopes)):
         raise AuthPolicyError(
             backend, code=SCOPE_MISSING, stage="pipeline", context={"missing": missing}

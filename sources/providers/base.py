@@ -196,6 +196,14 @@ class OAuth2Provider(Provider):
 
     auth_mode = "oauth2"
     secret_fields = ("access_token", "refresh_token")
+    # Each declared scope in words, for a connect refused because it was left unticked.
+    scope_descriptions: ClassVar[dict[str, str]] = {}
+
+    @staticmethod
+    def scope_expand(scope: str) -> str:
+        """A scope as the provider's token response writes it (some write short names out)."""
+        return scope
+
     # The social-auth backend class this provider's backend is built on: any standard OAuth2
     # provider works with ProviderOAuth2; one with its own dialect sets a subclass of
     # sources.providers.oauth2.ProviderBackendMixin and social-core's backend for it.

@@ -4,7 +4,7 @@ revocation, and a social-auth backend whose every endpoint comes from the provid
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from social_core.backends.google import GoogleOAuth2
 
@@ -52,8 +52,6 @@ GOOGLE_SCOPE_EXPANSION = {
 
 class GoogleProvider(OAuth2Provider):
     backend_base = GoogleBackend
-    # Each declared scope in words, for a connect refused because it was left unticked.
-    scope_descriptions: ClassVar[dict[str, str]] = {}
 
     @staticmethod
     def scope_expand(scope: str) -> str:

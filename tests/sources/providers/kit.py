@@ -409,7 +409,7 @@ class OAuth2ProviderTests(ProviderTests):
             assert token not in caplog.text
 
     def test_an_unticked_scope_is_named_on_the_page_with_connect_again(self, browser, person):
-        from sources.pipeline import missing_scopes_described, scope_expanded
+        from sources.pipeline import missing_scopes_described
 
         if not self.granular_consent:
             pytest.skip("the provider's consent page grants its scopes as a whole")
@@ -418,7 +418,7 @@ class OAuth2ProviderTests(ProviderTests):
         assert page.url.endswith(reverse("sources:connections"))
         assert f"{self.name}: Sibling needs every permission it asked for" in page.text
         # The page names, in words, each permission left unticked.
-        missing = sorted({scope_expanded(self.provider, s) for s in self.provider.scopes})
+        missing = sorted({self.provider.scope_expand(s) for s in self.provider.scopes})
         words = "; ".join(missing_scopes_described(self.provider, missing))
         assert escape(f"Missing: {words}.") in page.text
         card = page.text.split(f'data-provider="{self.provider_id}"', 1)[1].split("</li>", 1)[0]

@@ -59,7 +59,7 @@ def test_a_testing_apps_expired_refresh_token_asks_to_reconnect(google, browser,
 
 
 def test_granted_scopes_are_read_from_the_token_response_in_their_expanded_form():
-    from sources.pipeline import missing_scopes_described, scope_expanded, scopes_granted
+    from sources.pipeline import missing_scopes_described, scopes_granted
 
     provider = google_providers()[0]
     response = {"scope": f"openid email profile {' '.join(provider.scopes)}"}
@@ -69,7 +69,7 @@ def test_granted_scopes_are_read_from_the_token_response_in_their_expanded_form(
         "https://www.googleapis.com/auth/userinfo.profile",
         *provider.scopes,
     ]
-    assert scope_expanded(provider, "email") == "https://www.googleapis.com/auth/userinfo.email"
+    assert provider.scope_expand("email") == "https://www.googleapis.com/auth/userinfo.email"
     assert scopes_granted(provider, {"scope": None}) == []
     assert scopes_granted(provider, {}) == []
     # A scope the provider describes is named in its words, any other as the scope itself.

@@ -28,6 +28,7 @@ from typing import Any
 
 import googleapiclient
 import jsonschema
+import pytest
 
 DOCUMENTS = Path(googleapiclient.__file__).resolve().parent / "discovery_cache" / "documents"
 
@@ -282,3 +283,33 @@ def model_class_for(package_name: str, class_name: str) -> type:
     ``<package>.model.transactions_sync_response``)."""
     module = re.sub(r"(?<!^)(?=[A-Z])", "_", class_name).lower()
     return getattr(importlib.import_module(f"{package_name}.model.{module}"), class_name)
+
+
+# --- Recorded fixtures ---------------------------------------------------------------------------
+
+
+def fixture_cases(recorded: dict[str, str], outside: dict[str, str]) -> list[Any]:
+    """The parameters of a source's fixture test: each fixture the contract covers, and those it
+    does not (push envelopes, say) skipped with the reason in their test id."""
+    skipped = (
+        pytest.param(name, id=f"{name}-not-in-the-contract", marks=pytest.mark.skip(reason=why))
+        for name, why in outside.items()
+    )
+    return [*recorded, *skipped]
+
+
+def fixtures_unlisted(provider_id: str, recorded: dict[str, str], outside: dict[str, str]) -> set:
+    """Fixture files of the source that neither list names, and names without a file."""
+    from tests.sources.providers.kit import fixture_path
+
+    files = {path.stem for path in fixture_path(provider_id, "x").parent.glob("*.json")}
+    return files ^ (set(recorded) | set(outside))
+
+
+def google_fixture_errors(provider_id: str, api: tuple[str, str], name: str, method: str) -> list:
+    """A Google source's fixture against the method whose answer it records ("error": Google's
+    error envelope)."""
+    from tests.sources.providers.kit import fixture
+
+    body = fixture(provider_id, name)
+    return google_error_errors(body) if method == "error" else discovery_errors(*api, method, body)

@@ -11,8 +11,14 @@ import requests
 
 from sources.providers.fitbit.client import FILTERS, PAGE_SIZE
 from sources.providers.fitbit.provider import Fitbit
-from tests.sources.providers.contracts import discovery_errors, google_error_errors
-from tests.sources.providers.kit import fixture, fixture_path, sandbox_fault
+from tests.sources.providers.contracts import (
+    discovery_errors,
+    fixture_cases,
+    fixtures_unlisted,
+    google_error_errors,
+    google_fixture_errors,
+)
+from tests.sources.providers.kit import sandbox_fault
 
 API = ("health", "v4")
 LIST = "health.users.dataTypes.dataPoints.list"
@@ -33,27 +39,12 @@ NOT_IN_THE_DOCUMENT = {
 
 
 def test_every_fixture_is_covered():
-    names = {p.stem for p in fixture_path("fitbit", "x").parent.glob("*.json")}
-    assert names == set(FIXTURES) | set(NOT_IN_THE_DOCUMENT)
+    assert fixtures_unlisted("fitbit", FIXTURES, NOT_IN_THE_DOCUMENT) == set()
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        *FIXTURES,
-        *(
-            pytest.param(n, id=f"{n}-not-in-the-contract", marks=pytest.mark.skip(reason=r))
-            for n, r in NOT_IN_THE_DOCUMENT.items()
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", fixture_cases(FIXTURES, NOT_IN_THE_DOCUMENT))
 def test_fixture_keeps_the_contract(name):
-    body = fixture("fitbit", name)
-    method = FIXTURES[name]
-    errors = (
-        google_error_errors(body) if method == "error" else discovery_errors(*API, method, body)
-    )
-    assert errors == []
+    assert google_fixture_errors("fitbit", API, name, FIXTURES[name]) == []
 
 
 def _civil(day: date) -> dict:

@@ -16,10 +16,13 @@ from tests.sources.providers.contracts import (
     discovery_document,
     discovery_errors,
     discovery_methods,
+    fixture_cases,
+    fixtures_unlisted,
     google_error_errors,
+    google_fixture_errors,
     schema_errors,
 )
-from tests.sources.providers.kit import fixture, fixture_path, sandbox_fault
+from tests.sources.providers.kit import sandbox_fault
 
 API = ("gmail", "v1")
 
@@ -39,27 +42,12 @@ NOT_IN_THE_DOCUMENT = {
 
 
 def test_every_fixture_is_covered():
-    names = {path.stem for path in fixture_path("gmail", "x").parent.glob("*.json")}
-    assert names == set(FIXTURES) | set(NOT_IN_THE_DOCUMENT)
+    assert fixtures_unlisted("gmail", FIXTURES, NOT_IN_THE_DOCUMENT) == set()
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        *FIXTURES,
-        *(
-            pytest.param(n, id=f"{n}-not-in-the-contract", marks=pytest.mark.skip(reason=r))
-            for n, r in NOT_IN_THE_DOCUMENT.items()
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", fixture_cases(FIXTURES, NOT_IN_THE_DOCUMENT))
 def test_fixture_keeps_the_contract(name):
-    body = fixture("gmail", name)
-    method = FIXTURES[name]
-    errors = (
-        google_error_errors(body) if method == "error" else discovery_errors(*API, method, body)
-    )
-    assert errors == []
+    assert google_fixture_errors("gmail", API, name, FIXTURES[name]) == []
 
 
 @pytest.mark.django_db(transaction=True)

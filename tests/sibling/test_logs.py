@@ -3,13 +3,15 @@ the sync context."""
 
 import json
 import logging
+import secrets
 from io import StringIO
 
 import pytest
 
 from sibling.logs import ContextFilter, JsonFormatter, ScrubbingFormatter, log_context
 
-TOKEN = "ya29.a0AfH6SMBx-secret-access-token"
+# A Google access token's shape, made fresh each run: no token-like value is kept in the tree.
+TOKEN = "ya29." + secrets.token_urlsafe(24)
 
 
 @pytest.fixture

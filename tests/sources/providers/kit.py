@@ -117,6 +117,21 @@ def sandbox_connection(
     return hooks(provider.id).sandbox_connect(person)
 
 
+def processor_killed_on_page(provider: type[Provider], monkeypatch: Any, page: int = 2) -> None:
+    """Make the provider's processor raise on its ``page``-th page, as a worker killed there
+    would stop the sync; ``monkeypatch.undo()`` (or setting it back) lets the next sync finish."""
+    processor = provider.processor()
+    calls: list[str] = []
+
+    def dies(stream: str, payload: Any) -> Any:
+        calls.append(stream)
+        if len(calls) == page:
+            raise RuntimeError("worker killed")
+        return processor(stream, payload)
+
+    monkeypatch.setattr(provider, "processor", classmethod(lambda cls: dies))
+
+
 def sandbox_fault(connection: UserDataSource, fault: str, count: int = 1) -> None:
     """Switch a sandbox fault on for the account behind a ``sandbox_connection``."""
     hooks(connection.provider).sandbox_fault(connection.sandbox_account, fault, count)

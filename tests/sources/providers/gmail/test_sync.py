@@ -28,6 +28,7 @@ from sources.providers.gmail.sandbox import Mailbox
 from sources.sandbox.testing import google_credentials
 from sources.services import connection_upsert
 from tests.factories import UserFactory
+from tests.sources.providers.kit import processor_killed_on_page
 
 Outcome = SyncRun.Outcome
 NO_WAIT = RetryPolicy(sleep=lambda seconds: None)
@@ -310,16 +311,7 @@ def test_a_history_id_gmail_no_longer_keeps_means_a_full_sync(gmail_connection, 
 def test_a_killed_backfill_resumes_from_its_last_stored_page(gmail_connection, monkeypatch):
     connection = gmail_connection
     monkeypatch.setattr(GmailSyncClient, "page_size", 10)
-    processor = Gmail.processor()
-    calls = []
-
-    def dies_on_the_second_page(stream, payload):
-        calls.append(stream)
-        if len(calls) == 2:
-            raise RuntimeError("worker killed")
-        return processor(stream, payload)
-
-    monkeypatch.setattr(Gmail, "processor", classmethod(lambda cls: dies_on_the_second_page))
+    processor_killed_on_page(Gmail, monkeypatch)
     killed = sync(connection)
     assert killed.outcome == Outcome.FAILED and killed.pages == 1
     cursor = fresh(connection).cursors["messages"]

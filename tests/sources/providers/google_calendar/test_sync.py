@@ -18,7 +18,7 @@ from sources.models import UserDataSource
 from sources.providers.google_calendar.client import CalendarSyncClient
 from sources.providers.google_calendar.processors import calendar_key, external_id
 from sources.providers.google_calendar.sandbox import Account, _end_of
-from tests.sources.providers.kit import sandbox_fault
+from tests.sources.providers.kit import processor_killed_on_page, sandbox_fault
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Outcome = SyncRun.Outcome
@@ -128,17 +128,7 @@ def test_a_killed_full_sync_resumes_at_its_page(connection, window_start, raw_db
 
     monkeypatch.setattr(CalendarSyncClient, "events_page_size", 7)
     processor = GoogleCalendar.processor()
-    calls = []
-
-    def dies_on_the_second_page(stream, payload):
-        calls.append(stream)
-        if len(calls) == 2:
-            raise RuntimeError("worker killed")
-        return processor(stream, payload)
-
-    monkeypatch.setattr(
-        GoogleCalendar, "processor", classmethod(lambda cls: dies_on_the_second_page)
-    )
+    processor_killed_on_page(GoogleCalendar, monkeypatch)
     killed = sync(connection)
     assert killed.outcome == Outcome.FAILED and killed.pages == 1
     entry = next(iter(fresh(connection).cursors["events"]["calendars"].values()))

@@ -20,7 +20,7 @@ from ingestion.storage import page_store, record_decode
 from sibling.encryption import data_key_alt_name, key_vault_collection, value_encrypt
 from tests.factories import UserFactory
 from tests.ingestion.conftest import ENVELOPE
-from tests.sources.providers.kit import provider_for
+from tests.sources.providers.kit import provider_for, quarantine_reasons
 
 pytestmark = pytest.mark.django_db(transaction=True)
 WHEN = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
@@ -228,16 +228,6 @@ def test_a_rewritten_record_loses_its_old_plaintext(raw_db, old_layout):
 SECRET = "after my chemo session"
 
 
-def _reasons(raw_db, person) -> list[str]:
-    documents = list(raw_db[QuarantinedItem._meta.db_table].find({"user_id": person.pk}))
-    assert documents
-    for document in documents:
-        # The item itself is ciphertext; the reason is plaintext and must not carry the value.
-        assert document["item"].subtype == 6
-        assert SECRET.encode() not in bson.encode(document)
-    return [d["reason"] for d in documents]
-
-
 def test_a_missing_field_is_named(raw_db):
     page = items_process(
         ProcessedPage(), [{"other": SECRET}], lambda item: item["steps"], kind="activity_day"
@@ -284,7 +274,7 @@ def test_events_are_quarantined_without_their_values(raw_db):
             {"id": "k1", "kind": SECRET, "occurred_at": "2026-01-05T09:30:00Z", "data": {}},
         ],
     )
-    reasons = _reasons(raw_db, person)
+    reasons = quarantine_reasons(raw_db, person, SECRET)
     assert len(reasons) == 4
     assert any(r.endswith("mood_rating: rating must be between 1 and 5") for r in reasons)
     assert any("has a key that cannot be stored" in r for r in reasons)

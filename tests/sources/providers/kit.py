@@ -117,6 +117,20 @@ def sandbox_connection(
     return hooks(provider.id).sandbox_connect(person)
 
 
+def quarantine_reasons(raw_db: Any, person: Any, secret: str) -> list[str]:
+    """The person's quarantine reasons as stored, once each quarantined document is checked:
+    the item is ciphertext, and ``secret`` (a value of the item) appears nowhere in it."""
+    from ingestion.models import QuarantinedItem
+
+    documents = list(raw_db[QuarantinedItem._meta.db_table].find({"user_id": person.pk}))
+    assert documents
+    for document in documents:
+        # The item itself is ciphertext; the reason is plaintext and must not carry the value.
+        assert document["item"].subtype == 6
+        assert secret.encode() not in bson.encode(document)
+    return [d["reason"] for d in documents]
+
+
 def processor_killed_on_page(provider: type[Provider], monkeypatch: Any, page: int = 2) -> None:
     """Make the provider's processor raise on its ``page``-th page, as a worker killed there
     would stop the sync; ``monkeypatch.undo()`` (or setting it back) lets the next sync finish."""

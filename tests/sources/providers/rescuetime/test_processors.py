@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import bson
 import pytest
 
 from ingestion.fence import data_key_ensure
-from ingestion.models import QuarantinedItem
 from ingestion.storage import page_store
 from sources.providers.rescuetime.processors import page_process
 from tests.factories import UserFactory
-from tests.sources.providers.kit import fixture
+from tests.sources.providers.kit import fixture, quarantine_reasons
 
 ID = "rescuetime"
 SECRET = "after my chemo session"
@@ -87,16 +85,6 @@ def test_a_row_with_text_where_seconds_belong_is_quarantined_without_the_text():
     assert quarantined.kind == "productivity_hour" and SECRET not in quarantined.reason
 
 
-def _reasons(raw_db, person) -> list[str]:
-    documents = list(raw_db[QuarantinedItem._meta.db_table].find({"user_id": person.pk}))
-    assert documents
-    for document in documents:
-        # The item itself is ciphertext; the reason is plaintext and must not carry the value.
-        assert document["item"].subtype == 6
-        assert SECRET.encode() not in bson.encode(document)
-    return [d["reason"] for d in documents]
-
-
 @pytest.mark.django_db
 def test_a_processor_error_is_quarantined_without_the_value(raw_db):
     person = UserFactory()
@@ -120,4 +108,5 @@ def test_a_processor_error_is_quarantined_without_the_value(raw_db):
         stream="hours",
         processed=processed,
     )
-    assert _reasons(raw_db, person) == ["productivity_hour: malformed item (ValueError)"]
+    reasons = quarantine_reasons(raw_db, person, SECRET)
+    assert reasons == ["productivity_hour: malformed item (ValueError)"]

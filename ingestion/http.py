@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import requests
 from django.conf import settings
@@ -70,6 +70,21 @@ class CallCounter:
     def __init__(self) -> None:
         self.calls = 0
         self.rate_limited = 0
+
+
+class CallBudget(Protocol):
+    """What a session charges before each provider call and tells after each answer
+    (``ingestion.budgets``): a provider's quotas, shared by every worker."""
+
+    def charge(self, operation: str, count: int = 1) -> float:
+        """Take the cost of ``count`` calls of ``operation`` from every budget that counts it,
+        waiting briefly when one refills soon; raises ``Deferred`` when one does not. Returns
+        the seconds waited."""
+        ...
+
+    def observe(self, response: requests.Response) -> None:
+        """Correct the budgets from what the provider said (``Retry-After``, usage headers)."""
+        ...
 
 
 def call_with_policy(
@@ -145,8 +160,10 @@ class ProviderHttp:
         check: Callable[[requests.Response], None] | None = None,
         bearer: Callable[[], str] | None = None,
         refresh: Callable[[], None] | None = None,
+        budget: CallBudget | None = None,
     ) -> None:
         self.provider_name = provider_name
+        self.budget = budget
         self.policy = policy
         self.counter = counter
         self.check = check or (lambda r: response_check(r, provider_name=provider_name))
@@ -171,15 +188,27 @@ class ProviderHttp:
             bearer=bearer,
         )
 
-    def get_json(self, url: str, *, params: Any = None) -> Any:
-        return self.request_json("GET", url, params=params)
+    def get_json(self, url: str, *, params: Any = None, operation: str = "") -> Any:
+        return self.request_json("GET", url, params=params, operation=operation)
 
-    def post_json(self, url: str, *, body: Any) -> Any:
-        return self.request_json("POST", url, body=body)
+    def post_json(self, url: str, *, body: Any, operation: str = "") -> Any:
+        return self.request_json("POST", url, body=body, operation=operation)
 
-    def request_json(self, method: str, url: str, *, params: Any = None, body: Any = None) -> Any:
+    def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Any = None,
+        body: Any = None,
+        operation: str = "",
+        count: int = 1,
+    ) -> Any:
         """The JSON body of a call that passed the check; a body that is not JSON is
-        transient (a proxy's error page, a cut answer) and retried like a 5xx."""
+        transient (a proxy's error page, a cut answer) and retried like a 5xx.
+
+        ``operation`` names the provider's method (``messages.list``), what its budgets
+        charge; ``count`` is how many calls one request carries (a batch)."""
 
         def parse(response: requests.Response) -> Any:
             try:
@@ -187,12 +216,19 @@ class ProviderHttp:
             except ValueError as err:
                 raise TransientError(f"{self.provider_name} sent a body that is not JSON") from err
 
-        return self._call(method, url, parse, params=params, json=body)
+        return self._call(
+            method, url, parse, params=params, json=body, operation=operation, count=count
+        )
 
-    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def request(
+        self, method: str, url: str, *, operation: str = "", count: int = 1, **kwargs: Any
+    ) -> requests.Response:
         """The response of a call that passed the check (``params``, ``data``, ``json``,
-        ``headers`` and ``auth`` as for requests)."""
-        return self._call(method, url, lambda response: response, **kwargs)
+        ``headers`` and ``auth`` as for requests; ``operation`` and ``count`` as for
+        ``request_json``)."""
+        return self._call(
+            method, url, lambda response: response, operation=operation, count=count, **kwargs
+        )
 
     def _call(
         self,
@@ -201,9 +237,14 @@ class ProviderHttp:
         parse: Callable[[requests.Response], T],
         *,
         headers: dict[str, str] | None = None,
+        operation: str = "",
+        count: int = 1,
         **kwargs: Any,
     ) -> T:
         def once() -> T:
+            # Every attempt costs quota at the provider, a retry as much as the first.
+            if self.budget is not None:
+                self.budget.charge(operation, count)
             sent = dict(headers or {})
             if self.bearer:
                 sent["Authorization"] = f"Bearer {self.bearer()}"
@@ -216,7 +257,9 @@ class ProviderHttp:
             except requests.RequestException as err:  # a bad URL, too many redirects
                 raise PermanentError(f"{self.provider_name} could not be called") from err
             finally:
-                self.counter.calls += 1
+                self.counter.calls += 1  # round trips; a batch's parts are charged to budgets
+            if self.budget is not None:
+                self.budget.observe(response)
             self.check(response)
             return parse(response)
 

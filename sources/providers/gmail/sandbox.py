@@ -67,6 +67,7 @@ from sources.sandbox.store import (
     record_delete,
     record_expire,
     record_get,
+    record_put,
     record_set,
 )
 from sources.sandbox.webhooks import (
@@ -93,6 +94,8 @@ METADATA_SCOPE = "https://www.googleapis.com/auth/gmail.metadata"
 # Records of the state store: (namespace, kind) of a mailbox's watch, keyed by its email.
 STORE = "gmail"
 WATCH = "watch"
+# A mailbox seeded to a given size (mailbox_size_set), keyed by its email.
+SIZE = "size"
 # Mailboxes belong to Google accounts: faults and activity steps address the family.
 FAMILY = "google"
 
@@ -147,6 +150,15 @@ def _check(email: str, ordinal: int, slot: int) -> str:
     return f"{stable_int('gmail-id', email, ordinal, slot) % 16**8:08x}"
 
 
+def mailbox_size_set(email: str, per_day: int) -> None:
+    """Seed the account's mailbox with `per_day` messages on every day of its history instead of
+    the usual handful (benchmarks and tests that need a large mailbox); before its first request,
+    so what a client lists never changes under it. Slots below TICK_SLOT_BASE hold a day's mail."""
+    if not 0 < per_day < TICK_SLOT_BASE:
+        raise ValueError(f"per_day must be between 1 and {TICK_SLOT_BASE - 1}")
+    record_put(STORE, SIZE, google_account_ensure(email).email, data={"per_day": per_day})
+
+
 def message_id(email: str, ordinal: int, slot: int) -> str:
     return f"{ordinal:05x}{slot:03x}{_check(email, ordinal, slot)}"
 
@@ -161,8 +173,11 @@ def _parse_id(email: str, value: str) -> tuple[int, int] | None:
 class Mailbox:
     """One account's mailbox: natural days, then the changes of each activity step."""
 
-    def __init__(self, email: str, anchor: datetime, ticks: list[datetime]) -> None:
+    def __init__(
+        self, email: str, anchor: datetime, ticks: list[datetime], per_day: int | None = None
+    ) -> None:
         self.email = email
+        self.per_day = per_day
         self.anchor_ms = epoch_ms(anchor)
         self.last_ordinal = anchor.astimezone(UTC).date().toordinal()
         self.first_ordinal = self.last_ordinal - HISTORY_DAYS
@@ -174,7 +189,9 @@ class Mailbox:
     def load(cls, email: str) -> Mailbox:
         account = google_account_ensure(email)
         ticks = activity_ticks(FAMILY, account.email)
-        return cls(account.email, account.created_at, ticks)
+        size = record_get(STORE, SIZE, account.email)
+        per_day = size.data.get("per_day") if size is not None else None
+        return cls(account.email, account.created_at, ticks, per_day)
 
     # Natural mail ---------------------------------------------------------------------------
 
@@ -184,6 +201,8 @@ class Mailbox:
         day = date.fromordinal(ordinal)
         rng = seeded_random("gmail-day", self.email, ordinal)
         count = rng.randint(1, 4) if day.weekday() >= 5 else rng.randint(3, 12)
+        if self.per_day:
+            count = self.per_day
         seconds = sorted(rng.randrange(6 * 3600, 23 * 3600) for _ in range(count))
         midnight_ms = epoch_ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
         recent = self.last_ordinal - ordinal < 3

@@ -253,3 +253,20 @@ def test_rate_limit_faults_answer_gmails_403(client, auth, fault, reason, messag
     assert error["errors"][0]["reason"] == reason
     assert error["errors"][0]["domain"] == "usageLimits"
     assert client.get(f"{API}/profile", **auth).status_code == 200  # once
+
+
+def test_a_mailbox_seeded_to_a_size_holds_that_many_messages_a_day(client, auth):
+    from sources.providers.gmail.sandbox import HISTORY_DAYS, mailbox_size_set
+
+    usual = client.get(f"{API}/profile", **auth).json()["messagesTotal"]
+    mailbox_size_set(EMAIL, 60)
+    total = client.get(f"{API}/profile", **auth).json()["messagesTotal"]
+    # Every full day holds 60; the day the account was first seen stops at that moment.
+    assert 60 * HISTORY_DAYS <= total <= 60 * (HISTORY_DAYS + 1) and total > usual
+    week = client.get(f"{API}/messages", {"q": "newer_than:7d", "maxResults": 500}, **auth).json()
+    assert len(week["messages"]) >= 6 * 60
+    ref = week["messages"][-1]
+    assert client.get(f"{API}/messages/{ref['id']}", **auth).json()["id"] == ref["id"]
+    for wrong in (0, 0x800):
+        with pytest.raises(ValueError):
+            mailbox_size_set(EMAIL, wrong)

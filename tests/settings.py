@@ -21,3 +21,5 @@ SIBLING_SANDBOX_RECENT_READY_S = 0
 SIBLING_SANDBOX_HISTORY_READY_S = 0
 # The redirect URI the sandbox's OAuth tests use, registered with its Google clients.
 SIBLING_SANDBOX_REDIRECT_URIS = ["http://testserver/complete/"]
+# The sandbox enforces no provider quota unless a test switches it on (the quota tests do).
+SIBLING_SANDBOX_QUOTAS = "off"

@@ -3,17 +3,28 @@
 For each stream: ask the client for pages from the stored cursor; run each page through the
 provider's processor; keep the raw page (encrypted); store the records; only then advance the
 cursor. A sync killed anywhere resumes from the last stored page, losing and duplicating nothing.
+
+Pages are fetched in a thread of the sync's own while the page before is processed and stored
+(``SIBLING_SYNC_PREFETCH_PAGES`` at most wait), so a provider's round trip and the store overlap;
+what the sync sees stays in order: a page's cursor is committed only once it is stored, and a fetch
+that fails does so after every page before it is stored. ``connections_sync`` drives several
+claimed syncs at once on one worker process (``SIBLING_SYNC_THREADS``).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
+from django.db import connections
 from django.db.models import F
 from django.utils import timezone
 
@@ -32,6 +43,7 @@ from ingestion.scheduler import (
 )
 from ingestion.storage import StoreCounts, page_store, raw_page_store
 from sibling.logs import log_context
+from sibling.tracing import span
 from sources.models import UserDataSource
 
 if TYPE_CHECKING:
@@ -94,6 +106,158 @@ class _Lease:
         return connection_lease_release(connection_id=self.connection_id, owner=self.owner)
 
 
+# --- Fetching ahead ------------------------------------------------------------------------------
+
+
+class _Fetched(NamedTuple):
+    """What the fetcher hands over: a stream's next page, or (``page`` None) its pages' end."""
+
+    stream: Stream
+    page: Page | None
+    window: PendingWindow | None
+
+
+def _fetched(plan: list[tuple[Stream, Iterator[Page], PendingWindow | None]]) -> Iterator[_Fetched]:
+    """Every stream's pages in order, each stream followed by its end; a span per fetch."""
+    try:
+        for stream, pages, window in plan:
+            while True:
+                with span("sync.page.fetch", stream=stream.name):
+                    page = next(pages, None)
+                if page is None:
+                    break
+                yield _Fetched(stream, page, window)
+            yield _Fetched(stream, None, window)
+    finally:
+        # Stopped early (an error, a lost lease, a deferral): end the clients' generators now, in
+        # the thread that ran them, rather than whenever they are collected.
+        for _, pages, _ in plan:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+
+
+_PAGE, _END, _ERROR = "page", "end", "error"
+_current_fetcher: contextvars.ContextVar[_Prefetch | None] = contextvars.ContextVar(
+    "sync_fetcher", default=None
+)
+
+
+class _Prefetch:
+    """Runs ``items`` in a thread of its own, at most ``ahead`` items ahead of the caller.
+
+    The caller iterates it as it would ``items``: the same items in the same order, then the same
+    end or the same exception, raised only once every item before it was taken. An item counts
+    against ``ahead`` from the moment its fetch begins until the caller takes it, so at most
+    ``ahead`` fetched items wait beside the one the caller holds (memory stays flat).
+    ``close()`` stops the fetcher after the fetch under way, if any, and waits for its thread,
+    which closes ``items`` and its own database connection as it ends. The thread runs in a copy
+    of the caller's context, so log fields and the current trace span follow it.
+    """
+
+    def __init__(self, items: Iterator[Any], *, ahead: int, name: str) -> None:
+        self._items = items
+        self._ahead = ahead
+        self._changed = threading.Condition()
+        self._ready: deque[tuple[str, Any]] = deque()
+        self._started = 0  # fetches begun
+        self._handed = 0  # items handed over
+        self._taken = 0  # items the caller took
+        # Times the caller asked for an item: it is done with every item but the one it asks for.
+        self._asked = 0
+        self._stopping = False
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._fetch,), name=name, daemon=True
+        )
+        self._thread.start()
+
+    def __iter__(self) -> _Prefetch:
+        return self
+
+    def __next__(self) -> Any:
+        with self._changed:
+            self._asked += 1
+            self._changed.notify_all()
+            while not self._ready:
+                if self._stopping:
+                    raise StopIteration
+                self._changed.wait()
+            kind, value = self._ready.popleft()
+            self._taken += 1
+            if kind != _PAGE:
+                self._stopping = True  # nothing follows an end or an error
+            self._changed.notify_all()
+        if kind == _END:
+            raise StopIteration
+        if kind == _ERROR:
+            raise value
+        return value
+
+    def close(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def caught_up_wait(self) -> None:
+        """(In the fetcher.) Wait until the caller is done with every item handed over."""
+        with self._changed:
+            while not self._stopping and self._asked <= self._handed:
+                self._changed.wait()
+
+    def _hand(self, kind: str, value: Any) -> None:
+        with self._changed:
+            self._ready.append((kind, value))
+            self._handed += 1
+            self._changed.notify_all()
+
+    def _fetch(self) -> None:
+        _current_fetcher.set(self)
+        try:
+            while True:
+                with self._changed:
+                    while not self._stopping and self._started - self._taken >= self._ahead:
+                        self._changed.wait()
+                    if self._stopping:
+                        return
+                    self._started += 1
+                try:
+                    item = next(self._items)
+                except StopIteration:
+                    self._hand(_END, None)
+                    return
+                except BaseException as err:  # the caller meets it in its place, in its thread
+                    self._hand(_ERROR, err)
+                    return
+                self._hand(_PAGE, item)
+        finally:
+            try:
+                close = getattr(self._items, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                # Django opened a connection for this thread; the thread ends with it.
+                _db_connections_close()
+
+
+def _db_connections_close() -> None:
+    """Close this thread's Django database connections (the client pool they share stays)."""
+    connections.close_all()
+
+
+def sync_pages_stored_wait() -> None:
+    """Wait until every page the sync's fetcher handed over is stored (with its cursor).
+
+    For a client about to read what its own sync stored (the records to forget, say): with
+    pages fetched ahead, the pages it yielded last may still be on their way to storage. Outside
+    a sync's fetcher thread, or when the sync does not fetch ahead, it returns at once.
+    """
+    fetcher = _current_fetcher.get()
+    if fetcher is not None:
+        fetcher.caught_up_wait()
+
+
 def connection_sync(
     connection_id: Any,
     *,
@@ -143,11 +307,57 @@ def connection_sync(
         trigger=trigger,
         started_at=timezone.now(),
     )
-    with log_context(provider=connection.provider, connection=connection.pk, run=run.pk):
+    with (
+        log_context(provider=connection.provider, connection=connection.pk, run=run.pk),
+        span("sync", provider=connection.provider, connection=str(connection.pk), trigger=trigger),
+    ):
         try:
             return _run(connection, run, trigger, policy, on_page, lease, pending)
         finally:
             _release(connection, lease, run)
+
+
+def connections_sync(
+    claims: Sequence[tuple[Any, str]],
+    *,
+    trigger: str = SyncRun.Trigger.SCHEDULE,
+    threads: int | None = None,
+    policy: RetryPolicy | None = None,
+) -> list[str]:
+    """Run several claimed syncs at once, each on a thread of its own (at most ``threads``,
+    by default ``SIBLING_SYNC_THREADS``); the outcome of each, in the order given.
+
+    ``claims`` are (connection id, lease owner) pairs from ``connection_claim``: each sync runs
+    under its own lease exactly as ``connection_sync`` runs it alone, so a pair whose lease was
+    lost (or delivered twice) is "skipped", never run beside the holder. One sync's failure never
+    stops the others; one that raised (its run could not even be recorded) is raised again once
+    all have ended, so the task fails and is retried, and the pairs already run are skipped then.
+    """
+    if not claims:
+        return []
+    workers = max(1, min(len(claims), threads or settings.SIBLING_SYNC_THREADS))
+
+    def one(connection_id: Any, owner: str) -> str:
+        try:
+            run = connection_sync(connection_id, trigger=trigger, lease_owner=owner, policy=policy)
+            return run.outcome if run is not None else "skipped"
+        finally:
+            _db_connections_close()
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync") as pool:
+        # A context copy for each sync: one context cannot be entered by two threads at once.
+        futures = [
+            pool.submit(contextvars.copy_context().run, one, connection_id, owner)
+            for connection_id, owner in claims
+        ]
+        errors = [future.exception() for future in futures]
+    for (connection_id, _), error in zip(claims, errors, strict=True):
+        if error is not None:
+            logger.error("sync of connection %s raised %s", connection_id, type(error).__name__)
+    raised = next((error for error in errors if error is not None), None)
+    if raised is not None:
+        raise raised
+    return [future.result() for future in futures]
 
 
 def _release(connection: UserDataSource, lease: _Lease, run: SyncRun) -> None:
@@ -213,23 +423,31 @@ def _run(
     backfilling = connection.backfill_progress is not None and windows is None
     scheduled_at = connection.next_sync_at
     logger.info("sync started (%s)", "windows" if windows is not None else trigger)
+    fetcher: Iterator[_Fetched] | None = None
     try:
-        for stream, pages, window in _plan(connection, client, windows):
-            for page in pages:
+        fetcher = _fetcher_start(_fetched(_plan(connection, client, windows)), connection)
+        for stream, page, window in fetcher:
+            if page is None:  # the stream's pages are all stored
+                if window is not None:
+                    window_done(connection_id=connection.pk, stream=stream.name, window=window)
+                continue
+            with span("sync.page", stream=stream.name):
                 # Before anything of the page is written: a sync that lost its lease stores
                 # nothing more beside the new holder.
                 lease.keep()
-                processed = processor(stream.name, page.payload)
-                raw = raw_page_store(
-                    connection=connection, stream=stream.name, payload=page.payload, run=run
-                )
-                counts += page_store(
-                    connection=connection,
-                    stream=stream.name,
-                    processed=processed,
-                    raw_page_id=raw.pk,
-                    run=run,
-                )
+                with span("sync.page.process"):
+                    processed = processor(stream.name, page.payload)
+                with span("sync.page.store"):
+                    raw = raw_page_store(
+                        connection=connection, stream=stream.name, payload=page.payload, run=run
+                    )
+                    counts += page_store(
+                        connection=connection,
+                        stream=stream.name,
+                        processed=processed,
+                        raw_page_id=raw.pk,
+                        run=run,
+                    )
                 run.pages += 1
                 run.fetched += (
                     len(processed.records) + len(processed.removed) + len(processed.quarantined)
@@ -242,8 +460,6 @@ def _run(
                     )
                 if on_page is not None:
                     on_page(run, stream.name, page.progress)
-            if window is not None:
-                window_done(connection_id=connection.pk, stream=stream.name, window=window)
         run.outcome = Outcome.PARTIAL if counts.quarantined else Outcome.SUCCESS
         _succeeded(connection, counts, reschedule=windows is None, scheduled_at=scheduled_at)
     except PersonErased as err:
@@ -274,6 +490,10 @@ def _run(
         if not isinstance(err, SyncError):
             logger.exception("sync crashed")
     finally:
+        # The fetcher first (it may be using the client), whatever stopped the run, even a
+        # BaseException such as the worker being stopped.
+        if fetcher is not None:
+            _fetcher_stop(fetcher)
         client.close()
         run.created, run.updated = counts.created, counts.updated
         run.deleted, run.quarantined = counts.deleted, counts.quarantined
@@ -297,6 +517,21 @@ def _run(
             run.api_calls,
         )
     return run
+
+
+def _fetcher_start(items: Iterator[_Fetched], connection: UserDataSource) -> Iterator[_Fetched]:
+    """The pages fetched ahead in a thread (``SIBLING_SYNC_PREFETCH_PAGES``), or in this thread
+    as they are asked for when that is 0."""
+    ahead = settings.SIBLING_SYNC_PREFETCH_PAGES
+    if ahead <= 0:
+        return items
+    return _Prefetch(items, ahead=ahead, name=f"sync-fetch-{connection.pk}")
+
+
+def _fetcher_stop(fetcher: Iterator[_Fetched]) -> None:
+    close = getattr(fetcher, "close", None)
+    if close is not None:
+        close()
 
 
 def _failed(run: SyncRun, err: Exception) -> None:

@@ -152,8 +152,14 @@ def window_done(*, connection_id: object, stream: str, window: PendingWindow) ->
 
 
 def dispatch_due_syncs(*, now: datetime | None = None, enqueue: bool = True) -> list[str]:
-    """Claim what is due and enqueue its syncs; the ids claimed."""
+    """Claim what is due and enqueue its syncs; the ids claimed.
+
+    The claimed connections are enqueued in groups of ``SIBLING_SYNC_THREADS``, one task per
+    group (``ingestion.tasks.sync_connections``), so the worker that takes a group syncs its
+    connections at once; each group is enqueued as soon as it is full.
+    """
     now = now or timezone.now()
+    size = max(1, settings.SIBLING_SYNC_THREADS)
     due = _connections().find(
         {"status": Status.ACTIVE, "next_sync_at": {"$lte": now}, **_unleased(now)},
         projection={"_id": 1},
@@ -161,14 +167,20 @@ def dispatch_due_syncs(*, now: datetime | None = None, enqueue: bool = True) -> 
         limit=settings.SIBLING_DISPATCH_BATCH,
     )
     claimed = []
+    group: list[tuple[object, str]] = []
     for document in list(due):
         connection_id = document["_id"]
         owner = connection_claim(connection_id=connection_id, now=now)
         if owner is None:
             continue
         claimed.append(str(connection_id))
-        if enqueue:
-            _enqueue(connection_id, owner, "schedule")
+        group.append((connection_id, owner))
+        if len(group) == size:
+            if enqueue:
+                _enqueue_group(group, "schedule")
+            group = []
+    if group and enqueue:
+        _enqueue_group(group, "schedule")
     return claimed
 
 
@@ -188,6 +200,20 @@ def _enqueue(connection_id: object, owner: str, trigger: str) -> None:
         owner,
         trigger,
         task_name=f"sync-{connection_id}",
+        broker=broker(),
+    )
+
+
+def _enqueue_group(group: list[tuple[object, str]], trigger: str) -> None:
+    if len(group) == 1:
+        _enqueue(*group[0], trigger)
+        return
+    first = group[0][0]
+    async_task(
+        "ingestion.tasks.sync_connections",
+        [[str(connection_id), owner] for connection_id, owner in group],
+        trigger,
+        task_name=f"syncs-{first}-and-{len(group) - 1}",
         broker=broker(),
     )
 

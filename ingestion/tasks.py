@@ -3,7 +3,7 @@
 from bson import ObjectId
 
 from ingestion.models import SyncRun
-from ingestion.runner import connection_sync
+from ingestion.runner import connection_sync, connections_sync
 from ingestion.scheduler import dispatch_due_syncs
 from ingestion.webhooks import webhook_events_drain
 
@@ -15,6 +15,14 @@ def dispatch() -> int:
 def sync_connection(connection_id: str, lease_owner: str = "", trigger: str = "schedule") -> str:
     run = connection_sync(ObjectId(connection_id), trigger=trigger, lease_owner=lease_owner)
     return run.outcome if run else "skipped"
+
+
+def sync_connections(claims: list[list[str]], trigger: str = "schedule") -> list[str]:
+    """A group of claimed syncs ([connection id, lease owner] pairs) run at once on this worker's
+    threads (``SIBLING_SYNC_THREADS``); the outcome of each."""
+    return connections_sync(
+        [(ObjectId(connection_id), owner) for connection_id, owner in claims], trigger=trigger
+    )
 
 
 def fetch_windows(connection_id: str) -> str:

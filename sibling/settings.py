@@ -180,6 +180,12 @@ SIBLING_RAW_PAGE_RETENTION_DAYS = env.int("SIBLING_RAW_PAGE_RETENTION_DAYS", def
 SIBLING_SYNC_LEASE_S = Q_CLUSTER["timeout"] + 120
 SIBLING_SYNC_MAX_FAILURES = env.int("SIBLING_SYNC_MAX_FAILURES", default=5)
 SIBLING_DISPATCH_BATCH = env.int("SIBLING_DISPATCH_BATCH", default=500)
+# One worker process drives this many syncs at once (threads): dispatch enqueues the connections
+# it claims in groups of this size, one task per group. Syncs wait on the network, not the CPU.
+SIBLING_SYNC_THREADS = env.int("SIBLING_SYNC_THREADS", default=8)
+# A sync fetches its next page while it stores the current one, with at most this many fetched
+# pages waiting (memory stays flat); 0 fetches each page only once the one before is stored.
+SIBLING_SYNC_PREFETCH_PAGES = env.int("SIBLING_SYNC_PREFETCH_PAGES", default=1)
 # Connecting, resuming or "Sync now" starts the sync at once instead of at the next dispatch.
 SIBLING_SYNC_ON_DUE = env.bool("SIBLING_SYNC_ON_DUE", default=True)
 # Bearer token for GET /metrics (staff sessions may read it too); unset, only staff can.

@@ -10,7 +10,7 @@ export DEBUG ?= 1
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install browser run db db-stop migrate test bench bench-webhooks lint format lock clean
+.PHONY: help install browser run db db-stop migrate test bench bench-webhooks bench-latency lint format lock clean
 
 help:
 	@echo "make run      install, start the embedded database, migrate, start web + workers"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-<id>-live  one provider's live tests against its real sandbox (keys in env)"
 	@echo "make bench    the ingestion benchmark (prints one JSON line last)"
 	@echo "make bench-webhooks  the webhook load benchmark (prints one JSON line last)"
+	@echo "make bench-latency   syncs with 100 ms round trips and quotas (prints one JSON line last)"
 	@echo "make db       start the embedded database (127.0.0.1:27117, data in var/mongo)"
 	@echo "make db-stop  stop it cleanly"
 	@echo "make lock     re-resolve requirements.lock from pyproject.toml"
@@ -61,6 +62,9 @@ bench: install
 
 bench-webhooks: install
 	$(PY) -m ingestion.benchmarks.webhooks
+
+bench-latency: install
+	$(PY) -m ingestion.benchmarks.latency
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -79,3 +80,45 @@ def _wait_http(url: str, timeout_s: float = 60) -> None:
         except requests.RequestException:
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer")
+
+
+def process_cpu_s() -> float:
+    """CPU seconds (user + system) this process has used so far, all its threads included; the
+    database and the app under gunicorn are other processes and not counted."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def queued_tasks_run(prefix: str) -> int:
+    """Run the queued tasks whose function starts with `prefix`, oldest first and one at a time
+    in this process, as one worker process of the cluster runs them (the same task code); the
+    number run. Nothing else consumes the queue during a benchmark. Other tasks stay queued; an
+    exception is raised here rather than saved as a failed task."""
+    import pydoc
+
+    from django_q.signing import SignedPackage
+
+    from sibling.queue import broker
+
+    queue = broker()
+    skipped: list = []
+    ran = 0
+    while True:
+        taken = queue.collection.find_one({"_id": {"$nin": skipped}}, sort=[("_id", 1)])
+        if taken is None:
+            return ran
+        task = SignedPackage.loads(taken["payload"])
+        func = task["func"]
+        name = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+        if not name.startswith(prefix):
+            skipped.append(taken["_id"])
+            continue
+        target = pydoc.locate(name) if isinstance(func, str) else func
+        target(*task.get("args", ()), **task.get("kwargs", {}))
+        queue.acknowledge(str(taken["_id"]))
+        ran += 1

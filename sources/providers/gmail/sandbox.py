@@ -60,6 +60,7 @@ from sources.sandbox.google import (
     google_id_token,
     insufficient_scope,
 )
+from sources.sandbox.google_batch import batch_endpoint
 from sources.sandbox.store import (
     activity_tick_add,
     activity_ticks,
@@ -963,6 +964,7 @@ webhook_controls = {"push": _control_push}
 
 
 _API = "google/gmail/v1/users/<str:user_id>"
+batch = batch_endpoint(api="gmail/v1", service=SERVICE)
 
 urlpatterns = [
     path(f"{_API}/profile", profile, name="gmail-profile"),
@@ -971,4 +973,8 @@ urlpatterns = [
     path(f"{_API}/history", history_list, name="gmail-history"),
     path(f"{_API}/watch", watch, name="gmail-watch"),
     path(f"{_API}/stop", stop, name="gmail-stop"),
+    # Batch requests at the host's root: the guide's /batch/gmail/v1 and the discovery
+    # document's batchPath ("batch"), each part dispatched to the views above.
+    path("google/batch/gmail/v1", batch, name="gmail-batch"),
+    path("google/batch", batch, name="gmail-batch-path"),
 ]

@@ -49,6 +49,7 @@ from .common import (
 from .faults import fault_take, faults_pending
 from .keys import private_key_of, signing_key_stored
 from .models import GoogleAccessToken, GoogleAccount, GoogleAuthCode, GoogleGrant
+from .quotas import QuotaCaller
 
 CODE_LIFETIME = timedelta(minutes=10)
 ACCESS_TOKEN_SECONDS = 3599
@@ -179,7 +180,10 @@ def insufficient_scope(service: str) -> HttpResponse:
     )
 
 
-def rate_limited(service: str) -> HttpResponse:
+def rate_limited(service: str, *, retry_after: bool = True) -> HttpResponse:
+    """429 RESOURCE_EXHAUSTED. Google documents no `Retry-After` on it: the quota answers
+    (sources.sandbox.quotas) send none; the `rate_limit` fault keeps one to test clients that
+    honour it."""
     return api_error(
         429,
         "Resource has been exhausted (e.g. check quota).",
@@ -187,7 +191,14 @@ def rate_limited(service: str) -> HttpResponse:
         reason="rateLimitExceeded",
         domain="usageLimits",
         details=[error_info("RATE_LIMIT_EXCEEDED", service)],
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)} if retry_after else None,
+    )
+
+
+def user_rate_limited(message: str = "User Rate Limit Exceeded") -> HttpResponse:
+    """403 `userRateLimitExceeded`: a Google API's per-user quota is spent."""
+    return api_error(
+        403, message, "PERMISSION_DENIED", reason="userRateLimitExceeded", domain="usageLimits"
     )
 
 
@@ -575,6 +586,19 @@ def google_caller(
     return GoogleCaller(
         email=access.email, scopes=frozenset(access.scopes), pending_faults=frozenset(pending)
     )
+
+
+def google_quota_caller(request: HttpRequest) -> QuotaCaller | None:
+    """Whose quotas a Google API call spends: the token's account and OAuth client (None for
+    a token the API would refuse, which then answers 401 uncharged)."""
+    value = bearer_token(request)
+    access = GoogleAccessToken.objects.filter(token=value).first() if value else None
+    if access is None or access.revoked or access.expires_at <= timezone.now():
+        return None
+    client_id = (
+        GoogleGrant.objects.filter(pk=access.grant_id).values_list("client_id", flat=True).first()
+    )
+    return QuotaCaller(account=access.email, app=client_id or "")
 
 
 def _userinfo_error(api_answer: HttpResponse) -> HttpResponse:

@@ -146,3 +146,20 @@ class SandboxRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}:{self.kind}:{self.key[:24]}"
+
+
+class QuotaSlot(models.Model):
+    """Units an imitation charged to one quota key in one time slot (sources.sandbox.quotas).
+
+    The id is `<provider>|<quota>|<key digest>|<slot number, zero-padded>`, so the slots of one
+    key's window are one range of the primary index; units are added with `$inc` (atomic, shared
+    by every process answering as the sandbox). A TTL index drops a slot once no window can
+    reach it any more.
+    """
+
+    id = models.CharField(primary_key=True, max_length=200, db_column="_id")
+    units = models.IntegerField(default=0)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.id}: {self.units}"

@@ -58,10 +58,13 @@ from sources.sandbox.google import (
     api_error,
     error_info,
     google_caller,
+    google_quota_caller,
     insufficient_scope,
+    rate_limited,
 )
 from sources.sandbox.keys import private_key_of, signing_key_stored
 from sources.sandbox.models import GoogleAccount, SigningKey
+from sources.sandbox.quotas import Quota
 from sources.sandbox.webhooks import (
     WebhookInputError,
     deliver,
@@ -613,6 +616,15 @@ def _invalid(message: str, reason: str = "INVALID_ARGUMENT") -> HttpResponse:
         reason="badRequest",
         details=[error_info(reason, SERVICE, domain=SERVICE)],
     )
+
+
+# The Google Health API's quotas (https://developers.google.com/health/rate-limits): requests
+# per minute per user and per project, each answered 429 RESOURCE_EXHAUSTED when spent.
+quotas = [
+    Quota("user", "account", 300, 60, lambda q: rate_limited(SERVICE, retry_after=False)),
+    Quota("project", "app", 120_000, 60, lambda q: rate_limited(SERVICE, retry_after=False)),
+]
+quota_caller = google_quota_caller
 
 
 def _caller(request: HttpRequest, user: str) -> tuple[GoogleCaller, HealthAccount] | HttpResponse:

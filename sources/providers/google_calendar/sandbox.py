@@ -66,8 +66,11 @@ from sources.sandbox.google import (
     api_error,
     google_account_ensure,
     google_caller,
+    google_quota_caller,
     insufficient_scope,
+    rate_limited,
 )
+from sources.sandbox.quotas import Quota
 from sources.sandbox.webhooks import WebhookInputError, activity_webhook_send, deliver, text
 
 NAMESPACE = "google_calendar"  # this imitation's records in the sandbox store
@@ -492,6 +495,16 @@ def user_rate_limited() -> HttpResponse:
         reason="userRateLimitExceeded",
         domain="usageLimits",
     )
+
+
+# Calendar's quotas (https://developers.google.com/workspace/calendar/api/guides/quota):
+# requests per minute per user (403 userRateLimitExceeded) and per project (429
+# rateLimitExceeded), on a sliding window.
+quotas = [
+    Quota("user", "account", 600, 60, lambda q: user_rate_limited()),
+    Quota("project", "app", 10_000, 60, lambda q: rate_limited(SERVICE, retry_after=False)),
+]
+quota_caller = google_quota_caller
 
 
 def _caller(request: HttpRequest, scopes: frozenset[str]) -> GoogleCaller | HttpResponse:

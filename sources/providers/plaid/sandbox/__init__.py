@@ -23,18 +23,74 @@ from datetime import datetime
 import requests
 from django import db
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.utils import timezone
 
 from sources.providers.plaid.provider import Plaid
+from sources.sandbox.common import json_body, json_response, random_base62
+from sources.sandbox.quotas import Quota, QuotaCaller
 from sources.sandbox.store import activity_tick_add
 from sources.sandbox.webhooks import WebhookInputError, activity_webhook_send, flag, text
 
 from . import api
-from .api import HISTORICAL_UPDATE_COMPLETE, NOT_READY, STORE, item_by_id
+from .api import (
+    HISTORICAL_UPDATE_COMPLETE,
+    NOT_READY,
+    STORE,
+    item_by_id,
+    item_by_token,
+    plaid_error,
+)
 from .webhooks import plaid_webhook_send
 
 fault_names = ("new_activity", "plaid_mutation", "initial_update", "historical_update")
+
+
+# Plaid's per-Item and per-client limits (https://plaid.com/docs/errors/rate-limit-exceeded/):
+# /accounts/get 15 a minute per Item and 15,000 per client (production); /transactions/sync 50
+# and 2,500 (a third-party capture of Plaid's table: unconfirmed). Each answers 429
+# RATE_LIMIT_EXCEEDED with the endpoint's code; Plaid documents the per-Item message only.
+def _over(code: str) -> HttpResponse:
+    body = plaid_error(
+        "RATE_LIMIT_EXCEEDED",
+        code,
+        "rate limit exceeded for attempts to access this item. please try again later",
+        None,
+        random_base62(15),
+    )
+    return json_response(body, status=429)
+
+
+_SYNC = {"routes": frozenset({"plaid-transactions-sync"})}
+_ACCOUNTS = {"routes": frozenset({"plaid-accounts-get"})}
+quotas = [
+    Quota(
+        "transactions_sync", "account", 50, 60, lambda q: _over("TRANSACTIONS_SYNC_LIMIT"), **_SYNC
+    ),
+    Quota(
+        "transactions_sync_client",
+        "app",
+        2_500,
+        60,
+        lambda q: _over("TRANSACTIONS_SYNC_LIMIT"),
+        **_SYNC,
+    ),
+    Quota("accounts_get", "account", 15, 60, lambda q: _over("ACCOUNTS_LIMIT"), **_ACCOUNTS),
+    Quota("accounts_get_client", "app", 15_000, 60, lambda q: _over("ACCOUNTS_LIMIT"), **_ACCOUNTS),
+]
+
+
+def quota_caller(request: HttpRequest) -> QuotaCaller | None:
+    """The Item behind the body's access token, and the client calling (None: the endpoint
+    refuses the call itself, uncharged)."""
+    body = json_body(request) or {}
+    token = body.get("access_token")
+    item = item_by_token(token) if isinstance(token, str) and token else None
+    if item is None:
+        return None
+    client_id = body.get("client_id") or request.headers.get("PLAID-CLIENT-ID") or ""
+    return QuotaCaller(account=item.item_id, app=str(client_id))
 
 
 def fault_apply(account: str, fault: str, count: int) -> bool:

@@ -6,7 +6,9 @@ where the incremental sync starts, so nothing that changes during the backfill i
 replayed, and records are upserted by id). A history id Gmail no longer keeps answers 404: the
 window is synced in full again.
 
-Only metadata is read (format=metadata with four headers), never a body.
+Only metadata is read (format=metadata with four headers), never a body. Messages are read
+through Gmail's batch endpoint (sources.providers.google_batch), ``GMAIL_BATCH_SIZE`` (50) per
+request: one round trip instead of 50, the same quota (a batch of n costs n messages.get).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import requests
+from django.conf import settings
 
 from ingestion.clients import OAuthSyncClient, Page
 from ingestion.errors import PermanentError
@@ -23,6 +27,7 @@ from ingestion.http import ProviderHttp
 from ingestion.tokens import OAuthTokens
 from sources.providers import Stream
 from sources.providers.gmail.provider import Gmail
+from sources.providers.google_batch import BatchCall, batch_call
 from sources.providers.google_http import NotFound, google_check
 
 METADATA_HEADERS = ("From", "To", "Subject", "Date")
@@ -36,10 +41,10 @@ def gmail_check(response: requests.Response) -> None:
 
 
 class GmailHttp(ProviderHttp):
-    def get_json_or_none(self, url: str, *, params: Any = None) -> Any | None:
+    def get_json_or_none(self, url: str, *, params: Any = None, operation: str = "") -> Any | None:
         """The body, or None when the resource is not (or no longer) there."""
         try:
-            return self.get_json(url, params=params)
+            return self.get_json(url, params=params, operation=operation)
         except NotFound:
             return None
 
@@ -47,7 +52,8 @@ class GmailHttp(ProviderHttp):
 class GmailSyncClient(OAuthSyncClient):
     # Each message costs one messages.get (20 quota units under the 2026 quota, 6,000 units per
     # user and minute): a page of 100 fits in a minute's quota, so a rate limit never lands in
-    # the middle of a page that would then be fetched again from its start.
+    # the middle of a page that would then be fetched again from its start. (messages.list and
+    # history.list allow 500, but 500 messages.get are 10,000 units: more than a minute's.)
     page_size = 100
     http: GmailHttp
 
@@ -60,6 +66,7 @@ class GmailSyncClient(OAuthSyncClient):
             bearer=self.tokens.access_token,
             refresh=self.tokens.refresh,
             check=gmail_check,
+            budget=self.budget,
         )
 
     @property
@@ -92,7 +99,7 @@ class GmailSyncClient(OAuthSyncClient):
         after_s: int | None = None,
     ) -> Iterator[Page]:
         if history_id is None:
-            profile = self.http.get_json(f"{self.api}/profile")
+            profile = self.http.get_json(f"{self.api}/profile", operation="getProfile")
             history_id = str(profile["historyId"])
         # A page token belongs to its query: a resumed sync lists with the window it began with.
         if not isinstance(after_s, int):
@@ -102,7 +109,9 @@ class GmailSyncClient(OAuthSyncClient):
             params: dict[str, Any] = {"q": f"after:{after_s}", "maxResults": self.page_size}
             if page_token:
                 params["pageToken"] = page_token
-            body = self.http.get_json(f"{self.api}/messages", params=params)
+            body = self.http.get_json(
+                f"{self.api}/messages", params=params, operation="messages.list"
+            )
             messages = self._messages_get(
                 ref.get("id") for ref in body.get("messages") or [] if isinstance(ref, dict)
             )
@@ -128,7 +137,9 @@ class GmailSyncClient(OAuthSyncClient):
             }
             if page_token:
                 params["pageToken"] = page_token
-            body = self.http.get_json_or_none(f"{self.api}/history", params=params)
+            body = self.http.get_json_or_none(
+                f"{self.api}/history", params=params, operation="history.list"
+            )
             if body is None:
                 # startHistoryId is older than the history Gmail keeps. Pages of this history
                 # already stored stay; the full sync upserts them again.
@@ -149,17 +160,26 @@ class GmailSyncClient(OAuthSyncClient):
     # Messages ---------------------------------------------------------------------------------
 
     def _messages_get(self, ids: Any) -> list[dict[str, Any]]:
-        """Metadata of each message as received; one deleted since it was listed is skipped."""
+        """Metadata of each message as received, in the order listed, through batch requests;
+        one deleted since it was listed (its part answers 404) is skipped."""
+        wanted = list(dict.fromkeys(m for m in ids if isinstance(m, str) and m))
+        size = getattr(settings, "GMAIL_BATCH_SIZE", 50)
+        params = {"format": "metadata", "metadataHeaders": list(METADATA_HEADERS)}
         messages = []
-        for message_id in ids:
-            if not isinstance(message_id, str) or not message_id:
-                continue
-            message = self.http.get_json_or_none(
-                f"{self.api}/messages/{message_id}",
-                params={"format": "metadata", "metadataHeaders": list(METADATA_HEADERS)},
+        for start in range(0, len(wanted), size):
+            chunk = wanted[start : start + size]
+            # Keys are positions, never the ids: an id is the provider's text, kept out of the
+            # part headers; in the path it is quoted whole.
+            calls = [
+                BatchCall(
+                    key=str(n), url=f"{self.api}/messages/{quote(mid, safe='')}", params=params
+                )
+                for n, mid in enumerate(chunk)
+            ]
+            bodies = batch_call(self.http, Gmail.url("batch"), calls, operation="messages.get")
+            messages.extend(
+                body for n in range(len(chunk)) if isinstance(body := bodies.get(str(n)), dict)
             )
-            if message is not None:
-                messages.append(message)
         return messages
 
 

@@ -143,6 +143,11 @@ def window_start(monkeypatch) -> datetime:
     return start
 
 
+def batches(messages: int, size: int = 50) -> int:
+    """Batch requests reading this many messages (GMAIL_BATCH_SIZE, 50 by default)."""
+    return math.ceil(messages / size)
+
+
 def sync(connection: UserDataSource, **kwargs) -> SyncRun:
     run = connection_sync(connection.pk, policy=kwargs.pop("policy", NO_WAIT), **kwargs)
     assert run is not None
@@ -226,8 +231,8 @@ def test_first_sync_backfills_the_window_as_encrypted_metadata(gmail_connection,
         len(expected),
         0,
     )
-    # users.getProfile, one messages.list, one messages.get per message.
-    assert run.api_calls == 2 + len(expected)
+    # users.getProfile, one messages.list, one batch of messages.get per 50 messages.
+    assert run.api_calls == 2 + batches(len(expected))
     after = fresh(connection)
     assert after.cursors == {
         "messages": {"history_id": sandbox_history_id(connection.sandbox_email)}
@@ -282,7 +287,7 @@ def test_new_activity_is_added_and_deleted_mail_removed(gmail_connection, window
     run = sync(connection)
     assert run.outcome == Outcome.SUCCESS, run.error_message
     assert (run.created, run.deleted) == (3, 1)
-    assert run.api_calls == 1 + 3  # history.list, then messages.get for each added message
+    assert run.api_calls == 1 + 1  # history.list, then one batch: messages.get of each added
     assert stored_ids(connection) == expected
     assert fresh(connection).cursors["messages"] == {"history_id": sandbox_history_id(email)}
     assert sync(connection).api_calls == 1
@@ -297,8 +302,8 @@ def test_a_history_id_gmail_no_longer_keeps_means_a_full_sync(gmail_connection, 
     )
     run = sync(connection)
     assert run.outcome == Outcome.SUCCESS, run.error_message
-    # history.list (404), users.getProfile, messages.list, messages.get per message.
-    assert run.api_calls == 3 + len(expected)
+    # history.list (404), users.getProfile, messages.list, the batches of messages.get.
+    assert run.api_calls == 3 + batches(len(expected))
     assert run.created == 0  # upserted by id: nothing duplicates
     assert stored_ids(connection) == expected
     assert len(stored(connection)) == len(expected)
@@ -308,8 +313,11 @@ def test_a_history_id_gmail_no_longer_keeps_means_a_full_sync(gmail_connection, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_killed_backfill_resumes_from_its_last_stored_page(gmail_connection, monkeypatch):
+def test_a_killed_backfill_resumes_from_its_last_stored_page(
+    gmail_connection, monkeypatch, settings
+):
     connection = gmail_connection
+    settings.GMAIL_BATCH_SIZE = 4  # three batches per page of 10
     monkeypatch.setattr(GmailSyncClient, "page_size", 10)
     processor_killed_on_page(Gmail, monkeypatch)
     killed = sync(connection)
@@ -328,7 +336,9 @@ def test_a_killed_backfill_resumes_from_its_last_stored_page(gmail_connection, m
     assert run.outcome == Outcome.SUCCESS, run.error_message
     remaining = len(expected) - 10
     # No profile call and no page fetched twice: the listing resumes at the stored token.
-    assert run.api_calls == math.ceil(remaining / 10) + remaining
+    full_pages, last_page = divmod(remaining, 10)
+    listings = full_pages + (1 if last_page else 0)
+    assert run.api_calls == listings + full_pages * 3 + math.ceil(last_page / 4)
     assert (run.created, run.updated) == (remaining, 0)
     assert stored_ids(connection) == expected
     after = fresh(connection)
@@ -393,7 +403,7 @@ def test_a_message_deleted_between_list_and_get_is_skipped(
 
     monkeypatch.setattr(GmailSyncClient, "_messages_get", listed_then_deleted)
     run, expected = backfilled(connection, window_start)
-    assert run.api_calls == 2 + len(expected) + 1
+    assert run.api_calls == 2 + batches(len(expected) + 1)
     assert (run.created, run.quarantined) == (len(expected), 0)
     assert stored_ids(connection) == expected
 

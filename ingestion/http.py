@@ -34,6 +34,7 @@ from ingestion.errors import (
     ReauthRequired,
     TransientError,
 )
+from sibling.tracing import span
 
 T = TypeVar("T")
 # Google advises waiting at least 30 s after a 429 that gives no Retry-After.
@@ -242,9 +243,21 @@ class ProviderHttp:
         **kwargs: Any,
     ) -> T:
         def once() -> T:
+            # One span per attempt, the budget's wait included: where a slow sync's time went.
+            with span(
+                "provider.call",
+                provider=self.provider_name,
+                operation=operation or method,
+                count=count,
+            ) as current:
+                return attempt(current)
+
+        def attempt(current: Any) -> T:
             # Every attempt costs quota at the provider, a retry as much as the first.
             if self.budget is not None:
-                self.budget.charge(operation, count)
+                waited = self.budget.charge(operation, count)
+                if current is not None:
+                    current.set_attribute("budget.wait_s", float(waited or 0.0))
             sent = dict(headers or {})
             if self.bearer:
                 sent["Authorization"] = f"Bearer {self.bearer()}"
@@ -258,6 +271,8 @@ class ProviderHttp:
                 raise PermanentError(f"{self.provider_name} could not be called") from err
             finally:
                 self.counter.calls += 1  # round trips; a batch's parts are charged to budgets
+            if current is not None:
+                current.set_attribute("http.status_code", response.status_code)
             if self.budget is not None:
                 self.budget.observe(response)
             self.check(response)

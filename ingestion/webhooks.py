@@ -41,6 +41,8 @@ from ingestion.models import WebhookEvent, WebhookRejection
 from sibling import mongo
 from sibling.queue import broker
 from sibling.throttles import client_address
+from sibling.tracing import enabled as tracing_enabled
+from sibling.tracing import span, span_continued, trace_carrier
 from sibling.writes import model_insert
 from sources.providers.base import ProviderError
 
@@ -48,6 +50,9 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1_000_000
 STALE_CLAIM = timedelta(minutes=10)
 Status = WebhookEvent.Status
+# With tracing on, a stored event carries its receipt's trace context under this key, beside
+# the model's fields (the ORM neither reads nor writes it), so processing continues that trace.
+TRACE_KEY = "trace"
 
 
 class WebhookRejected(Exception):
@@ -78,6 +83,13 @@ def webhook_event_store(
 ) -> tuple[WebhookEvent, bool]:
     """Store a verified event (encrypted) and have it processed; (event, False) for a
     redelivery, which only counts another delivery on the first one."""
+    with span("webhook.store", provider=provider, event_type=event.event_type[:100]):
+        return _event_store(provider=provider, event=event, enqueue=enqueue)
+
+
+def _event_store(
+    *, provider: str, event: IncomingEvent, enqueue: bool
+) -> tuple[WebhookEvent, bool]:
     key = event.dedup_key[:128]
     stored = WebhookEvent(
         provider=provider,
@@ -89,9 +101,11 @@ def webhook_event_store(
         user_id=event.user_id,
         payload=event.payload,
     )
+    carrier = trace_carrier()
+    extra = {TRACE_KEY: carrier} if carrier else None
     try:
         # Shared with the deliveries arriving at the same moment (group commit).
-        model_insert(stored)
+        model_insert(stored, extra=extra)
     except IntegrityError:
         if not (
             event.dedup_window_s is not None
@@ -102,7 +116,7 @@ def webhook_event_store(
             return WebhookEvent.objects.get(pk=first), False
         # The earlier event with this key is older than the window: this is a new one.
         try:
-            model_insert(stored)
+            model_insert(stored, extra=extra)
         except IntegrityError:  # a concurrent delivery of the same new event was first
             first = _delivery_count(provider=provider, dedup_key=key)
             return WebhookEvent.objects.get(pk=first), False
@@ -342,6 +356,27 @@ def webhook_event_process(event_id: Any) -> WebhookEvent | None:
     ):
         return WebhookEvent.objects.filter(pk=event_id).first()
     event.status, event.processed_at = Status.PROCESSING, now
+    with span_continued(
+        _trace_carrier_of(event_id),
+        "webhook.process",
+        provider=event.provider,
+        event_type=event.event_type,
+        attempt=event.attempts + 1,
+    ):
+        return _event_process(event)
+
+
+def _trace_carrier_of(event_id: Any) -> Any:
+    """The trace context stored with the event; read only when tracing is on."""
+    if not tracing_enabled():
+        return None
+    raw = mongo.plain_database()[WebhookEvent._meta.db_table].find_one(
+        {"_id": event_id}, {TRACE_KEY: 1}
+    )
+    return (raw or {}).get(TRACE_KEY)
+
+
+def _event_process(event: WebhookEvent) -> WebhookEvent:
     handler = webhook_handler(event.provider)
     event.attempts += 1
     try:

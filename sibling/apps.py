@@ -44,4 +44,10 @@ class SiblingConfig(AppConfig):
             checks,
             mongo,
             signals,
+            tracing,
         )
+
+        # Here, in every process that sets Django up (web, workers, commands), before the
+        # middleware is loaded and before the first MongoClient is made; a no-op without
+        # OTEL_EXPORTER_OTLP_ENDPOINT.
+        tracing.tracing_setup()

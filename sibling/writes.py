@@ -37,11 +37,14 @@ def model_document(instance: models.Model) -> dict[str, Any]:
     return document
 
 
-def model_insert(instance: models.Model) -> None:
+def model_insert(instance: models.Model, *, extra: dict[str, Any] | None = None) -> None:
     """Insert a new instance as ``save()`` would (without signals), sharing the write with
     other threads inserting into the same collection. Raises IntegrityError on a duplicate
-    key, as ``save()`` does."""
+    key, as ``save()`` does. ``extra``: keys stored beside the model's fields, which the ORM
+    neither reads nor writes (a webhook event's trace context)."""
     document = model_document(instance)
+    if extra:
+        document.update(extra)
     table = instance._meta.db_table
     inserter = mongo.register_process_local(f"inserter:{table}", lambda: _Inserter(table))
     inserter.insert(document)  # sets document["_id"]

@@ -18,6 +18,7 @@ from django.utils.html import format_html
 from django.views.decorators.cache import never_cache
 
 from ingestion import selectors
+from ingestion.budgets import budget_summary
 from ingestion.erasure import person_erase
 from ingestion.export import export_response
 from ingestion.ledger import Action, ledger_of, ledger_record
@@ -170,6 +171,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "chart": chart,
         "quarantine": selectors.quarantine_counts(),
         "runs": selectors.runs_by_outcome(),
+        "budgets": budget_summary(),
     }
     return render(request, "admin/ingestion/dashboard.html", context)
 

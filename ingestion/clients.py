@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from ingestion.budgets import ProviderBudget, budget_for
 from ingestion.http import CallCounter, ProviderHttp, RetryPolicy
 from ingestion.tokens import OAuthTokens
 from sources.models import UserDataSource
@@ -68,11 +69,19 @@ class SyncClient:
         self.provider = connection.provider_class
         self.counter = counter
         self.policy = policy
+        # The provider's quotas, charged before every call this client makes (None: budgets
+        # are off). A session a client builds itself passes it on as ``budget=``.
+        self.budget: ProviderBudget | None = budget_for(
+            self.provider, account=connection.external_account_id or str(connection.pk)
+        )
         self.http = self.http_session()
 
     def http_session(self) -> ProviderHttp:
         return ProviderHttp(
-            provider_name=self.provider.name, policy=self.policy, counter=self.counter
+            provider_name=self.provider.name,
+            policy=self.policy,
+            counter=self.counter,
+            budget=self.budget,
         )
 
     def pages(self, stream: Stream, cursor: Any) -> Iterator[Page]:
@@ -101,4 +110,5 @@ class OAuthSyncClient(SyncClient):
             counter=self.counter,
             bearer=self.tokens.access_token,
             refresh=self.tokens.refresh,
+            budget=self.budget,
         )

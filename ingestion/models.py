@@ -293,3 +293,38 @@ class AccessLedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} ({self.scope}) at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class BudgetBucket(models.Model):
+    """One token bucket of a provider's budget (``ingestion.budgets``): per connected account
+    or for the whole application, shared by every thread, process and host.
+
+    ``ingestion.budgets`` changes it only by compare-and-set on ``version``; the counters are
+    what the Sync health dashboard shows. ``key`` hashes the account or client id, which
+    never appears here in clear.
+    """
+
+    key = models.CharField(max_length=200, unique=True)
+    provider = models.CharField(max_length=50)
+    budget = models.CharField(max_length=50)
+    per = models.CharField(max_length=10)
+    # The level at ``stamp`` (epoch seconds): negative while calls wait for reserved units.
+    # Aligned buckets: the level in the window that starts at ``stamp``.
+    tokens = models.FloatField(default=0.0)
+    stamp = models.FloatField(default=0.0)
+    capacity = models.FloatField(default=0.0)
+    # No call before this (epoch seconds): the provider said to wait (Retry-After).
+    blocked_until = models.FloatField(default=0.0)
+    version = models.BigIntegerField(default=0)
+    units = models.BigIntegerField(default=0)
+    waits = models.BigIntegerField(default=0)
+    wait_s = models.FloatField(default=0.0)
+    deferrals = models.BigIntegerField(default=0)
+    rate_limited = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["provider", "budget"], name="budget_provider_name")]
+
+    def __str__(self) -> str:
+        return f"{self.provider}.{self.budget} ({self.per})"

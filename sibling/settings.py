@@ -196,6 +196,13 @@ SIBLING_PROVIDER_TIMEOUT_S = (
     env.float("SIBLING_PROVIDER_CONNECT_TIMEOUT_S", default=5.0),
     env.float("SIBLING_PROVIDER_READ_TIMEOUT_S", default=30.0),
 )
+# Provider budgets (ingestion.budgets): every sync charges its provider's quotas before each
+# call, in token buckets shared through MongoDB. BURST is the share of a quota that may go at
+# once (the rest flows at the quota's rate); a call waits in place for at most MAX_WAIT_S,
+# longer and the connection is deferred to when its budget refills. Off: nothing is charged.
+SIBLING_BUDGETS = env.bool("SIBLING_BUDGETS", default=True)
+SIBLING_BUDGET_BURST = env.float("SIBLING_BUDGET_BURST", default=0.05)
+SIBLING_BUDGET_MAX_WAIT_S = env.float("SIBLING_BUDGET_MAX_WAIT_S", default=15.0)
 
 # --- Providers ---------------------------------------------------------------------------------
 # Each provider's endpoint URLs default to the real provider's; `<PROVIDER>_<NAME>_URL` overrides

@@ -16,6 +16,8 @@ SIBLING_CONNECT_KEY_RATE = "100000/m"
 SIBLING_LINK_TOKEN_RATE = "100000/m"
 # Providers' declared per-minute limits too (<PROVIDER>_..._PER_MIN), whichever provider.
 globals().update({name: 100000 for name in list(globals()) if name.endswith("_PER_MIN")})
+# Provider budgets charge nothing; the budget tests switch them on.
+SIBLING_BUDGETS = False
 # A sandbox bank's history is ready at once; the tests of the wait set their own.
 SIBLING_SANDBOX_RECENT_READY_S = 0
 SIBLING_SANDBOX_HISTORY_READY_S = 0

@@ -81,6 +81,38 @@ class Setting:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """One of the provider's quotas, which every sync spends through ``ingestion.budgets``.
+
+    ``per``: "account" (one bucket per connected account: a Gmail user, a Plaid Item) or
+    "app" (one bucket for Sibling's client at the provider, shared by every person). At most
+    ``limit`` units in any ``window_s`` seconds; a call of operation ``op`` costs
+    ``costs.get(op, default_cost)`` units each. ``operations`` names the only operations the
+    budget counts (None: every call). ``aligned`` windows reset at clock-aligned boundaries
+    (multiples of ``window_s`` since the epoch, UTC: :00/:15/:30/:45, midnight), as the
+    provider counts them; otherwise the provider is taken to count over a sliding window.
+
+    The declared values are the provider's documented defaults; ``<ID>_BUDGET_<NAME>``
+    overrides the limit (a quota raised for Sibling's project, a benchmark).
+    """
+
+    name: str
+    limit: int
+    window_s: int
+    per: str = "account"
+    costs: dict[str, int] = field(default_factory=dict)
+    default_cost: int = 1
+    operations: frozenset[str] | None = None
+    aligned: bool = False
+
+    def cost(self, operation: str, count: int = 1) -> int:
+        """Units that ``count`` calls of ``operation`` take from this budget (0: not counted)."""
+        if self.operations is not None and operation not in self.operations:
+            return 0
+        return self.costs.get(operation, self.default_cost) * max(0, count)
+
+
+@dataclass(frozen=True)
 class Periodic:
     """Work the provider needs on a schedule: ``func`` (dotted path) every ``minutes``,
     scheduled after migrate under ``name`` (unique across providers: prefix it with the id)."""
@@ -116,6 +148,8 @@ class Provider:
     # delivers webhooks.
     webhook_receiver_path: ClassVar[str] = ""
     periodic: ClassVar[tuple[Periodic, ...]] = ()
+    # The provider's quotas (see Budget): every sync charges them before each call.
+    budgets: ClassVar[tuple[Budget, ...]] = ()
     # Keys of the stored credentials that are secrets (never shown, logged or exported).
     secret_fields: ClassVar[tuple[str, ...]] = ()
     default_sync_interval_s: ClassVar[int] = 3600
@@ -126,6 +160,19 @@ class Provider:
     processor_path: ClassVar[str] = ""
     # The function that processes this provider's stored webhook events (ingestion.webhooks).
     webhook_handler_path: ClassVar[str] = ""
+
+    @classmethod
+    def budgets_declared(cls) -> tuple[Budget, ...]:
+        """The budgets in force (the declaration, unless a setting picks another table: a
+        provider whose quotas depend on its project's age overrides this). Limits are
+        overridden by settings in ``ingestion.budgets``."""
+        return cls.budgets
+
+    @classmethod
+    def budget_remaining(cls, response: requests.Response) -> dict[str, int]:
+        """Units left in the provider's current window of each named budget, as an answer
+        reports them (usage headers); ``ingestion.budgets`` lowers its buckets to them."""
+        return {}
 
     @classmethod
     def sync_client_class(cls) -> Any:

@@ -9,6 +9,8 @@ provider needs no line there. Per registered provider (``<ID>`` is its id in upp
   the sandbox not allowed, never the sandbox).
 - ``<ID>_<NAME>_URL`` overrides one endpoint (a staging service, say).
 - ``<ID>_<NAME>`` for each declared ``Setting``, published under the same name.
+- ``<ID>_BUDGET_<NAME>`` for each declared ``Budget``: its limit (a positive integer) instead
+  of the documented default; None when unset.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ def _setting_value(env: environ.Env, name: str, setting: Setting, *, sandbox: bo
         from django.core.exceptions import ImproperlyConfigured
 
         raise ImproperlyConfigured(f"{name} is not a valid value: {err}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
 
 
 def provider_config(
@@ -96,6 +105,10 @@ def settings_from_environment(
         for setting in provider.settings:
             name = setting_name(provider, setting.name)
             result[name] = _setting_value(env, name, setting, sandbox=config["sandbox"])
+        for budget in provider.budgets:
+            name = setting_name(provider, f"budget_{budget.name}")
+            limit = Setting(name, default=None, cast=_positive_int)
+            result[name] = _setting_value(env, name, limit, sandbox=config["sandbox"])
         client = sandbox_client(provider)
         if client is not None:
             # Accepted even when this process talks to the real provider: the sandbox serves

@@ -76,7 +76,7 @@ class FitbitSyncClient(OAuthSyncClient):
         points: list[dict[str, Any]] = []
         url = f"{Fitbit.url('api')}/users/me/dataTypes/{data_type}/dataPoints"
         while True:
-            body = self.http.get_json(url, params=params)
+            body = self.http.get_json(url, params=params, operation="dataPoints.list")
             points.extend(body.get("dataPoints") or [])
             token = body.get("nextPageToken")
             if not token:

@@ -2,7 +2,7 @@ from typing import Any
 
 from ingestion.errors import ProviderError
 from ingestion.http import ProviderHttp
-from sources.providers.base import Setting, Stream
+from sources.providers.base import Budget, Setting, Stream
 from sources.providers.google import GOOGLE_SANDBOX_PATHS, GOOGLE_URLS, GoogleProvider
 from sources.providers.google_http import google_check
 from sources.providers.kinds import ACTIVITY_DAY, HEART_RATE_DAY, SLEEP_SESSION
@@ -56,6 +56,11 @@ class Fitbit(GoogleProvider):
             "https://www.gstatic.com/googlehealthapi/webhooks/webhooks_public_keyset.json"
         ),
     }
+    # https://developers.google.com/health/rate-limits: requests per user and per project.
+    budgets = (
+        Budget("user", limit=300, window_s=60),
+        Budget("project", limit=120_000, window_s=60, per="app"),
+    )
     client_path = "sources.providers.fitbit.client.FitbitSyncClient"
     processor_path = "sources.providers.fitbit.processors.page_process"
     webhook_handler_path = "sources.providers.fitbit.webhooks.event_handle"

@@ -58,6 +58,7 @@ class CalendarSyncClient(OAuthSyncClient):
             bearer=self.tokens.access_token,
             refresh=self.tokens.refresh,
             check=calendar_check,
+            budget=self.budget,
         )
 
     # Calendars --------------------------------------------------------------------------------
@@ -75,7 +76,9 @@ class CalendarSyncClient(OAuthSyncClient):
             if page_token:
                 params["pageToken"] = page_token
             body = self.http.get_json(
-                f"{GoogleCalendar.url('api')}/users/me/calendarList", params=params
+                f"{GoogleCalendar.url('api')}/users/me/calendarList",
+                params=params,
+                operation="calendarList.list",
             )
             for entry in body.get("items") or []:
                 if isinstance(entry, dict) and isinstance(entry.get("id"), str) and entry["id"]:
@@ -130,7 +133,7 @@ class CalendarSyncClient(OAuthSyncClient):
             if page_token:
                 params["pageToken"] = page_token
             try:
-                body = self.http.get_json(url, params=params)
+                body = self.http.get_json(url, params=params, operation="events.list")
             except (NotFound, Gone) as err:
                 if isinstance(err, NotFound) or not sync_token:
                     # Listed, yet its events are not served (deleted or unshared since the list

@@ -1,4 +1,4 @@
-from sources.providers.base import Periodic, Setting, Stream
+from sources.providers.base import Budget, Periodic, Setting, Stream
 from sources.providers.google import GOOGLE_SANDBOX_PATHS, GOOGLE_URLS, GoogleProvider
 from sources.providers.google_calendar.kinds import CALENDAR_EVENT
 
@@ -53,6 +53,12 @@ class GoogleCalendar(GoogleProvider):
     )
     # Notifications ask for a sync as soon as something changes; the schedule is the safety net
     # (Google says notifications are not fully reliable).
+    # https://developers.google.com/workspace/calendar/api/guides/quota: requests per user
+    # and per project, per minute (sliding).
+    budgets = (
+        Budget("user", limit=600, window_s=60),
+        Budget("project", limit=10_000, window_s=60, per="app"),
+    )
     default_sync_interval_s = 3600
     client_path = "sources.providers.google_calendar.client.CalendarSyncClient"
     processor_path = "sources.providers.google_calendar.processors.page_process"

@@ -21,7 +21,7 @@ from django.utils import timezone
 from plaid.model.transactions_sync_request import TransactionsSyncRequest
 
 from ingestion.clients import Page, SyncClient
-from ingestion.errors import Deferred, PermanentError, TransientError
+from ingestion.errors import Deferred, PermanentError, RateLimited, TransientError
 from ingestion.http import call_with_policy
 from sources.models import UserDataSource
 from sources.providers import Stream
@@ -55,6 +55,10 @@ class PlaidSyncClient(SyncClient):
             count=PAGE_SIZE,
             **({"cursor": cursor} if cursor else {}),
         )
+        # plaid-python calls through urllib3, not ProviderHttp: the budget is charged here, before
+        # each attempt (call_with_policy retries this whole method).
+        if self.budget is not None:
+            self.budget.charge("transactions/sync")
         self.counter.calls += 1
         try:
             # The raw body, exactly as received: it is what is kept for reprocessing.
@@ -62,6 +66,10 @@ class PlaidSyncClient(SyncClient):
                 lambda: self.api.transactions_sync(request, _preload_content=False),
                 reauth_message=Plaid.reauth_message,
             )
+        except RateLimited as err:
+            if self.budget is not None:
+                self.budget.refused(err.retry_after_s)
+            raise
         except PermanentError as err:
             if isinstance(err.__cause__, plaid.ApiException):
                 if plaid_errors.error_code(err.__cause__) == MUTATION:

@@ -14,6 +14,7 @@ from plaid.model.products import Products
 
 from ingestion.http import provider_timeout
 from sources.providers.base import (
+    Budget,
     HostedLinkProvider,
     LinkResult,
     RevocationError,
@@ -83,6 +84,18 @@ class Plaid(HostedLinkProvider):
     webhook_handler_path = "sources.providers.plaid.webhooks.event_handle"
     webhook_receiver_path = "sources.providers.plaid.webhooks.PlaidWebhookReceiver"
     default_sync_interval_s = 6 * 3600
+    # https://plaid.com/docs/errors/rate-limit-exceeded/: /transactions/sync per Item and per
+    # client (the production figures; Plaid may set others per customer).
+    budgets = (
+        Budget("item_sync", limit=50, window_s=60, operations=frozenset({"transactions/sync"})),
+        Budget(
+            "client_sync",
+            limit=2_500,
+            window_s=60,
+            per="app",
+            operations=frozenset({"transactions/sync"}),
+        ),
+    )
 
     @classmethod
     def api(cls) -> plaid_api.PlaidApi:

@@ -22,8 +22,8 @@ WINDOW_DAYS = 7
 
 
 class RescueTimeBodyCheckingHttp(ProviderHttp):
-    def get_json(self, url: str, *, params: Any = None) -> Any:
-        body = super().get_json(url, params=params)
+    def get_json(self, url: str, *, params: Any = None, operation: str = "") -> Any:
+        body = super().get_json(url, params=params, operation=operation)
         if isinstance(body, dict) and "error" in body:
             if "key" in str(body.get("error")):
                 raise ReauthRequired(RescueTime.reauth_message)
@@ -38,6 +38,7 @@ class RescueTimeSyncClient(SyncClient):
             policy=self.policy,
             counter=self.counter,
             check=lambda r: _check(r),
+            budget=self.budget,
         )
 
     @property
@@ -72,12 +73,15 @@ class RescueTimeSyncClient(SyncClient):
                     "restrict_begin": window.first.isoformat(),
                     "restrict_end": window.last.isoformat(),
                 },
+                operation="anapi/data",
             )
             yield Page(payload=body, cursor=window.cursor, progress=window.progress)
 
     def _days(self, cursor: str | None) -> Iterator[Page]:
         body = self.http.get_json(
-            f"{RescueTime.url('api')}/anapi/daily_summary_feed", params={"key": self.key}
+            f"{RescueTime.url('api')}/anapi/daily_summary_feed",
+            params={"key": self.key},
+            operation="anapi/daily_summary_feed",
         )
         dates = [entry.get("date") for entry in body if isinstance(entry, dict)]
         newest = max((d for d in dates if isinstance(d, str)), default=cursor)

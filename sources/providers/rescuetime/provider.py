@@ -4,7 +4,7 @@ import requests
 
 from ingestion.errors import PermanentError, ProviderAuthError, ProviderError, TransientError
 from ingestion.http import ProviderHttp, response_check
-from sources.providers.base import ApiKeyProvider, Stream
+from sources.providers.base import ApiKeyProvider, Budget, Stream
 from sources.providers.rescuetime.kinds import PRODUCTIVITY_DAY, PRODUCTIVITY_HOUR
 
 
@@ -24,6 +24,9 @@ class RescueTime(ApiKeyProvider):
     key_help = "Create a key at rescuetime.com under Settings, API & Integrations."
     account_label = "RescueTime account"
     reauth_message = "RescueTime no longer accepts the saved key. Please enter a new one."
+    # RescueTime publishes no limit (https://www.rescuetime.com/rtx/developers): this one is
+    # Sibling's own, conservative, per key. A sync makes about one call per week of history.
+    budgets = (Budget("key", limit=60, window_s=60),)
     client_path = "sources.providers.rescuetime.client.RescueTimeSyncClient"
     processor_path = "sources.providers.rescuetime.processors.page_process"
 

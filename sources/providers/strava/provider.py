@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+from django.conf import settings
 
 from ingestion.http import CallCounter, ProviderHttp, RetryPolicy
 from sources.providers.base import (
+    Budget,
     OAuth2Provider,
     ProviderError,
     RevocationError,
@@ -26,6 +28,32 @@ from sources.providers.strava.auth import StravaBackend
 
 # The sandbox's one push subscription (one per application at Strava) has this id.
 SANDBOX_SUBSCRIPTION_ID = "120475"
+QUARTER_S = 15 * 60
+DAY_S = 24 * 3600
+# Usage header prefixes of the two limits (names matched case-insensitively, as requests does),
+# each "<15 min>,<day>": https://developers.strava.com/docs/rate-limits/
+USAGE_HEADERS = {"overall": "X-RateLimit", "read": "X-ReadRateLimit"}
+
+
+def _pair(value: str | None) -> tuple[int, int] | None:
+    parts = (value or "").split(",")
+    if len(parts) != 2:
+        return None
+    try:
+        return int(parts[0].strip()), int(parts[1].strip())
+    except ValueError:
+        return None
+
+
+def usage_from(response: requests.Response) -> dict[str, tuple[int, int, int, int]]:
+    """{"overall"|"read": (15-min limit, daily limit, 15-min usage, daily usage)}."""
+    found = {}
+    for name, prefix in USAGE_HEADERS.items():
+        limit = _pair(response.headers.get(f"{prefix}-Limit"))
+        usage = _pair(response.headers.get(f"{prefix}-Usage"))
+        if limit and usage:
+            found[name] = (*limit, *usage)
+    return found
 
 
 class Strava(OAuth2Provider):
@@ -47,8 +75,9 @@ class Strava(OAuth2Provider):
         # Strava signs no event: only events naming this subscription are taken (as hints;
         # the data itself is read from the API). Unset, every event is refused.
         Setting("webhook_subscription_id", sandbox_default=SANDBOX_SUBSCRIPTION_ID),
-        # Calls left unspent in each rate-limit window (15 minutes, day) for what is not a sync:
-        # the budget is the application's, shared by every athlete and worker.
+        # Calls left unspent in each rate-limit window (15 minutes, day) for what is not a sync
+        # (at most a tenth of a window): the budget is the application's, shared by every
+        # athlete and worker.
         Setting("rate_limit_reserve", default=5, cast=int),
         # Activities per page (Strava allows up to 200).
         Setting("page_size", default=200, cast=int),
@@ -68,6 +97,15 @@ class Strava(OAuth2Provider):
         "revoke": "/strava/oauth/deauthorize",
         "api": "/strava/api/v3",
     }
+    # Per application, shared by every athlete; windows reset at :00, :15, :30, :45 and at
+    # midnight UTC (https://developers.strava.com/docs/rate-limits/). A sync only reads, so
+    # every call it makes counts in all four.
+    budgets = (
+        Budget("read_15min", limit=100, window_s=QUARTER_S, per="app", aligned=True),
+        Budget("read_daily", limit=1_000, window_s=DAY_S, per="app", aligned=True),
+        Budget("overall_15min", limit=200, window_s=QUARTER_S, per="app", aligned=True),
+        Budget("overall_daily", limit=2_000, window_s=DAY_S, per="app", aligned=True),
+    )
     # Strava asks again for consent only when told to: a reconnect then shows the scopes again.
     auth_extra_arguments = {"approval_prompt": "force"}
     reauth_message = "Strava asks you to connect your account again."
@@ -77,6 +115,16 @@ class Strava(OAuth2Provider):
     webhook_receiver_path = "sources.providers.strava.webhooks.StravaWebhookReceiver"
     webhook_handler_path = "sources.providers.strava.webhooks.event_handle"
     backend_base = StravaBackend
+
+    @classmethod
+    def budget_remaining(cls, response: requests.Response) -> dict[str, int]:
+        """Every answer says the limits and the usage so far: what remains of each window, less
+        ``STRAVA_RATE_LIMIT_RESERVE``; calls made elsewhere (another host, a script) count."""
+        remaining = {}
+        for name, (limit_15, limit_day, used_15, used_day) in usage_from(response).items():
+            remaining[f"{name}_15min"] = limit_15 - used_15 - _reserve(limit_15)
+            remaining[f"{name}_daily"] = limit_day - used_day - _reserve(limit_day)
+        return remaining
 
     @classmethod
     def revoke_token(cls, token: RevocationToken) -> None:
@@ -156,3 +204,8 @@ class Strava(OAuth2Provider):
 
 def _any_answer(response: requests.Response) -> None:
     """Every HTTP answer is read by the caller (only network errors raise)."""
+
+
+def _reserve(limit: int) -> int:
+    # Never more than a tenth of a window: a small limit (a new application's) stays usable.
+    return min(max(0, int(getattr(settings, "STRAVA_RATE_LIMIT_RESERVE", 5))), limit // 10)

@@ -1,5 +1,5 @@
-"""Strava's test helpers: an athlete connected the real way against the sandbox, and a clean
-application rate budget (it lives in the shared cache, which outlives each test)."""
+"""Strava's test helpers: an athlete connected the real way against the sandbox, and the
+application's rate budgets switched on (they live in the database, emptied after each test)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from django.core.cache import cache
 from django.utils import timezone
 
 from sources.models import UserDataSource
-from sources.providers.strava.client import budget_key, quarter_start
+from sources.providers.strava.client import quarter_start
 from sources.providers.strava.provider import Strava
 from sources.providers.strava.sandbox import athlete_id_for
 from sources.services import connection_upsert, oauth_credentials_from
@@ -33,11 +32,9 @@ def mid_quarter(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def rate_budget_clean(settings):
+def rate_budget_on(settings):
+    settings.SIBLING_BUDGETS = True
     settings.STRAVA_RATE_LIMIT_RESERVE = 5
-    cache.delete(budget_key())
-    yield
-    cache.delete(budget_key())
 
 
 def new_username() -> str:

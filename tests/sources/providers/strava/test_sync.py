@@ -128,7 +128,7 @@ def test_usage_near_the_limit_defers_every_sync_before_a_429(
     settings.STRAVA_SANDBOX_READ_RATE_LIMIT = "3,1000"
     run = sync(connection)
     assert run.outcome == Outcome.DEFERRED, run.error_message
-    assert "15-minute rate limit" in run.error_message
+    assert "read_15min budget" in run.error_message
     # Three calls, each page stored with its cursor; the fourth was never made: no 429.
     assert run.api_calls == 3 and run.rate_limited == 0 and run.pages == 3
     usage = sandbox_usage(connection)
@@ -167,7 +167,7 @@ def test_a_spent_daily_limit_defers_to_the_next_utc_day(mid_quarter, connection,
     settings.STRAVA_PAGE_SIZE = 1
     settings.STRAVA_SANDBOX_READ_RATE_LIMIT = "1000,2"
     run = sync(connection)
-    assert run.outcome == Outcome.DEFERRED and "daily rate limit" in run.error_message
+    assert run.outcome == Outcome.DEFERRED and "read_daily budget" in run.error_message
     assert run.api_calls == 2 and run.rate_limited == 0
     until = fresh(connection).next_sync_at
     assert until in (next_day(run.started_at), next_day(run.ended_at))

@@ -119,12 +119,13 @@ def latency_view(
     view: Callable[..., HttpResponse],
     names: Sequence[str],
     *,
-    sleep: Callable[[float], Any] = time.sleep,
+    sleep: Callable[[float], Any] | None = None,
 ) -> Callable[..., HttpResponse]:
     """`view`, answering after the round trip configured for `names` (provider id, family).
 
     The wait comes after the view has run, as the network's return leg: the provider (and its
-    quota count) sees the request when the client sent it.
+    quota count) sees the request when the client sent it. `sleep` defaults to `time.sleep`,
+    looked up on each request (tests replace this module's `time`).
     """
     names = tuple(names)
 
@@ -139,7 +140,7 @@ def latency_view(
             _answering.reset(token)
         delay = latency_delay_s(names)
         if delay > 0:
-            sleep(delay)
+            (sleep or time.sleep)(delay)
         return response
 
     return wrapped

@@ -204,7 +204,7 @@ def test_a_setting_naming_no_known_quota_is_refused(settings):
     modules = registry.sandbox_modules()
     families = {p: registry.family_of(p) for p in modules}
     settings.SIBLING_SANDBOX_QUOTAS = "nobody.user=5"
-    with pytest.raises(ImproperlyConfigured, match="no such quota nobody.user"):
+    with pytest.raises(ImproperlyConfigured, match=r"no such quota nobody\.user"):
         quotas_check(modules, families)
     provider_id, module = next((p, m) for p, m in modules.items() if module_quotas(m))
     settings.SIBLING_SANDBOX_QUOTAS = f"{provider_id}.{module_quotas(module)[0].name}=5"

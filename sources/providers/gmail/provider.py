@@ -1,4 +1,6 @@
-from sources.providers.base import Periodic, Setting, Stream
+from django.conf import settings
+
+from sources.providers.base import Budget, Periodic, Setting, Stream
 from sources.providers.gmail.kinds import EMAIL_MESSAGE
 from sources.providers.google import GOOGLE_SANDBOX_PATHS, GOOGLE_URLS, GoogleProvider
 
@@ -9,6 +11,56 @@ def batch_size(text: str) -> int:
     if not 1 <= value <= 100:
         raise ValueError("must be between 1 and 100")
     return value
+
+
+# Quota units per method (https://developers.google.com/workspace/gmail/api/reference/quota):
+# projects created since May 2026 ("2026") and those that keep the older table ("legacy").
+# Methods not listed cost the table's default (getProfile and labels are 1 unit in both).
+QUOTA_TABLES = {
+    "2026": {
+        "user_limit": 6_000,
+        "costs": {
+            "messages.list": 5,
+            "messages.get": 20,
+            "messages.attachments.get": 20,
+            "history.list": 2,
+            "threads.get": 40,
+            "watch": 100,
+            "stop": 50,
+            "getProfile": 1,
+        },
+    },
+    "legacy": {
+        "user_limit": 15_000,
+        "costs": {
+            "messages.list": 5,
+            "messages.get": 5,
+            "messages.attachments.get": 5,
+            "history.list": 2,
+            "threads.get": 10,
+            "watch": 100,
+            "stop": 50,
+            "getProfile": 1,
+        },
+    },
+}
+PROJECT_LIMIT = 1_200_000  # units per minute per project, both tables
+
+
+def quota_table_name(value: str) -> str:
+    if value not in QUOTA_TABLES:
+        raise ValueError(f"not one of {', '.join(QUOTA_TABLES)}")
+    return value
+
+
+def quota_budgets(table: str) -> tuple[Budget, ...]:
+    """The per-user and per-project budgets of one quota table."""
+    chosen = QUOTA_TABLES[quota_table_name(table)]
+    costs = chosen["costs"]
+    return (
+        Budget("user", limit=chosen["user_limit"], window_s=60, costs=costs, default_cost=5),
+        Budget("project", limit=PROJECT_LIMIT, window_s=60, per="app", costs=costs, default_cost=5),
+    )
 
 
 class Gmail(GoogleProvider):
@@ -37,7 +89,11 @@ class Gmail(GoogleProvider):
         Setting("push_topic", sandbox_default="projects/sibling-sandbox/topics/gmail"),
         # Messages read per batch request: Google allows 100 and advises at most 50.
         Setting("batch_size", default=50, cast=batch_size),
+        # Which quota table the Google project has: "2026" (created since May 2026) or
+        # "legacy" (kept its older quotas). It sets the per-user limit and the method costs.
+        Setting("quota_table", default="2026", cast=quota_table_name),
     )
+    budgets = quota_budgets("2026")
     urls = {
         **GOOGLE_URLS,
         "api": "https://gmail.googleapis.com/gmail/v1",
@@ -61,3 +117,7 @@ class Gmail(GoogleProvider):
     default_sync_interval_s = 900
     client_path = "sources.providers.gmail.client.GmailSyncClient"
     processor_path = "sources.providers.gmail.processors.page_process"
+
+    @classmethod
+    def budgets_declared(cls) -> tuple[Budget, ...]:
+        return quota_budgets(getattr(settings, "GMAIL_QUOTA_TABLE", "2026"))

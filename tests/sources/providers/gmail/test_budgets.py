@@ -76,7 +76,10 @@ def test_a_bad_table_or_limit_stops_the_start_with_its_name(variables):
 
 
 @pytest.mark.django_db
-def test_a_sync_charges_each_message_read_at_the_tables_cost(gmail_connection, settings):
+def test_a_sync_charges_each_message_read_at_the_tables_cost(
+    gmail_connection,  # noqa: F811  (the fixture imported above)
+    settings,
+):
     settings.SIBLING_BUDGETS = True
     run = sync(gmail_connection)
     assert run.outcome == SyncRun.Outcome.SUCCESS, run.error_message

@@ -108,8 +108,10 @@ class Bucket:
         self.key = f"{provider.id}:{budget.name}:{budget.per}:{_hashed(key)}"
 
     def capacity(self, units: float, stored: float) -> float:
+        """``max(burst * limit, the largest single charge)``: what was stored is kept (a
+        batch seen before), within the limit in force (a setting may have lowered it)."""
         burst = float(getattr(settings, "SIBLING_BUDGET_BURST", 0.05))
-        return max(burst * self.budget.limit, float(units), stored, 1.0)
+        return max(burst * self.budget.limit, float(units), min(stored, self.budget.limit), 1.0)
 
     def rate(self, capacity: float) -> float:
         # Capacity reaching the limit (a single charge as big as the whole quota) still refills.

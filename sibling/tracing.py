@@ -160,7 +160,6 @@ def tracing_setup(*, processor_factory: Callable[[], Any] | None = None) -> bool
         return True
 
     from opentelemetry import propagate, trace
-    from opentelemetry.propagators.composite import CompositePropagator
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -181,7 +180,7 @@ def tracing_setup(*, processor_factory: Callable[[], Any] | None = None) -> bool
     # Neither believe an incoming traceparent nor send one to a provider; webhook events carry
     # their context with an explicit propagator (trace_carrier / span_continued).
     _previous_propagator = propagate.get_global_textmap()
-    propagate.set_global_textmap(CompositePropagator([]))
+    propagate.set_global_textmap(_NoPropagation())
     _instrument(_provider)
     _tracer = _provider.get_tracer("sibling")
     return True
@@ -243,6 +242,21 @@ def _uninstrument() -> None:
     for instrumentor in _instrumentors():
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
+
+
+class _NoPropagation:
+    """The global propagator while tracing is on: extracts nothing (an incoming request starts
+    a trace of its own) and injects nothing (no trace context is sent to providers)."""
+
+    fields: frozenset[str] = frozenset()
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+        from opentelemetry.context import Context
+
+        return context if context is not None else Context()
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+        return None
 
 
 class _EdgeSampler:

@@ -16,7 +16,7 @@ import requests
 from django.utils import timezone
 
 from ingestion.errors import AccessExpired, PermanentError, RateLimited, TransientError
-from ingestion.http import RetryPolicy
+from ingestion.http import DEFAULT_RATE_LIMIT_WAIT_S, RetryPolicy
 from ingestion.models import QuarantinedItem, SyncRun
 from ingestion.runner import connection_sync
 from ingestion.storage import record_decode
@@ -25,6 +25,7 @@ from sources.models import UserDataSource
 from sources.providers.gmail.client import GmailSyncClient, NotFound, gmail_check
 from sources.providers.gmail.provider import Gmail
 from sources.providers.gmail.sandbox import Mailbox
+from sources.sandbox.faults import fault_set
 from sources.sandbox.testing import google_credentials
 from sources.services import connection_upsert
 from tests.factories import UserFactory
@@ -146,6 +147,11 @@ def window_start(monkeypatch) -> datetime:
 def batches(messages: int, size: int = 50) -> int:
     """Batch requests reading this many messages (GMAIL_BATCH_SIZE, 50 by default)."""
     return math.ceil(messages / size)
+
+
+def chunks(messages: int, size: int = 50) -> list[int]:
+    """The number of calls in each batch reading this many messages."""
+    return [min(size, messages - start) for start in range(0, messages, size)]
 
 
 def sync(connection: UserDataSource, **kwargs) -> SyncRun:
@@ -433,3 +439,180 @@ def test_the_watch_renewal_is_accepted_by_the_sandbox(gmail_connection, settings
     body = watch_renew(gmail_connection)
     assert body["historyId"].isdigit() and body["expiration"].isdigit()
     assert gmail_push_target(gmail_connection.sandbox_email) is not None
+
+
+# --- Batches: each part's own answer --------------------------------------------------------------
+
+
+def batch_sizes(monkeypatch) -> list[int]:
+    """The number of calls in each batch request the client sends (recorded as sent)."""
+    sizes: list[int] = []
+    send = requests.Session.send
+
+    def recording_send(session, request, **kwargs):
+        if "/batch/" in request.url:
+            sizes.append(request.body.count(b"Content-Type: application/http"))
+        return send(session, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", recording_send)
+    return sizes
+
+
+def fault_in_first_batch(monkeypatch, email: str, *faults: str) -> None:
+    """Switch faults on once the messages are listed, so the first batch's parts meet them (the
+    sandbox dispatches a batch's parts in order: the first part takes the first fault)."""
+    messages_get = GmailSyncClient._messages_get
+    armed = []
+
+    def with_faults(self, ids):
+        if not armed:
+            armed.append(True)
+            for fault in faults:
+                fault_set("google", email, fault)
+        return messages_get(self, ids)
+
+    monkeypatch.setattr(GmailSyncClient, "_messages_get", with_faults)
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_page_is_read_in_batches_of_the_batch_size(gmail_connection, window_start, settings):
+    settings.GMAIL_BATCH_SIZE = 10
+    connection = gmail_connection
+    expected = sandbox_ids(connection.sandbox_email, int(window_start.timestamp()))
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    assert run.api_calls == 2 + batches(len(expected), 10)
+    assert stored_ids(connection) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("fault", "wait_s"),
+    [
+        ("rate_limit", 30.0),  # 429 with the sandbox's Retry-After
+        ("user_rate_limit_403", DEFAULT_RATE_LIMIT_WAIT_S),  # 403 without one
+        ("rate_limit_403", DEFAULT_RATE_LIMIT_WAIT_S),
+    ],
+)
+def test_a_rate_limited_part_is_retried_alone_after_its_wait(
+    gmail_connection, window_start, monkeypatch, fault, wait_s
+):
+    connection = gmail_connection
+    expected = sandbox_ids(connection.sandbox_email, int(window_start.timestamp()))
+    sizes = batch_sizes(monkeypatch)
+    fault_in_first_batch(monkeypatch, connection.sandbox_email, fault)
+    sleeps = Sleeps()
+    run = sync(connection, policy=RetryPolicy(sleep=sleeps, max_inplace_wait_s=60))
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    first, *rest = chunks(len(expected))
+    assert sizes == [first, 1, *rest]  # the part retried before the next batch
+    assert sleeps == [wait_s]
+    assert run.api_calls == 2 + batches(len(expected)) + 1
+    assert stored_ids(connection) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rate_limited_part_with_a_long_wait_defers_and_the_page_is_read_again(
+    gmail_connection, window_start, monkeypatch
+):
+    connection = gmail_connection
+    expected = sandbox_ids(connection.sandbox_email, int(window_start.timestamp()))
+    fault_in_first_batch(monkeypatch, connection.sandbox_email, "user_rate_limit_403")
+    run = sync(connection)  # waits of 5 s at most in place: 30 s defers
+    assert run.outcome == Outcome.DEFERRED, run.error_message
+    assert "rate limit" in run.error_message
+    wait = (fresh(connection).next_sync_at - timezone.now()).total_seconds()
+    assert 20 < wait <= DEFAULT_RATE_LIMIT_WAIT_S
+    assert stored(connection) == [] and fresh(connection).cursors == {}
+
+    monkeypatch.undo()
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    assert stored_ids(connection) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_server_error_part_is_retried_alone(gmail_connection, window_start, monkeypatch):
+    connection = gmail_connection
+    expected = sandbox_ids(connection.sandbox_email, int(window_start.timestamp()))
+    sizes = batch_sizes(monkeypatch)
+    fault_in_first_batch(monkeypatch, connection.sandbox_email, "server_error", "rate_limit")
+    sleeps = Sleeps()
+    policy = RetryPolicy(sleep=sleeps, max_inplace_wait_s=60)
+    run = sync(connection, policy=policy)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    # The 429 part and the 500 part, sent again together and only them, after the longer wait.
+    first, *rest = chunks(len(expected))
+    assert sizes == [first, 2, *rest]
+    assert sleeps == [30.0]
+    assert stored_ids(connection) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_part_failing_every_time_fails_the_run_after_the_policy_attempts(
+    gmail_connection, window_start, monkeypatch
+):
+    connection = gmail_connection
+    expected = sandbox_ids(connection.sandbox_email, int(window_start.timestamp()))
+    sizes = batch_sizes(monkeypatch)
+    messages_get = GmailSyncClient._messages_get
+
+    def server_errors(self, ids):
+        fault_set("google", connection.sandbox_email, "server_error", count=100)
+        return messages_get(self, ids)
+
+    monkeypatch.setattr(GmailSyncClient, "_messages_get", server_errors)
+    run = sync(connection, policy=RetryPolicy(sleep=lambda s: None, max_attempts=3))
+    assert run.outcome == Outcome.FAILED
+    assert "kept failing" in run.error_message
+    # Every part of the first batch fails each time: sent again until the attempts ran out.
+    assert sizes == [chunks(len(expected))[0]] * 3
+    assert stored(connection) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_expired_token_in_the_parts_is_refreshed_once(
+    gmail_connection, window_start, monkeypatch
+):
+    connection = gmail_connection
+    expected = sandbox_ids(connection.sandbox_email, int(window_start.timestamp()))
+    old_token = fresh(connection).credentials["access_token"]
+    sizes = batch_sizes(monkeypatch)
+    fault_in_first_batch(monkeypatch, connection.sandbox_email, "expire_access_token")
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    # Every part answered 401; the token was refreshed and every part sent again.
+    first, *rest = chunks(len(expected))
+    assert sizes == [first, first, *rest]
+    assert fresh(connection).credentials["access_token"] != old_token
+    assert stored_ids(connection) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_refused_again_after_the_refresh_asks_to_reconnect(
+    gmail_connection, window_start, monkeypatch
+):
+    connection = gmail_connection
+    messages_get = GmailSyncClient._messages_get
+
+    def expired_each_time(self, ids):
+        original = self.tokens.refresh
+
+        def refresh_then_expire():
+            original()
+            fault_set("google", connection.sandbox_email, "expire_access_token")
+
+        self.http.refresh = refresh_then_expire
+        fault_set("google", connection.sandbox_email, "expire_access_token")
+        return messages_get(self, ids)
+
+    monkeypatch.setattr(GmailSyncClient, "_messages_get", expired_each_time)
+    run = sync(connection)
+    assert run.outcome == Outcome.FAILED, run.error_message
+    assert fresh(connection).status == UserDataSource.Status.REAUTH_REQUIRED
+    assert stored(connection) == []

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from django.conf import settings
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -32,6 +36,7 @@ from sibling import tracing
 from sibling.mongo import plain_database
 from sources.models import UserDataSource
 from tests.factories import UserFactory
+from tests.helpers import MANAGE, kill_group, project_env, start_process
 from tests.sources.providers.kit import sandbox_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -161,8 +166,17 @@ class _Collector(BaseHTTPRequestHandler):
             service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
-                    attributes = {a.key: a.value.string_value for a in span.attributes}
-                    spans.append({"name": span.name, "service": service, **attributes})
+                    spans.append(
+                        {
+                            "name": span.name,
+                            "service": service,
+                            "trace_id": span.trace_id.hex(),
+                            "span_id": span.span_id.hex(),
+                            "parent_span_id": span.parent_span_id.hex(),
+                            "text": str(span),  # everything the collector got, as text
+                            **{a.key: _any_value(a.value) for a in span.attributes},
+                        }
+                    )
         self.received.append({"path": self.path, "spans": spans})
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
@@ -171,6 +185,11 @@ class _Collector(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+def _any_value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
 
 
 @pytest.fixture
@@ -236,6 +255,103 @@ def test_on_every_process_exports_its_own_spans_across_forks(collector):
     assert spans["queue.worker"]["service"]["service.name"] == "sibling"
     # One export request per process end: nothing was lost or sent twice.
     assert sorted(len(request["spans"]) for request in received) == [1, 1, 1, 1]
+
+
+@pytest.fixture
+def broker_db(monkeypatch):
+    from django_q.conf import Conf
+
+    # django-q2 read the database name before the test database existed.
+    monkeypatch.setattr(Conf, "MONGO_DB", settings.DATABASES["default"]["NAME"])
+
+
+def _wait(predicate: Any, what: str, timeout_s: float = 60) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{what} within {timeout_s}s")
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=30)
+    return output
+
+
+def test_a_delivery_to_gunicorn_processed_by_a_qcluster_is_one_exported_trace(
+    collector, broker_db, person
+):
+    """Real processes, as deployed: a gunicorn worker (forked from a master that loaded the
+    app) receives the delivery; a django-q2 worker (forked from the cluster) processes it. Each
+    exports through its own processor; the collector gets one trace, receipt to processing."""
+    endpoint, received = collector
+    env = project_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_SERVICE_NAME="sibling-test")
+    env = {k: v for k, v in env.items() if k != "OTEL_TRACES_SAMPLER"}
+    token = api_token_create(user=person, name="Phone").secret
+    web = start_process(
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "sibling.wsgi",
+            "--preload",
+            "--workers=1",
+            "--bind=127.0.0.1:0",
+        ],
+        env,
+    )
+    workers = start_process([*MANAGE, "qcluster"], env)
+    web_output = workers_output = ""
+    try:
+        url = ""
+        for line in web.stdout:  # its first lines say where it listens (a free port)
+            if "Listening at: " in line:
+                url = line.split("Listening at: ")[1].split()[0]
+                break
+        assert url, "gunicorn stopped before it listened"
+        body = {
+            "events": [
+                {
+                    "id": "n1",
+                    "kind": "note",
+                    "occurred_at": "2025-03-01T08:30:00Z",
+                    "data": {"text": f"ask {person.email}"},
+                }
+            ]
+        }
+        answer = requests.post(
+            f"{url}/api/events/",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert answer.status_code == 202, answer.text
+        _wait(
+            lambda: WebhookEvent.objects.filter(status=WebhookEvent.Status.PROCESSED).exists(),
+            "the event was not processed",
+        )
+    finally:
+        try:
+            web_output, workers_output = _stop(web), _stop(workers)
+        finally:
+            kill_group(web)
+            kill_group(workers)
+
+    spans = [span for request in received for span in request["spans"]]
+    (process,) = [s for s in spans if s["name"] == "webhook.process"]
+    (store,) = [s for s in spans if s["name"] == "webhook.store"]
+    (server,) = [s for s in spans if s["span_id"] == store["parent_span_id"]]
+    assert process["parent_span_id"] == store["span_id"]
+    assert server["trace_id"] == store["trace_id"] == process["trace_id"]
+    assert server["parent_span_id"] == ""  # a root: the trace begins at Sibling's edge
+    assert process["service"]["service.name"] == "sibling-test"
+    in_trace = [s for s in spans if s["trace_id"] == process["trace_id"]]
+    # The worker's database commands while processing are in the trace, as its children.
+    assert any(s["parent_span_id"] == process["span_id"] for s in in_trace), workers_output
+    text = "\n".join(s["text"] for s in spans)
+    assert token not in text and person.email not in text
+    assert "opened before fork" not in web_output + workers_output
 
 
 # --- A sync ------------------------------------------------------------------------------------

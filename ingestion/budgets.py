@@ -39,6 +39,7 @@ from typing import Any
 
 import requests
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
@@ -80,7 +81,9 @@ def budgets_in_force(provider: type[Provider]) -> tuple[Budget, ...]:
         if override is not None:
             limit = int(override)
             if limit <= 0:
-                raise PermanentError(f"The budget {budget.name} needs a positive limit")
+                raise ImproperlyConfigured(
+                    f"{provider.id.upper()}_BUDGET_{budget.name.upper()} must be positive"
+                )
             budget = replace(budget, limit=limit)
         result.append(budget)
     return tuple(result)
@@ -407,7 +410,13 @@ def budget_summary() -> list[dict[str, Any]]:
     for doc in _collection().find({}):
         docs.setdefault((doc["provider"], doc["budget"]), []).append(doc)
     for provider in PROVIDERS.values():
-        for budget in budgets_in_force(provider):
+        try:
+            in_force = budgets_in_force(provider)
+        except ImproperlyConfigured as err:
+            # Shown, not a broken page: the same error fails every sync of the provider.
+            rows.append({"provider": provider.name, "budget": "", "error": str(err)})
+            continue
+        for budget in in_force:
             bucket = Bucket(provider, budget, "")
             found = docs.get((provider.id, budget.name), [])
             active = spent = 0

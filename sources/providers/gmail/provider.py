@@ -47,15 +47,13 @@ QUOTA_TABLES = {
 PROJECT_LIMIT = 1_200_000  # units per minute per project, both tables
 
 
-def quota_table_name(value: str) -> str:
-    if value not in QUOTA_TABLES:
-        raise ValueError(f"not one of {', '.join(QUOTA_TABLES)}")
-    return value
-
-
 def quota_budgets(table: str) -> tuple[Budget, ...]:
     """The per-user and per-project budgets of one quota table."""
-    chosen = QUOTA_TABLES[quota_table_name(table)]
+    if table not in QUOTA_TABLES:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"GMAIL_QUOTA_TABLE must be one of {', '.join(QUOTA_TABLES)}")
+    chosen = QUOTA_TABLES[table]
     costs = chosen["costs"]
     return (
         Budget("user", limit=chosen["user_limit"], window_s=60, costs=costs, default_cost=5),
@@ -91,7 +89,7 @@ class Gmail(GoogleProvider):
         Setting("batch_size", default=50, cast=batch_size),
         # Which quota table the Google project has: "2026" (created since May 2026) or
         # "legacy" (kept its older quotas). It sets the per-user limit and the method costs.
-        Setting("quota_table", default="2026", cast=quota_table_name),
+        Setting("quota_table", default="2026"),
     )
     budgets = quota_budgets("2026")
     urls = {

@@ -66,13 +66,15 @@ def test_the_environment_names_the_table_and_the_limits():
     assert defaults["GMAIL_QUOTA_TABLE"] == "2026" and defaults["GMAIL_BUDGET_USER"] is None
 
 
-@pytest.mark.parametrize(
-    "variables",
-    [{"GMAIL_QUOTA_TABLE": "2025"}, {"GMAIL_BUDGET_USER": "0"}, {"GMAIL_BUDGET_USER": "lots"}],
-)
-def test_a_bad_table_or_limit_stops_the_start_with_its_name(variables):
+@pytest.mark.parametrize("variables", [{"GMAIL_BUDGET_USER": "0"}, {"GMAIL_BUDGET_USER": "lots"}])
+def test_a_bad_limit_stops_the_start_with_its_name(variables):
     with pytest.raises(ImproperlyConfigured, match=next(iter(variables))):
         settings_from_environment(env_of(**variables), sandbox_allowed=True, providers=[Gmail])
+
+
+def test_an_unknown_table_is_named_not_guessed(settings):
+    with pytest.raises(ImproperlyConfigured, match="GMAIL_QUOTA_TABLE"):
+        in_force(settings, "2025")
 
 
 @pytest.mark.django_db
@@ -92,3 +94,16 @@ def test_a_sync_charges_each_message_read_at_the_tables_cost(
     # lists) at most 5 each; nothing was refused.
     assert 20 * messages <= user.units <= 20 * messages + 5 * run.api_calls
     assert (user.rate_limited, user.deferrals, run.rate_limited) == (0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_the_dashboard_names_an_unknown_table_instead_of_failing(client, settings):
+    from django.urls import reverse
+
+    from tests.factories import UserFactory
+
+    settings.GMAIL_QUOTA_TABLE = "2025"
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    page = client.get(reverse("sync_dashboard"))
+    assert page.status_code == 200
+    assert "Not in force: GMAIL_QUOTA_TABLE must be one of 2026, legacy" in page.content.decode()

@@ -84,7 +84,7 @@ class Setting:
 class Budget:
     """One of the provider's quotas, which every sync spends through ``ingestion.budgets``.
 
-    ``per``: "account" (one bucket per connected account: a Gmail user, a Plaid Item) or
+    ``per``: "account" (one bucket per connected account: a mailbox, a bank link) or
     "app" (one bucket for Sibling's client at the provider, shared by every person). At most
     ``limit`` units in any ``window_s`` seconds; a call of operation ``op`` costs
     ``costs.get(op, default_cost)`` units each. ``operations`` names the only operations the

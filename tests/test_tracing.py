@@ -357,20 +357,43 @@ def test_a_delivery_to_gunicorn_processed_by_a_qcluster_is_one_exported_trace(
 # --- A sync ------------------------------------------------------------------------------------
 
 
-def test_each_provider_call_is_a_span_with_its_http_call_inside(traced, sandbox, person):
+def test_a_sync_is_one_trace_with_a_span_per_page_and_per_provider_call(traced, sandbox, person):
     connection = sandbox_connection(person, auth_mode="api_key")
     from ingestion.runner import connection_sync
 
-    with tracing.span("sync.test") as outer:
-        run = connection_sync(connection.pk, policy=NO_WAIT)
+    run = connection_sync(connection.pk, policy=NO_WAIT)
     assert run.outcome == SyncRun.Outcome.SUCCESS, run.error_message
+    assert run.pages >= 2
 
     spans = traced.get_finished_spans()
-    trace_id = outer.get_span_context().trace_id
+    (sync,) = by_name(spans, "sync")
+    assert sync.parent is None
+    assert sync.attributes["provider"] == connection.provider
+    assert sync.attributes["connection"] == str(connection.pk)
+    assert sync.attributes["trigger"] == run.trigger
+    assert {span.context.trace_id for span in spans} == {sync.context.trace_id}
+
+    def children(parent: ReadableSpan, name: str) -> list[ReadableSpan]:
+        return [
+            span
+            for span in by_name(spans, name)
+            if span.parent and span.parent.span_id == parent.context.span_id
+        ]
+
+    # Stored pages: each processed, then stored.
+    pages = children(sync, "sync.page")
+    assert len(pages) == run.pages
+    for page in pages:
+        assert page.attributes["stream"]
+        assert len(children(page, "sync.page.process")) == 1
+        assert len(children(page, "sync.page.store")) == 1
+    # Fetched pages: fetched ahead in a thread of their own, so beside the pages, not inside.
+    fetches = children(sync, "sync.page.fetch")
+    assert len(fetches) >= run.pages  # and one per stream that found its end
     calls = by_name(spans, "provider.call")
     assert len(calls) == run.api_calls
+    assert sum(len(children(fetch, "provider.call")) for fetch in fetches) == len(calls)
     for call in calls:
-        assert call.context.trace_id == trace_id
         assert call.attributes["operation"] and call.attributes["http.status_code"] == 200
         http = [s for s in spans if s.parent and s.parent.span_id == call.context.span_id]
         assert [s.kind for s in http] == [SpanKind.CLIENT]  # the requests instrumentation's

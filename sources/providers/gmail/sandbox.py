@@ -58,9 +58,13 @@ from sources.sandbox.google import (
     google_account_ensure,
     google_caller,
     google_id_token,
+    google_quota_caller,
     insufficient_scope,
+    rate_limited,
+    user_rate_limited,
 )
 from sources.sandbox.google_batch import batch_endpoint
+from sources.sandbox.quotas import Quota
 from sources.sandbox.store import (
     activity_tick_add,
     activity_ticks,
@@ -502,6 +506,45 @@ RATE_LIMIT_403 = {
     "user_rate_limit_403": ("userRateLimitExceeded", "User Rate Limit Exceeded"),
     "rate_limit_403": ("rateLimitExceeded", "Rate Limit Exceeded"),
 }
+
+
+# Gmail's quotas (https://developers.google.com/workspace/gmail/api/reference/quota): units per
+# minute per user and per project, each method its cost. Projects created since 2026-05-01 have
+# the "2026" table, older ones the "legacy" one (settings.GMAIL_QUOTA_TABLE). A batch is not a
+# method: each of its parts is charged as the method it calls.
+QUOTA_TABLES = {
+    "2026": (6_000, {"gmail-message": 20}),
+    "legacy": (15_000, {"gmail-message": 5}),
+}
+QUOTA_COSTS = {
+    "gmail-profile": 1,
+    "gmail-messages": 5,
+    "gmail-history": 2,
+    "gmail-watch": 100,
+    "gmail-stop": 50,
+}
+PROJECT_UNITS_PER_MIN = 1_200_000
+
+
+def quotas() -> list[Quota]:
+    table = str(getattr(settings, "GMAIL_QUOTA_TABLE", "2026") or "2026")
+    user_limit, costs = QUOTA_TABLES.get(table, QUOTA_TABLES["2026"])
+    costs = {**QUOTA_COSTS, **costs}
+    counted = {"costs": costs, "routes": frozenset(costs)}
+    return [
+        Quota("user", "account", user_limit, 60, lambda q: user_rate_limited(), **counted),
+        Quota(
+            "project",
+            "app",
+            PROJECT_UNITS_PER_MIN,
+            60,
+            lambda q: rate_limited(SERVICE, retry_after=False),
+            **counted,
+        ),
+    ]
+
+
+quota_caller = google_quota_caller
 
 
 def _caller(request: HttpRequest, user_id: str) -> GoogleCaller | HttpResponse:

@@ -1,12 +1,13 @@
 """Google's batch requests: several calls of one API in one HTTP request, each answered alone.
 
-https://developers.google.com/workspace/gmail/api/guides/batch (the same format for every Google
-API with a ``batchPath``): the request is ``multipart/mixed``; each part is ``Content-Type:
-application/http`` with an optional ``Content-ID`` and holds a whole HTTP request whose target is
-the **path only**. Headers of the outer request (``Authorization``) apply to every part unless the
-part sets its own; the outer ``Content-*`` headers do not. The answer is one ``multipart/mixed``
-response whose parts are whole HTTP responses, each with the ``Content-ID`` of its request
-prefixed with ``response-``, in any order: parts are paired by that id, never by position.
+Google's batch format, the same for every Google API with a ``batchPath`` (each API's guide
+describes it, e.g. https://developers.google.com/workspace/drive/api/guides/performance): the
+request is ``multipart/mixed``; each part is ``Content-Type: application/http`` with an optional
+``Content-ID`` and holds a whole HTTP request whose target is the **path only**. Headers of the
+outer request (``Authorization``) apply to every part unless the part sets its own; the outer
+``Content-*`` headers do not. The answer is one ``multipart/mixed`` response whose parts are whole
+HTTP responses, each with the ``Content-ID`` of its request prefixed with ``response-``, in any
+order: parts are paired by that id, never by position.
 
 Each part carries its own status and Google error envelope while the outer answer is 200, so
 ``batch_call`` reads each one with the provider's own check (``google_check``): a 200 is kept, a

@@ -1,15 +1,16 @@
 """Google's batch endpoint, imitated once for every Google API imitation that has one.
 
-As https://developers.google.com/workspace/gmail/api/guides/batch describes it (the format is
-shared by Google's APIs): a ``POST`` of ``multipart/mixed`` whose parts are ``application/http``
-requests with the path only; at most 100 of them; all to one API. Each part is dispatched to the
-view its path resolves to in the sandbox's URLconf (the imitation's own view, with whatever
-wraps it there, so a quota charges each part as Google charges n calls), as its own request:
-the outer request's headers apply unless the part sets them (``Authorization``), the outer
-``Content-*`` headers never do. The answer is 200 and ``multipart/mixed``: one whole HTTP
-response per part, with its own status and error body, its ``Content-ID`` the request's
-prefixed with ``response-``; Google "might perform your calls in any order", so the parts are
-answered in reverse order and a client that pairs them by position fails here.
+As each Google API's batch guide describes it (one format for all of them, e.g.
+https://developers.google.com/workspace/drive/api/guides/performance): a ``POST`` of
+``multipart/mixed`` whose parts are ``application/http`` requests with the path only; at most 100
+of them; all to one API. Each part is dispatched to the view its path resolves to in the sandbox's
+URLconf (the imitation's own view, with whatever wraps it there, so a quota charges each part as
+Google charges n calls), as its own request: the outer request's headers apply unless the part sets
+them (``Authorization``), the outer ``Content-*`` headers never do. The answer is 200 and
+``multipart/mixed``: one whole HTTP response per part, with its own status and error body, its
+``Content-ID`` the request's prefixed with ``response-``; Google "might perform your calls in any
+order", so the parts are answered in reverse order and a client that pairs them by position fails
+here.
 
 A part's path is either the API's own (``/<api>/<version>/...`` under the host, as the guide
 writes it) or the full path of the sandbox's URL (what google-api-python-client sends, as it

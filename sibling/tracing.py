@@ -41,6 +41,7 @@ ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_ENDPOINT"
 # Health checks and the metrics scrape would be most of the web process's traces.
 DEFAULT_EXCLUDED_URLS = "healthz,metrics"
 REDACTED = "[redacted]"
+EXIT_FLUSH_S = 5
 
 _tracer: Any = None  # opentelemetry Tracer while tracing is on in this process, else None
 _provider: Any = None  # one per process image: the pymongo instrumentation keeps its first
@@ -311,7 +312,7 @@ class _ProcessLocalProcessor:
     def factory_replace(self, factory: Callable[[], Any] | None) -> None:
         with self._lock:
             if self._processor is not None and self._pid == os.getpid():
-                self._processor.shutdown()
+                _processor_shutdown(self._processor)
             self._factory, self._processor, self._pid = factory, None, -1
 
     def after_fork_in_child(self) -> None:
@@ -350,7 +351,7 @@ class _ProcessLocalProcessor:
 
     def shutdown(self) -> None:
         if self._processor is not None and self._pid == os.getpid():
-            self._processor.shutdown()
+            _processor_shutdown(self._processor)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         if self._processor is not None and self._pid == os.getpid():
@@ -361,6 +362,18 @@ class _ProcessLocalProcessor:
 def _shutdown_here(processor: Any, pid: int) -> None:
     # A plain fork (gunicorn's) copies the finalizers too: only the owner shuts it down.
     if os.getpid() == pid:
+        _processor_shutdown(processor)
+
+
+def _processor_shutdown(processor: Any) -> None:
+    """Flush and stop, waiting at most EXIT_FLUSH_S: with the collector unreachable, the batch
+    processor's own shutdown would wait 30 s (the exporter retrying each batch for
+    OTEL_EXPORTER_OTLP_TIMEOUT), longer than a worker is given to stop. What is not sent by
+    then is dropped."""
+    batches = getattr(processor, "_batch_processor", None)
+    if batches is not None and hasattr(batches, "shutdown"):
+        batches.shutdown(timeout_millis=EXIT_FLUSH_S * 1000)
+    else:
         processor.shutdown()
 
 

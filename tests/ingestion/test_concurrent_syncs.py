@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from ingestion import runner, scheduler, tasks
-from ingestion.models import SyncRun
+from ingestion.models import BudgetBucket, SyncRun
 from ingestion.runner import connections_sync
 from ingestion.scheduler import connection_claim, connection_sync_enqueue, dispatch_due_syncs
 from ingestion.storage import records_collection
@@ -162,3 +162,37 @@ def test_one_sync_that_raises_lets_the_others_finish_then_fails_the_task(
     # The task is retried: what ran is skipped, the one that raised runs under its claim.
     monkeypatch.undo()
     assert connections_sync(claims, policy=NO_WAIT) == [Outcome.SUCCESS, "skipped", "skipped"]
+
+
+def test_syncs_run_at_once_share_the_applications_budget_and_never_exceed_it(sandbox, settings):
+    people = [UserFactory() for _ in range(3)]
+    connections = [
+        sandbox_connection(person, auth_mode="oauth2", category="behavioral") for person in people
+    ]
+    provider = connections[0].provider_class
+    shared = next((b for b in provider.budgets_declared() if b.per == "app"), None)
+    if shared is None:
+        pytest.skip("the provider declares no application-wide budget")
+    settings.SIBLING_BUDGETS = True
+    # Half the limit at once, the rest over the minute: the three syncs together need more than
+    # the minute allows, however they interleave; none waits, each defers when the bucket is dry.
+    settings.SIBLING_BUDGET_BURST = 0.5
+    settings.SIBLING_BUDGET_MAX_WAIT_S = 0
+    limit = 8
+    setattr(settings, f"{provider.id.upper()}_BUDGET_{shared.name.upper()}", limit)
+    claims = [(c.pk, connection_claim(connection_id=c.pk, due=False)) for c in connections]
+    outcomes = connections_sync(claims, policy=NO_WAIT)
+    assert set(outcomes) <= {Outcome.SUCCESS, Outcome.DEFERRED} and Outcome.DEFERRED in outcomes
+    runs = [SyncRun.objects.get(connection=c) for c in connections]
+    assert sum(run.api_calls for run in runs) <= limit
+    assert all(run.rate_limited == 0 for run in runs)
+    bucket = BudgetBucket.objects.get(provider=provider.id, budget=shared.name)
+    assert bucket.units <= limit
+    for connection, run in zip(connections, runs, strict=True):
+        after = fresh(connection)
+        assert after.lease_owner == "" and after.status == UserDataSource.Status.ACTIVE
+        # A deferred sync kept what it stored, cursor included.
+        assert len(stored(connection)) == run.created
+        assert bool(after.cursors) == (run.pages > 0)
+        if run.outcome == Outcome.DEFERRED:
+            assert after.next_sync_at > timezone.now()

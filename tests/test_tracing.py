@@ -96,6 +96,7 @@ def secrets_of(connection: UserDataSource) -> list[str]:
 
 
 def test_off_without_the_variable_nothing_is_set_up_and_span_is_one_shared_no_op(monkeypatch):
+    tracing.tracing_teardown()  # in case this session was started with the variable set
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     assert tracing.tracing_setup() is False
     assert not tracing.enabled()
@@ -104,6 +105,14 @@ def test_off_without_the_variable_nothing_is_set_up_and_span_is_one_shared_no_op
         assert current is None
     assert tracing.trace_carrier() is None
     assert OTEL_MIDDLEWARE not in settings.MIDDLEWARE
+
+
+def test_otel_sdk_disabled_keeps_it_off_even_with_an_endpoint(monkeypatch):
+    tracing.tracing_teardown()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert tracing.tracing_setup() is False
+    assert not tracing.enabled() and OTEL_MIDDLEWARE not in settings.MIDDLEWARE
 
 
 def _python(code: str, env: dict[str, str]) -> dict[str, Any]:

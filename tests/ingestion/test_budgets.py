@@ -117,6 +117,67 @@ def test_threads_charging_one_bucket_never_exceed_the_limit_in_any_window():
     assert not BudgetBucket.objects.filter(budget="app").exists()
 
 
+# Run by each worker process of the next test: charges one bucket from a given instant on and
+# prints each grant as "<at> <units>".
+CHARGING_PROCESS = """
+import sys, time
+import django
+django.setup()
+from tests.ingestion.test_budgets import Metered
+from ingestion.budgets import ProviderBudget
+start, charges = float(sys.argv[1]), int(sys.argv[2])
+grants = []
+class Logged(ProviderBudget):
+    def granted(self, bucket, grant, units):
+        if bucket.budget.name == "user":
+            grants.append((grant.at, units))
+budget = Logged(Metered, account="one-person")
+time.sleep(max(0.0, start - time.time()))
+for i in range(charges):
+    budget.charge("big" if i % 5 == 0 else "list")
+for at, units in grants:
+    print(at, units)
+"""
+
+
+def test_two_processes_charging_one_bucket_never_exceed_the_limit_in_any_window(settings):
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import BASE_DIR, project_env
+
+    env = project_env(SIBLING_BUDGETS="1", SIBLING_BUDGET_MAX_WAIT_S="60")
+    # Both start charging at the same instant, once both have had time to start.
+    start = time.time() + 6
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHARGING_PROCESS, str(start), "15"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    grants = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err[-2000:]
+        grants += [
+            (float(at), int(units))
+            for at, units in (line.split() for line in out.split("\n") if line)
+        ]
+    assert len(grants) == 30
+    charged = sum(units for _at, units in grants)
+    assert charged == bucket_row("user").units and charged > 2 * 20
+    assert most_in_any_window(grants, 1.0) <= 20
+    # The two really overlapped: each was granted units while the other was.
+    first, second = (sorted(g[0] for g in grants[:15]), sorted(g[0] for g in grants[15:]))
+    assert first[0] < second[-1] and second[0] < first[-1]
+
+
 def test_two_people_have_their_own_buckets_and_share_the_applications():
     log: list = []
     first = Recording(Metered, account="first", log=log)

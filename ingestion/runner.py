@@ -5,10 +5,11 @@ provider's processor; keep the raw page (encrypted); store the records; only the
 cursor. A sync killed anywhere resumes from the last stored page, losing and duplicating nothing.
 
 Pages are fetched in a thread of the sync's own while the page before is processed and stored
-(``SIBLING_SYNC_PREFETCH_PAGES`` at most wait), so a provider's round trip and the store overlap;
-what the sync sees stays in order: a page's cursor is committed only once it is stored, and a fetch
-that fails does so after every page before it is stored. ``connections_sync`` drives several
-claimed syncs at once on one worker process (``SIBLING_SYNC_THREADS``).
+(at most ``SIBLING_SYNC_PREFETCH_PAGES`` fetched pages wait), so a provider's round trip and the
+store overlap. What the sync sees stays in order: a page's cursor is committed only once the page
+is stored, and a failed fetch is met after every page before it is stored. A client that reads
+what its own sync stored first calls ``sync_pages_stored_wait``. ``connections_sync`` drives
+several claimed syncs at once on one worker process (``SIBLING_SYNC_THREADS``).
 """
 
 from __future__ import annotations

@@ -111,6 +111,12 @@ def main() -> int:
 
 
 def run(answers: Answers) -> tuple[dict, dict]:
+    from django.conf import settings
+
+    # This process syncs as a production worker does. DEBUG (on in the harness, so that the
+    # sandbox is served) makes Django's MongoDB backend deep-copy and keep every operation it
+    # sends, payloads included, in each thread's query log: CPU and memory no worker spends.
+    settings.DEBUG = False
     gmail = gmail_backfill(answers)
     connections = _in_threads(_fleet_connection, _fleet_plan())
     fleet = fleet_sync(connections)

@@ -116,6 +116,7 @@ def watch_renew(connection: UserDataSource) -> dict[str, Any]:
                 # WatchRequest.labelFilterBehavior: "include" or "exclude").
                 "labelFilterBehavior": "include",
             },
+            operation="watch",
         )
     finally:
         client.close()

@@ -153,6 +153,7 @@ def channel_open(client: CalendarSyncClient, calendar_id: str) -> str:
                 "token": channel["token"],
                 "expiration": expires_ms,
             },
+            operation="events.watch",
         )
     except Exception:
         _channel_put(connection.pk, channel_id, None)
@@ -182,6 +183,7 @@ def channel_stop(client: CalendarSyncClient, channel_id: str, channel: dict[str,
                 "POST",
                 f"{GoogleCalendar.url('api')}/channels/stop",
                 json={"id": channel_id, "resourceId": channel["resource_id"]},
+                operation="channels.stop",
             )
         except NotFound:
             pass  # Google no longer knows it: stopped already, or ended

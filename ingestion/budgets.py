@@ -399,15 +399,17 @@ def budget_for(provider: type[Provider], *, account: str) -> ProviderBudget | No
 
 def budget_summary() -> list[dict[str, Any]]:
     """Per declared budget of every provider: its limit, window and scope, how many buckets
-    counted a call within the last window (active) and how many are spent now, the
-    application bucket's level, and the counters (units, waits, seconds waited, deferrals,
-    over-limit answers seen)."""
+    were charged (or refused a charge) within the last window (active) and how many are spent
+    now, the application bucket's level, and the counters (units, waits, seconds waited,
+    deferrals, over-limit answers seen). Reads every bucket: one per account and budget."""
     from sources.providers import PROVIDERS
 
     now = _now()
     rows = []
     docs: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for doc in _collection().find({}):
+    fields = ("provider", "budget", "tokens", "stamp", "capacity", "blocked_until", "updated_at")
+    counters = ("units", "waits", "wait_s", "deferrals", "rate_limited")
+    for doc in _collection().find({}, dict.fromkeys((*fields, *counters), 1)):
         docs.setdefault((doc["provider"], doc["budget"]), []).append(doc)
     for provider in PROVIDERS.values():
         try:

@@ -563,7 +563,7 @@ def test_a_part_failing_every_time_fails_the_run_after_the_policy_attempts(
     messages_get = GmailSyncClient._messages_get
 
     def server_errors(self, ids):
-        fault_set("google", connection.sandbox_email, "server_error", count=100)
+        fault_set("google", connection.sandbox_email, "server_error", count=10_000)
         return messages_get(self, ids)
 
     monkeypatch.setattr(GmailSyncClient, "_messages_get", server_errors)

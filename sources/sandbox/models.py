@@ -149,17 +149,16 @@ class SandboxRecord(models.Model):
 
 
 class QuotaSlot(models.Model):
-    """Units an imitation charged to one quota key in one time slot (sources.sandbox.quotas).
+    """The units charged to one quota key (sources.sandbox.quotas), by time slot.
 
-    The id is `<provider>|<quota>|<key digest>|<slot number, zero-padded>`, so the slots of one
-    key's window are one range of the primary index; units are added with `$inc` (atomic, shared
-    by every process answering as the sandbox). A TTL index drops a slot once no window can
-    reach it any more.
+    The id is `<provider>|<quota>|<key digest>`; `slots` maps a slot number to its units and is
+    charged with `$inc` (atomic, shared by every process answering as the sandbox). A TTL index
+    drops the document once no window reaches its newest slot.
     """
 
     id = models.CharField(primary_key=True, max_length=200, db_column="_id")
-    units = models.IntegerField(default=0)
+    slots = models.JSONField(default=dict)
     expires_at = models.DateTimeField()
 
     def __str__(self) -> str:
-        return f"{self.id}: {self.units}"
+        return self.id

@@ -17,10 +17,10 @@ over-limit response, status, body and headers) is sent instead: a refused call i
 Windows. A sliding window (the default) never lets the units charged to one key in any
 `window_s` consecutive slots exceed `limit`; slots are one second for windows up to a minute
 (`ceil(window_s / 60)` seconds beyond). An `aligned` window is fixed to the clock (Strava's
-quarter hours, the UTC day): units charged from its start. Counts live in MongoDB
-(`QuotaSlot`, one document per key and slot, `$inc`), so every worker answering as the sandbox
-shares them. Charging first and checking after means two racing requests may both be refused
-at the very edge, never both admitted over it.
+quarter hours, the UTC day): units charged from its start. Counts live in MongoDB (`QuotaSlot`,
+one document per quota key holding its slots, charged with one atomic `$inc`), so every worker
+answering as the sandbox shares them. Charging first and checking after means two racing
+requests may both be refused at the very edge, never both admitted over it.
 
 `settings.SIBLING_SANDBOX_QUOTAS`, read on every request: "on" (the default), "off", or limits
 overridden as "<provider id or family>.<quota name>=<limit>,..." (quotas on): "gmail.user=100000"
@@ -174,70 +174,82 @@ def slot_seconds(quota: Quota) -> int:
     return max(1, math.ceil(quota.window_s / SLOTS_PER_WINDOW))
 
 
-def _prefix(provider_id: str, quota: Quota, key: str) -> str:
-    # The key is hashed: an email or client id could hold the separator and make one key's
-    # range reach into another's.
+def _window(quota: Quota, now: float) -> tuple[int, int]:
+    """(current slot, number of slots a window sums)."""
+    size = slot_seconds(quota)
+    return int(now // size), 1 if quota.aligned else math.ceil(quota.window_s / size)
+
+
+def _key_id(provider_id: str, quota: Quota, key: str) -> str:
+    # The key is hashed: an account or client id is not stored, and any length fits.
     hashed = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return f"{provider_id}|{quota.name}|{hashed}|"
+    return f"{provider_id}|{quota.name}|{hashed}"
 
 
-def _slot_id(prefix: str, slot: int) -> str:
-    return f"{prefix}{slot:012d}"
+def _in_window(document: dict | None, slot: int, slots: int) -> tuple[int, list[str]]:
+    """(units charged in the window ending at `slot`, the stored slots older than it)."""
+    total, stale = 0, []
+    for name, units in ((document or {}).get("slots") or {}).items():
+        number = int(name)
+        if number > slot - slots:
+            total += int(units) if number <= slot else 0
+        else:
+            stale.append(name)
+    return total, stale
 
 
 def quota_charge(
     provider_id: str, quota: Quota, key: str, units: int, limit: int, *, now: float | None = None
-) -> str | None:
-    """Charge `units` to the key's window: the id of the slot charged, or None (and nothing
-    charged) when that would take the window over `limit`."""
+) -> tuple[str, str] | None:
+    """Charge `units` to the key's window, in one atomic update of the key's document: the
+    (document, slot field) charged, or None (and nothing charged) when that would take the
+    window over `limit`.
+
+    The update returns the document as it stands with this charge, so of racing calls the
+    later one sees the earlier ones: the window can be refused at the edge, never overrun.
+    """
     now = time.time() if now is None else now
+    slot, slots = _window(quota, now)
     size = slot_seconds(quota)
-    slot = int(now // size)
-    prefix = _prefix(provider_id, quota, key)
-    slot_id = _slot_id(prefix, slot)
-    slots = 1 if quota.aligned else math.ceil(quota.window_s / size)
-    # The slot is kept for as long as a window that sums it can reach it.
+    key_id = _key_id(provider_id, quota, key)
+    field_name = f"slots.{slot}"
+    # The document lives as long as a window can still read its newest slot.
     expires = datetime.fromtimestamp((slot + slots + 1) * size, UTC)
     collection = _collection()
     stored = None
-    for _attempt in range(3):  # two first charges of a slot may both try to insert it
+    for _attempt in range(5):  # two first charges of a key may both try to insert it
         try:
             stored = collection.find_one_and_update(
-                {"_id": slot_id},
-                {"$inc": {"units": units}, "$setOnInsert": {"expires_at": expires}},
+                {"_id": key_id},
+                {"$inc": {field_name: units}, "$max": {"expires_at": expires}},
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
             )
-            break
         except DuplicateKeyError:
             continue
+        if stored is None:
+            # An upsert racing another may come back without the document: read it (it holds
+            # this charge, and perhaps later ones, which can only make the check stricter).
+            stored = collection.find_one({"_id": key_id})
+        break
     if stored is None:
         raise RuntimeError("could not count the quota's units")
-    used = int(stored.get("units", 0))
-    if slots > 1:
-        earlier = collection.find(
-            {"_id": {"$gte": _slot_id(prefix, slot - slots + 1), "$lt": slot_id}},
-            {"units": 1},
-        )
-        used += sum(int(doc.get("units", 0)) for doc in earlier)
+    used, stale = _in_window(stored, slot, slots)
+    if len(stale) > SLOTS_PER_WINDOW:
+        # Slots no window reads any more, dropped now and then rather than on every call.
+        collection.update_one({"_id": key_id}, {"$unset": {f"slots.{n}": "" for n in stale}})
     if used > limit:
-        collection.update_one({"_id": slot_id}, {"$inc": {"units": -units}})
+        collection.update_one({"_id": key_id}, {"$inc": {field_name: -units}})
         return None
-    return slot_id
+    return key_id, field_name
 
 
 def quota_used(provider_id: str, quota: Quota, key: str, *, now: float | None = None) -> int:
     """Units charged to the key in its current window (for tests and provider headers)."""
     now = time.time() if now is None else now
-    size = slot_seconds(quota)
-    slot = int(now // size)
-    slots = 1 if quota.aligned else math.ceil(quota.window_s / size)
-    prefix = _prefix(provider_id, quota, key)
-    docs = _collection().find(
-        {"_id": {"$gte": _slot_id(prefix, slot - slots + 1), "$lte": _slot_id(prefix, slot)}},
-        {"units": 1},
-    )
-    return sum(int(doc.get("units", 0)) for doc in docs)
+    slot, slots = _window(quota, now)
+    document = _collection().find_one({"_id": _key_id(provider_id, quota, key)})
+    return _in_window(document, slot, slots)[0]
 
 
 # --- The wrapper ----------------------------------------------------------------------------------
@@ -266,25 +278,25 @@ def quota_view(
         caller = caller_of(request)
         if caller is None:
             return view(request, *args, **kwargs)
-        charged: list[tuple[str, int]] = []
+        charged: list[tuple[str, str, int]] = []
         for quota, units in counted:
             key = caller.account if quota.per == "account" else caller.app
             if not key:
                 continue
             limit = quota_limit(quota, provider_id, family, overrides)
-            slot_id = quota_charge(provider_id, quota, key, units, limit)
-            if slot_id is None:
+            charge = quota_charge(provider_id, quota, key, units, limit)
+            if charge is None:
                 quotas_refund(charged)
                 return quota.answer(quota)
-            charged.append((slot_id, units))
+            charged.append((*charge, units))
         return view(request, *args, **kwargs)
 
     wrapped.sandbox_quota_wrapped = True  # type: ignore[attr-defined]
     return wrapped
 
 
-def quotas_refund(charged: Sequence[tuple[str, int]]) -> None:
-    """Take back the charges (slot id, units) made for a call that another quota refused."""
+def quotas_refund(charged: Sequence[tuple[str, str, int]]) -> None:
+    """Take back the charges (document, slot field, units) of a call another quota refused."""
     collection = _collection()
-    for slot_id, units in charged:
-        collection.update_one({"_id": slot_id}, {"$inc": {"units": -units}})
+    for key_id, field_name, units in charged:
+        collection.update_one({"_id": key_id}, {"$inc": {field_name: -units}})

@@ -1,7 +1,7 @@
-"""The sandbox's provider quotas: units charged per quota key and time slot (QuotaSlot).
+"""The sandbox's provider quotas: the units charged to each quota key, by time slot (QuotaSlot).
 
-Written by hand. A slot's id is its quota key and slot number, so a window is one range of the
-primary index; the TTL index removes a slot once it is older than any window that reads it.
+Written by hand. One document per quota key, charged with one atomic update; the TTL index
+removes it once no window reads its newest slot.
 """
 
 from typing import Any
@@ -37,7 +37,7 @@ class Migration(migrations.Migration):
                         db_column="_id", max_length=200, primary_key=True, serialize=False
                     ),
                 ),
-                ("units", models.IntegerField(default=0)),
+                ("slots", models.JSONField(default=dict)),
                 ("expires_at", models.DateTimeField()),
             ],
         ),

@@ -30,6 +30,7 @@ from sources.sandbox.quotas import (
 pytestmark = pytest.mark.django_db
 
 T0 = 1_800_000_000.0  # a whole minute (and quarter hour) of the epoch
+SLOTS = 60  # a minute's window, in one-second slots
 
 
 def refused(quota: Quota) -> HttpResponse:
@@ -86,23 +87,38 @@ def test_an_aligned_window_starts_again_at_its_boundary():
     assert quota_used("p", q, "app", now=T0 + 901) == 1
 
 
+def test_slots_no_window_reads_are_dropped():
+    from sources.sandbox.models import QuotaSlot
+
+    q = quota(limit=10_000)
+    for second in range(SLOTS + 2):
+        assert quota_charge("p", q, "k", 1, 10_000, now=T0 + second)
+    assert quota_charge("p", q, "k", 1, 10_000, now=T0 + 500)
+    (document,) = QuotaSlot.objects.filter(id__startswith=f"p|{q.name}|")
+    assert list(document.slots) == [str(int(T0) + 500)]
+    assert quota_used("p", q, "k", now=T0 + 500) == 1
+
+
 def test_concurrent_charges_never_exceed_the_limit():
     q = quota(limit=10)
-    admitted = []
+    admitted, errors = [], []
 
     def charge() -> None:
         try:
             for _ in range(5):
                 if quota_charge("p", q, "k", 1, 10):
                     admitted.append(1)
+        except Exception as err:
+            errors.append(repr(err))
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=charge) for _ in range(4)]
+    threads = [threading.Thread(target=charge) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert errors == []
     assert len(admitted) <= 10
     assert quota_used("p", q, "k") == len(admitted)
 

@@ -183,6 +183,7 @@ class Mailbox:
     ) -> None:
         self.email = email
         self.per_day = per_day
+        self.anchor = anchor
         self.anchor_ms = epoch_ms(anchor)
         self.last_ordinal = anchor.astimezone(UTC).date().toordinal()
         self.first_ordinal = self.last_ordinal - HISTORY_DAYS
@@ -201,6 +202,9 @@ class Mailbox:
     # Natural mail ---------------------------------------------------------------------------
 
     def _natural_day(self, ordinal: int) -> list[Stub]:
+        return list(_natural_day_cached(self.email, self.anchor, self.per_day, ordinal))
+
+    def _natural_day_build(self, ordinal: int) -> list[Stub]:
         if not self.first_ordinal <= ordinal <= self.last_ordinal:
             return []
         day = date.fromordinal(ordinal)
@@ -270,6 +274,8 @@ class Mailbox:
         deleted: set[str] = set()
         changed: dict[str, Stub] = {}
         recent: list[Stub] = []
+        if not self.ticks:
+            return records, deleted, changed
         for ordinal in range(self.last_ordinal - 6, self.last_ordinal + 1):
             recent.extend(self._natural_day(ordinal))
         for seq in range(len(self.ticks)):
@@ -338,6 +344,15 @@ class Mailbox:
         if parsed is None:
             return None
         return next((s for s in self.day(parsed[0]) if s.id == mid), None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _natural_day_cached(
+    email: str, anchor: datetime, per_day: int | None, ordinal: int
+) -> tuple[Stub, ...]:
+    """A day of natural mail, generated once per process: it depends on nothing else, and every
+    request (each part of a batch) loads its mailbox afresh."""
+    return tuple(Mailbox(email, anchor, [], per_day)._natural_day_build(ordinal))
 
 
 def _ref(stub: Stub, *, labels: bool = False) -> dict:

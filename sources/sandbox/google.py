@@ -14,6 +14,7 @@ the Google family's fault module (see sources.sandbox.registry): `expire_access_
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import secrets
@@ -595,10 +596,14 @@ def google_quota_caller(request: HttpRequest) -> QuotaCaller | None:
     access = GoogleAccessToken.objects.filter(token=value).first() if value else None
     if access is None or access.revoked or access.expires_at <= timezone.now():
         return None
-    client_id = (
-        GoogleGrant.objects.filter(pk=access.grant_id).values_list("client_id", flat=True).first()
-    )
-    return QuotaCaller(account=access.email, app=client_id or "")
+    return QuotaCaller(account=access.email, app=_grant_client(access.grant_id))
+
+
+@functools.lru_cache(maxsize=4096)
+def _grant_client(grant_id: Any) -> str:
+    # A grant's client never changes: read once per process, not on every API call.
+    client_id = GoogleGrant.objects.filter(pk=grant_id).values_list("client_id", flat=True).first()
+    return client_id or ""
 
 
 def _userinfo_error(api_answer: HttpResponse) -> HttpResponse:

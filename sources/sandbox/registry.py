@@ -11,7 +11,12 @@ do. What the sandbox reads from it, all optional but `urlpatterns`:
 - `fault_apply(account, fault, count) -> bool`: applies a fault at once (True), else the fault
   is stored and consumed by the imitation's calls; `fault_undo(account, fault | None)`: undoes
   what `fault_clear` can undo;
-- `scope_words`: {scope: plain words} for the Google consent page.
+- `scope_words`: {scope: plain words} for the Google consent page;
+- `quotas`: its limits as the provider enforces them (`sources.sandbox.quotas.Quota`: name,
+  per account or app, limit, window, aligned or sliding, cost per route, the provider's own
+  over-limit answer), a sequence or a function returning one; with `quota_caller(request) ->
+  QuotaCaller | None`, whose account and application a request spends. Every route of the
+  module is wrapped with them and with the injected latency (sources.sandbox.urls).
 
 A family is a set of providers that share accounts at the sandbox: every Google provider signs
 in at the one Google OAuth imitation, so faults address the Google account ("google"), and the

@@ -33,8 +33,9 @@ from sources.providers.google_calendar.processors import KIND, calendar_key
 from sources.providers.google_calendar.provider import GoogleCalendar
 from sources.providers.google_http import Gone, NotFound, google_check
 
-# maxResults of events.list (at most 2500) and of calendarList.list (at most 250).
-EVENTS_PAGE_SIZE = 250
+# maxResults of events.list and of calendarList.list, each at the API's maximum: a sync's cost is
+# its round trips (a backfill of a busy calendar is one page, not ten).
+EVENTS_PAGE_SIZE = 2500
 CALENDARS_PAGE_SIZE = 250
 
 

@@ -5,9 +5,11 @@ events deleting their records, and records sealed in the raw documents."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import bson
 import pytest
+import requests
 from django.utils import timezone
 
 from ingestion.http import RetryPolicy
@@ -121,6 +123,27 @@ def test_a_listing_over_several_pages_is_followed_to_its_sync_token(
     assert run.pages > 4 and run.created == len(want)
     assert stored_ids(raw_db, connection) == want
     assert sync(connection).api_calls == 4  # nothing new: one call per calendar
+
+
+def test_each_listing_asks_for_the_largest_page_the_api_allows(
+    connection, window_start, monkeypatch
+):
+    # events.list allows 2500 per page, calendarList.list 250: a sync's cost is its round trips.
+    asked: list[str] = []
+    send = requests.Session.send
+
+    def recording_send(session, request, **kwargs):
+        asked.append(request.url)
+        return send(session, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", recording_send)
+    assert sync(connection).outcome == Outcome.SUCCESS
+    sizes = {
+        (urlsplit(url).path.rsplit("/", 1)[-1], parse_qs(urlsplit(url).query)["maxResults"][0])
+        for url in asked
+        if "maxResults=" in url
+    }
+    assert sizes == {("calendarList", "250"), ("events", "2500")}
 
 
 def test_a_killed_full_sync_resumes_at_its_page(connection, window_start, raw_db, monkeypatch):

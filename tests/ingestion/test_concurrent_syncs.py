@@ -117,8 +117,13 @@ def test_one_worker_runs_a_group_of_syncs_at_once_each_with_its_own_lease_and_cu
         assert len(stored(connection)) == runs[0].created > 0
         assert after.records_stored == runs[0].created
         created += runs[0].created
-    collection = f"{key_connections[0].provider_class.category}_data"
-    assert records_collection(collection).count_documents({}) == created
+    # Nothing written under another connection's person, nothing beside the runs' counts.
+    records = records_collection(f"{key_connections[0].provider_class.category}_data")
+    pks = [c.pk for c in key_connections]
+    assert records.count_documents({"connection": {"$in": pks}}) == created
+    for connection in key_connections:
+        foreign = {"connection": connection.pk, "user": {"$ne": connection.user_id}}
+        assert records.count_documents(foreign) == 0
     # The cursors were stored right: the next syncs find nothing new.
     for connection in key_connections:
         again = sync(connection)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+from urllib.parse import parse_qs, urlsplit
 
 import httplib2
 import pytest
@@ -266,3 +267,52 @@ def test_a_batch_that_is_not_one_is_refused_and_parts_stay_in_their_api(connecti
         timeout=30,
     )
     assert batch_decode(*_content(answer))["other"].status == 404
+
+
+def test_the_clients_batch_parts_are_calls_the_discovery_document_describes(
+    connection, monkeypatch
+):
+    from ingestion.http import CallCounter, RetryPolicy
+    from sources.providers.gmail.client import GmailSyncClient
+    from sources.providers.google_batch import http_message_split, multipart_parts, part_split
+
+    document = discovery_document("gmail", "v1")
+    # The guide's endpoint on the document's host; the sandbox mirrors it under its root.
+    assert Gmail.urls["batch"] == f"{document['rootUrl']}batch/gmail/v1"
+    assert Gmail.sandbox_paths["batch"] == "/google/batch/gmail/v1"
+    method = document["resources"]["users"]["resources"]["messages"]["methods"]["get"]
+    sent: list[requests.PreparedRequest] = []
+    send = requests.Session.send
+
+    def recording_send(session, request, **kwargs):
+        sent.append(request)
+        return send(session, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", recording_send)
+    ids = listed_ids(connection, 3)
+    client = GmailSyncClient(connection, counter=CallCounter(), policy=RetryPolicy())
+    try:
+        messages = client._messages_get(ids)
+    finally:
+        client.close()
+    assert [m["id"] for m in messages] == ids
+    (batch,) = [request for request in sent if "/batch/" in request.url]
+    assert batch.url == batch_url() and batch.method == "POST"
+    content_type = batch.headers["Content-Type"]
+    for raw in multipart_parts(batch.body, content_type.split("boundary=", 1)[1]):
+        headers, content = part_split(raw)
+        assert headers["Content-Type"] == "application/http"
+        start, inner_headers, _ = http_message_split(content)
+        verb, target, _version = start.decode().split(" ")
+        path, _, query = target.partition("?")
+        # The path only (no host), of users.messages.get, with parameters the method declares.
+        assert verb == method["httpMethod"]
+        assert path.removeprefix(urlsplit(host_root()).path) in {
+            f"gmail/v1/users/me/messages/{message_id}" for message_id in ids
+        }
+        params = parse_qs(query)
+        assert set(params) <= set(method["parameters"])
+        assert params["format"] == ["metadata"]
+        assert params["format"][0] in method["parameters"]["format"]["enum"]
+        assert params["metadataHeaders"] == list(METADATA_HEADERS)
+        assert "Authorization" not in inner_headers  # the outer request's applies

@@ -2,7 +2,7 @@
 
 ``span(name, **attributes)`` is what the code calls around a unit of work (a sync, a page, a
 provider call, a webhook delivery). Without an endpoint it returns one shared context manager
-that does nothing: no span, no context change, no allocation beyond the call itself.
+that does nothing (no span, no context change; OpenTelemetry is not even imported).
 
 With an endpoint (``tracing_setup()``, called from the app's ``ready()``), this process gets a
 TracerProvider whose spans go through a batch processor to the OTLP/HTTP exporter, and the
@@ -27,15 +27,12 @@ fork or after. A multiprocessing child (django-q2's worker) leaves by ``os._exit
 from __future__ import annotations
 
 import contextlib
-import logging
 import multiprocessing.util
 import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_ENDPOINT"
 # Health checks and the metrics scrape would be most of the web process's traces.
@@ -73,9 +70,10 @@ def span(name: str, **attributes: Any) -> Any:
     None when tracing is off. An exception leaving the block marks the span as an error named
     by its class (``error.type``). Attribute values that are not str, bool, int or float are
     written as text; None values are left out."""
-    if _tracer is None:
+    tracer = _tracer
+    if tracer is None:
         return _OFF
-    return _span(name, attributes, None)
+    return _span(tracer, name, attributes, None)
 
 
 def trace_carrier() -> dict[str, str] | None:
@@ -93,11 +91,11 @@ def trace_carrier() -> dict[str, str] | None:
 def span_continued(carrier: Any, name: str, **attributes: Any) -> Any:
     """Like ``span()``, in the trace ``carrier`` (from :func:`trace_carrier`) names, as a child
     of the span that stored it. A missing or malformed carrier starts a trace of its own."""
-    if _tracer is None:
+    tracer = _tracer
+    if tracer is None:
         return _OFF
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    context = None
     if isinstance(carrier, Mapping):
         headers = {
             key: value
@@ -111,14 +109,14 @@ def span_continued(carrier: Any, name: str, **attributes: Any) -> Any:
         from opentelemetry.context import Context
 
         context = Context()
-    return _span(name, attributes, context)
+    return _span(tracer, name, attributes, context)
 
 
 @contextlib.contextmanager
-def _span(name: str, attributes: Mapping[str, Any], context: Any) -> Iterator[Any]:
+def _span(tracer: Any, name: str, attributes: Mapping[str, Any], context: Any) -> Iterator[Any]:
     from opentelemetry.trace import Status, StatusCode
 
-    with _tracer.start_as_current_span(
+    with tracer.start_as_current_span(
         name,
         context=context,
         attributes=_attribute_values(attributes),
@@ -180,8 +178,9 @@ def tracing_setup(*, processor_factory: Callable[[], Any] | None = None) -> bool
 
     # Neither believe an incoming traceparent nor send one to a provider; webhook events carry
     # their context with an explicit propagator (trace_carrier / span_continued).
-    _previous_propagator = propagate.get_global_textmap()
-    propagate.set_global_textmap(_NoPropagation())
+    if not isinstance(propagate.get_global_textmap(), _NoPropagation):
+        _previous_propagator = propagate.get_global_textmap()
+        propagate.set_global_textmap(_NoPropagation())
     _instrument(_provider)
     _tracer = _provider.get_tracer("sibling")
     return True

@@ -164,3 +164,37 @@ def _created_before(connection, last_run) -> int:
         r.created
         for r in SyncRun.objects.filter(connection_id=connection.pk).exclude(pk=last_run.pk)
     )
+
+
+def test_a_batch_is_one_round_trip_of_injected_latency(connection, settings, monkeypatch):
+    """Its parts go through the wrapped views, but the HTTP request waits once."""
+    from types import SimpleNamespace
+
+    from sources.sandbox import latency
+
+    ids = ids_of(listed(connection))
+    slept: list = []
+    monkeypatch.setattr(latency, "time", SimpleNamespace(sleep=slept.append))
+    settings.SIBLING_SANDBOX_LATENCY_MS = "gmail=100,*=5"
+    settings.SIBLING_SANDBOX_LATENCY_JITTER = 0
+    calls = [
+        BatchCall(
+            key=f"c{n}",
+            url=f"{Gmail.url('api')}/users/me/messages/{message_id}",
+            params={"format": "metadata"},
+        )
+        for n, message_id in enumerate(ids[:3])
+    ]
+    content_type, body = batch_encode(calls)
+    answer = requests.post(
+        f"{Gmail.url('api').removesuffix('gmail/v1')}batch/gmail/v1",
+        data=body,
+        headers={"Content-Type": content_type, **auth(connection)},
+        timeout=30,
+    )
+    assert answer.status_code == 200
+    parts = batch_decode(answer.headers["Content-Type"], answer.content)
+    assert sorted(part.status for part in parts.values()) == [200, 200, 200]
+    assert slept == [pytest.approx(0.1)]
+    assert get(connection, ids[0]).status_code == 200
+    assert slept == [pytest.approx(0.1), pytest.approx(0.1)]

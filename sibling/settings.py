@@ -242,7 +242,7 @@ SIBLING_SANDBOX_REDIRECT_URIS = env.list("SIBLING_SANDBOX_REDIRECT_URIS", defaul
 SIBLING_SANDBOX_RECENT_READY_S = env.int("SIBLING_SANDBOX_RECENT_READY_S", default=10)
 SIBLING_SANDBOX_HISTORY_READY_S = env.int("SIBLING_SANDBOX_HISTORY_READY_S", default=30)
 # The sandbox's round trip (sources.sandbox.latency): "0" (off), milliseconds for every provider
-# ("100"), or per provider or family ("gmail=100,google=80,*=100"); jitter is a fraction (±).
+# ("100"), or per provider id or family ("<id>=100,google=80,*=100"); jitter is a fraction (±).
 SIBLING_SANDBOX_LATENCY_MS = env.str("SIBLING_SANDBOX_LATENCY_MS", default="0")
 SIBLING_SANDBOX_LATENCY_JITTER = env.float("SIBLING_SANDBOX_LATENCY_JITTER", default=0.2)
 # The providers' quotas as the sandbox enforces them (sources.sandbox.quotas): "on", "off", or

@@ -6,7 +6,7 @@ override it):
 
 - "0" (the default): no delay;
 - a number of milliseconds for every provider: "100";
-- per provider id or family, `*` for everything else: "gmail=100,google=80,plaid=50,*=100"
+- per provider id or family, `*` for everything else: "<id>=100,google=80,<id>=50,*=100"
   (a provider's own entry wins over its family's, which wins over `*`; with no `*`, others wait
   nothing).
 

@@ -16,15 +16,15 @@ over-limit response, status, body and headers) is sent instead: a refused call i
 
 Windows. A sliding window (the default) never lets the units charged to one key in any
 `window_s` consecutive slots exceed `limit`; slots are one second for windows up to a minute
-(`ceil(window_s / 60)` seconds beyond). An `aligned` window is fixed to the clock (Strava's
-quarter hours, the UTC day): units charged from its start. Counts live in MongoDB (`QuotaSlot`,
+(`ceil(window_s / 60)` seconds beyond). An `aligned` window is fixed to the clock (quarter
+hours, the UTC day): units charged from its start. Counts live in MongoDB (`QuotaSlot`,
 one document per quota key holding its slots, charged with one atomic `$inc`), so every worker
 answering as the sandbox shares them. Charging first and checking after means two racing
 requests may both be refused at the very edge, never both admitted over it.
 
 `settings.SIBLING_SANDBOX_QUOTAS`, read on every request: "on" (the default), "off", or limits
-overridden as "<provider id or family>.<quota name>=<limit>,..." (quotas on): "gmail.user=100000"
-for Gmail's per-user quota, "google.user=300" for every Google provider's.
+overridden as "<provider id or family>.<quota name>=<limit>,..." (quotas on): "<id>.user=100000"
+for one provider's quota named "user", "google.user=300" for every Google provider's.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class QuotaCaller:
 class Quota:
     """One limit of a provider, as the provider enforces it.
 
-    `per`: "account" (each account the credential belongs to: a Google user, a Plaid Item) or
+    `per`: "account" (each account the credential belongs to: a Google user, a bank Item) or
     "app" (the OAuth or API client, shared by every account). `costs`: units per route name
     (the URL pattern's name), `default_cost` for the others; `routes`, when given, are the only
     routes that count. `answer(quota)` is the provider's over-limit response.

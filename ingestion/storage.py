@@ -14,11 +14,18 @@ tells which providers and kinds a person had, when, and how many, and nothing el
 
 Before each page is stored, the person's erasure fence is checked (``ingestion.fence``): a sync
 or event batch of a person being erased stops there with PersonErased, writing nothing.
+
+A page's records are sealed and written in chunks of ``WRITE_CHUNK``: while one chunk's bulk upsert
+is on its way to the database (from a writer thread of the page's own), the next chunk is sealed,
+so the database writes while this process encrypts instead of each waiting for the other.
+:func:`page_store` returns, or raises, only once every chunk it sent has been answered.
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,6 +35,7 @@ from django.conf import settings
 from django.utils import timezone
 from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
 from pymongo.collection import Collection
+from pymongo.results import BulkWriteResult
 
 from ingestion.fence import person_fence_check
 from ingestion.models import QuarantinedItem, RawPage, SyncRun, WebhookEvent
@@ -54,6 +62,78 @@ class StoreCounts:
 
 def records_collection(name: str) -> Collection:
     return mongo.plain_database()[name]
+
+
+# Operations per bulk write of a page. Sealing a chunk (one encryption per record, about 65 us
+# each) overlaps the database's write of the chunk before; the server's cost per record is the
+# same for chunks of 100 as for a whole page of 500 (measured on the embedded server).
+WRITE_CHUNK = 100
+
+
+class _ChunkedWrites:
+    """Unordered bulk writes per collection, sent WRITE_CHUNK operations at a time, in order, by
+    one writer thread while the caller prepares the next chunk; what is left is sent by
+    :meth:`finish`. A page that fits one chunk is written in the caller's thread.
+
+    Leaving the ``with`` block waits for every chunk sent (whether or not the block raised), so
+    nothing is still being written once the caller returns; the first failed chunk's error is
+    raised by :meth:`finish`, or by the next :meth:`add` (which then sends nothing more).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, list[Any]] = defaultdict(list)
+        self._sent: list[Future[BulkWriteResult]] = []
+        self._writer: ThreadPoolExecutor | None = None
+        self.counts = StoreCounts()
+
+    def __enter__(self) -> _ChunkedWrites:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)  # every chunk sent has been answered
+
+    def add(self, collection: str, operation: Any) -> None:
+        operations = self._pending[collection]
+        if len(operations) == WRITE_CHUNK:  # full, and more follows: send it
+            self._send(collection, operations)
+            operations = self._pending[collection] = []
+        operations.append(operation)
+
+    def finish(self) -> StoreCounts:
+        """Send what is left, wait for every chunk, and count what they did."""
+        left = [(name, operations) for name, operations in self._pending.items() if operations]
+        self._pending.clear()
+        if self._writer is None:
+            for name, operations in left:  # nothing sent yet: no thread for a small page
+                self._count(_bulk_write(name, operations))
+            return self.counts
+        for name, operations in left:
+            self._send(name, operations)
+        wait(self._sent)
+        for future in self._sent:
+            self._count(future.result())  # raises the first failure, in the order sent
+        return self.counts
+
+    def _send(self, collection: str, operations: list[Any]) -> None:
+        for sent in self._sent:
+            error = sent.exception() if sent.done() else None
+            if error is not None:
+                raise error
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-store")
+        # The caller's context (log fields, the current trace span) follows the write.
+        context = contextvars.copy_context()
+        self._sent.append(self._writer.submit(context.run, _bulk_write, collection, operations))
+
+    def _count(self, result: BulkWriteResult) -> None:
+        self.counts.created += result.upserted_count
+        self.counts.updated += result.modified_count
+        self.counts.deleted += result.deleted_count
+
+
+def _bulk_write(collection: str, operations: list[Any]) -> BulkWriteResult:
+    return records_collection(collection).bulk_write(operations, ordered=False)
 
 
 RECORD_INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
@@ -126,47 +206,40 @@ def page_store(
         user_id, provider = connection.user_id, connection.provider
     # Once per page, not per record: one indexed read.
     person_fence_check(user_id)
-    writes: dict[str, list[Any]] = defaultdict(list)
-    for record in processed.records:
-        kind = kind_get(record.kind)
-        document: dict[str, Any] = {
-            "connection": connection.pk if connection is not None else None,
-            "occurred_at": record.occurred_at,
-            "sealed": value_encrypt(record.data, owner_id=user_id),
-            "schema_version": kind.schema_version,
-            "updated_at": now,
-            "raw_page": raw_page_id,
-        }
-        key = {
-            "user": user_id,
-            "provider": provider,
-            "kind": record.kind,
-            "external_id": record.external_id,
-        }
-        update = {
-            "$set": document,
-            "$setOnInsert": {"ingested_at": now},
-            # A record written before everything was sealed loses its plaintext on rewrite.
-            "$unset": {"data": ""},
-        }
-        writes[kind.collection].append(UpdateOne(key, update, upsert=True))
-    for kind_name, external_id in processed.removed:
-        kind = kind_get(kind_name)
-        writes[kind.collection].append(
-            DeleteOne(
-                {
-                    "user": user_id,
-                    "provider": provider,
-                    "kind": kind_name,
-                    "external_id": external_id,
-                }
-            )
-        )
-    for collection_name, operations in writes.items():
-        result = records_collection(collection_name).bulk_write(operations, ordered=False)
-        counts.created += result.upserted_count
-        counts.updated += result.modified_count
-        counts.deleted += result.deleted_count
+    connection_id = connection.pk if connection is not None else None
+    with _ChunkedWrites() as writes:
+        for record in processed.records:
+            kind = kind_get(record.kind)
+            document: dict[str, Any] = {
+                "connection": connection_id,
+                "occurred_at": record.occurred_at,
+                "sealed": value_encrypt(record.data, owner_id=user_id),
+                "schema_version": kind.schema_version,
+                "updated_at": now,
+                "raw_page": raw_page_id,
+            }
+            key = {
+                "user": user_id,
+                "provider": provider,
+                "kind": record.kind,
+                "external_id": record.external_id,
+            }
+            update = {
+                "$set": document,
+                "$setOnInsert": {"ingested_at": now},
+                # A record written before everything was sealed loses its plaintext on rewrite.
+                "$unset": {"data": ""},
+            }
+            writes.add(kind.collection, UpdateOne(key, update, upsert=True))
+        for kind_name, external_id in processed.removed:
+            key = {
+                "user": user_id,
+                "provider": provider,
+                "kind": kind_name,
+                "external_id": external_id,
+            }
+            writes.add(kind_get(kind_name).collection, DeleteOne(key))
+        counts += writes.finish()
     if processed.quarantined:
         QuarantinedItem.objects.bulk_create(
             [

@@ -27,7 +27,7 @@ from ingestion.http import ProviderHttp
 from ingestion.tokens import OAuthTokens
 from sources.providers import Stream
 from sources.providers.gmail.provider import Gmail
-from sources.providers.google_batch import BatchCall, batch_call
+from sources.providers.google_batch import MAX_BATCH_CALLS, BatchCall, batch_call
 from sources.providers.google_http import NotFound, google_check
 
 METADATA_HEADERS = ("From", "To", "Subject", "Date")
@@ -163,7 +163,7 @@ class GmailSyncClient(OAuthSyncClient):
         """Metadata of each message as received, in the order listed, through batch requests;
         one deleted since it was listed (its part answers 404) is skipped."""
         wanted = list(dict.fromkeys(m for m in ids if isinstance(m, str) and m))
-        size = getattr(settings, "GMAIL_BATCH_SIZE", 50)
+        size = min(max(1, int(getattr(settings, "GMAIL_BATCH_SIZE", 50))), MAX_BATCH_CALLS)
         params = {"format": "metadata", "metadataHeaders": list(METADATA_HEADERS)}
         messages = []
         for start in range(0, len(wanted), size):

@@ -616,3 +616,24 @@ def test_a_token_refused_again_after_the_refresh_asks_to_reconnect(
     assert run.outcome == Outcome.FAILED, run.error_message
     assert fresh(connection).status == UserDataSource.Status.REAUTH_REQUIRED
     assert stored(connection) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"), [("1", True), ("100", True), ("0", False), ("101", False)]
+)
+def test_the_batch_size_is_one_to_a_hundred(value, valid):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from sources.providers.config import settings_from_environment
+    from tests.sibling.test_settings import provider_env
+
+    def build():
+        return settings_from_environment(
+            provider_env(GMAIL_BATCH_SIZE=value), sandbox_allowed=True, providers=[Gmail]
+        )
+
+    if valid:
+        assert build()["GMAIL_BATCH_SIZE"] == int(value)
+    else:
+        with pytest.raises(ImproperlyConfigured, match="GMAIL_BATCH_SIZE is not a valid value"):
+            build()

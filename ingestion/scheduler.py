@@ -160,16 +160,9 @@ def dispatch_due_syncs(*, now: datetime | None = None, enqueue: bool = True) -> 
     """
     now = now or timezone.now()
     size = max(1, settings.SIBLING_SYNC_THREADS)
-    due = _connections().find(
-        {"status": Status.ACTIVE, "next_sync_at": {"$lte": now}, **_unleased(now)},
-        projection={"_id": 1},
-        sort=[("next_sync_at", 1)],
-        limit=settings.SIBLING_DISPATCH_BATCH,
-    )
     claimed = []
     group: list[tuple[object, str]] = []
-    for document in list(due):
-        connection_id = document["_id"]
+    for connection_id in _due_unleased(now, settings.SIBLING_DISPATCH_BATCH):
         owner = connection_claim(connection_id=connection_id, now=now)
         if owner is None:
             continue
@@ -182,6 +175,39 @@ def dispatch_due_syncs(*, now: datetime | None = None, enqueue: bool = True) -> 
     if group and enqueue:
         _enqueue_group(group, "schedule")
     return claimed
+
+
+def _due_query(now: datetime) -> dict:
+    """The connections due at ``now``: exactly the fields of the (status, next_sync_at) index.
+
+    The lease is left out on purpose: on the embedded server a second range condition beside
+    ``next_sync_at`` turns the query into a collection scan (3.6 s at 100,000 connections, 100
+    due), while this one reads the due entries of the index alone.
+    """
+    return {"status": Status.ACTIVE, "next_sync_at": {"$lte": now}}
+
+
+def _due_unleased(now: datetime, limit: int) -> list[object]:
+    """The ids of up to ``limit`` due connections nobody holds, the longest due first.
+
+    Due connections still leased are syncs under way (they stay due until they end); they are
+    passed over here, and each claim checks the lease again, atomically.
+    """
+    ids: list[object] = []
+    with _connections().find(
+        _due_query(now),
+        projection={"_id": 1, "lease_expires_at": 1},
+        sort=[("next_sync_at", 1)],
+        batch_size=limit,
+    ) as due:
+        for document in due:
+            until = document.get("lease_expires_at")
+            if until is not None and until >= now:
+                continue
+            ids.append(document["_id"])
+            if len(ids) >= limit:
+                break
+    return ids
 
 
 def connection_sync_enqueue(*, connection_id: object, trigger: str) -> bool:

@@ -316,3 +316,32 @@ def test_the_clients_batch_parts_are_calls_the_discovery_document_describes(
         assert params["format"][0] in method["parameters"]["format"]["enum"]
         assert params["metadataHeaders"] == list(METADATA_HEADERS)
         assert "Authorization" not in inner_headers  # the outer request's applies
+
+
+def test_a_part_cannot_reach_the_sandbox_controls_or_another_mailbox(connection):
+    from sources.sandbox.faults import faults_pending
+
+    email = connection.sandbox_account
+    control = json.dumps({"provider": "google", "account": email, "fault": "revoke"})
+    body = (
+        "--b\r\nContent-Type: application/http\r\nContent-ID: <control>\r\n\r\n"
+        "POST /sandbox/_faults HTTP/1.1\r\nContent-Type: application/json\r\n\r\n"
+        f"{control}\r\n"
+        "--b\r\nContent-Type: application/http\r\nContent-ID: <climb>\r\n\r\n"
+        "POST /gmail/v1/../../_faults HTTP/1.1\r\nContent-Type: application/json\r\n\r\n"
+        f"{control}\r\n"
+        "--b\r\nContent-Type: application/http\r\nContent-ID: <other>\r\n\r\n"
+        "GET /gmail/v1/users/someone.else@example.com/profile HTTP/1.1\r\n\r\n"
+        "--b--\r\n"
+    )
+    answer = requests.post(
+        batch_url(),
+        data=body.encode(),
+        headers={"Content-Type": "multipart/mixed; boundary=b", **auth(connection)},
+        timeout=30,
+    )
+    parts = batch_decode(*_content(answer))
+    assert (parts["control"].status, parts["climb"].status) == (404, 404)
+    assert parts["other"].status == 403  # Gmail's "Delegation denied"
+    assert "revoke" not in faults_pending("google", email)
+    assert single_get(connection, listed_ids(connection, 1)[0]).status_code == 200

@@ -550,14 +550,14 @@ def test_server_spans_lose_the_clients_address_and_sensitive_captured_headers():
         "client.address": "203.0.113.9",
         "net.peer.ip": "203.0.113.9",
         "http.request.header.authorization": ("Bearer abc",),
-        "http.request.header.plaid_verification": ("eyJhbGciOi",),
+        "http.request.header.x_webhook_signature": ("eyJhbGciOi",),
         "http.request.header.content_type": ("application/json",),
         "http.route": "webhooks/<str:provider>/",
     }
     clean = tracing.attributes_scrubbed(attributes, server=True)
     assert "client.address" not in clean and "net.peer.ip" not in clean
     assert clean["http.request.header.authorization"] == ("[redacted]",)
-    assert clean["http.request.header.plaid_verification"] == ("[redacted]",)
+    assert clean["http.request.header.x_webhook_signature"] == ("[redacted]",)
     assert clean["http.request.header.content_type"] == ("application/json",)
     assert clean["http.route"] == "webhooks/<str:provider>/"
 

@@ -36,7 +36,7 @@ from typing import Any
 
 ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_ENDPOINT"
 # Health checks and the metrics scrape would be most of the web process's traces.
-DEFAULT_EXCLUDED_URLS = "healthz,metrics"
+DEFAULT_EXCLUDED_URLS = "/healthz,/metrics"
 REDACTED = "[redacted]"
 EXIT_FLUSH_S = 5
 

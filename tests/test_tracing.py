@@ -524,6 +524,15 @@ def test_an_event_stored_without_tracing_is_processed_in_a_trace_of_its_own(trac
     assert process.parent is None
 
 
+def test_health_checks_and_metric_scrapes_are_not_traced(traced, client):
+    client.get("/healthz")
+    client.get("/metrics")
+    client.get("/login/")
+    assert [s.kind for s in traced.get_finished_spans() if s.kind == SpanKind.SERVER] == [
+        SpanKind.SERVER
+    ]
+
+
 # --- What leaves the process --------------------------------------------------------------------
 
 

@@ -7,7 +7,8 @@ and one mapping of answers to ``ingestion.errors``.
 Transient errors are retried in place with exponential backoff and jitter, a bounded number of
 times. A rate limit whose wait is short is waited out in place; a long one defers the whole
 connection (the worker is not held). An expired access token is refreshed once and the call made
-again. Every call is counted for the SyncRun.
+again. Every call is counted for the SyncRun, and traced when tracing is on (a ``provider.call``
+span per attempt: provider, operation, count, the budget's wait as ``budget.wait_s``).
 
 A call made while a person waits for a page (``connect_policy()``) is tried at most twice, with
 waits under a second: a web request never sleeps long on a provider.

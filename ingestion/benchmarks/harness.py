@@ -94,6 +94,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def children_cpu_s() -> float:
+    """CPU seconds used so far by this process's live descendants (the database, gunicorn and
+    its workers), read from /proc (Linux): where the CPU went that this process did not use."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the name: state, ppid, ... utime and stime are fields 14 and 15 of stat.
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        stats[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    total, pending = 0.0, list(children.get(os.getpid(), []))
+    while pending:
+        pid = pending.pop()
+        total += stats.get(pid, 0.0)
+        pending.extend(children.get(pid, []))
+    return total
+
+
 def queued_tasks_run(prefix: str) -> int:
     """Run the queued tasks whose function starts with `prefix`, oldest first and one at a time
     in this process, as one worker process of the cluster runs them (the same task code); the

@@ -25,6 +25,7 @@ from urllib.parse import quote
 from ingestion.clients import OAuthSyncClient, Page
 from ingestion.errors import PermanentError
 from ingestion.http import ProviderHttp
+from ingestion.runner import sync_pages_stored_wait
 from ingestion.schemas import kind_get
 from ingestion.tokens import OAuthTokens
 from sibling import mongo
@@ -188,7 +189,9 @@ class CalendarSyncClient(OAuthSyncClient):
 
     def _stored_keys(self, key: str) -> list[str]:
         """The external ids this connection stored for one calendar (read from the records'
-        plaintext envelope: the calendar's digest prefixes them)."""
+        plaintext envelope: the calendar's digest prefixes them). Pages this sync handed over
+        are stored first: fetched ahead, the last of them may still be on their way."""
+        sync_pages_stored_wait()
         prefix = f"{key}:"
         collection = mongo.plain_database()[kind_get(KIND).collection]
         found = collection.find(

@@ -2,23 +2,26 @@
 
 1. Starts the embedded database (throwaway) and the app with its provider sandbox under gunicorn
    (threaded workers, so the injected sleeps overlap instead of queueing), the sandbox answering
-   every request after 100 ms ± 20% (SIBLING_SANDBOX_LATENCY_MS) and enforcing its quotas.
-2. A Gmail backfill of at least 5,000 messages for one person, under a per-user quota scaled so
-   the backfill takes about a minute: the sandbox enforces `gmail.user=N` units a minute and the
-   client's budget is told the same N (GMAIL_BUDGET_USER). Its speed against the quota's is
+   every request after 100 ms ± 20% (SIBLING_SANDBOX_LATENCY_MS) and enforcing its quotas. The
+   backfill window is 7 days (SIBLING_BACKFILL_DAYS): a first sync of a week.
+2. A Gmail backfill of at least 5,000 messages for one person (a mailbox seeded with that many
+   in the window), under a per-user quota scaled down from Google's: the sandbox enforces
+   `gmail.user=N` units a minute and the client's budget is told the same N (GMAIL_BUDGET_USER,
+   default 40,000: 33 messages a second, see GMAIL_USER_UNITS). Its speed against the quota's is
    `quota_utilization`; `rate_limited_calls` counts the answers over quota (429, 403, whole
    answers or parts of a batch) that reached this process during it.
-3. A fleet of 200 connections of 200 people (Gmail, Plaid and Google Health, each a first sync
-   of the backfill window) due at once, dispatched as the scheduler does and run by the same
-   task code a worker runs, one task at a time in this one process: each task drives a group of
-   SIBLING_SYNC_THREADS syncs on threads. CPU time of this process per stored record
+3. A fleet of 200 connections of 200 people (50 Gmail, 75 Plaid, 75 Google Health, each a first
+   sync of the window) due at once, dispatched as the scheduler does and run by the same task
+   code a worker runs, one task at a time in this one process: each task drives a group of
+   SIBLING_SYNC_THREADS (here 50) syncs on threads. CPU time of this process per stored record
    (resource.getrusage: the database and the sandbox are other processes) and its peak RSS.
 4. The same 200 connections reset (cursors, records and raw pages cleared) and synced one at a
    time, one after the other, as a worker without concurrency would.
 
 The last line printed is one JSON object with the figures; the line before it (stderr) gives
-the counts they come from. This machine is shared and small (2 cores for the database, the
-sandbox and the syncs): read the ratios and the quota figures, not absolute speeds.
+the counts they come from, and the CPU the sandbox and the database used in each phase. This
+machine is shared and small (2 cores for the database, the sandbox and the syncs): read the
+ratios and the quota figures, not absolute speeds.
 """
 
 from __future__ import annotations

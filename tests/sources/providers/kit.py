@@ -146,6 +146,29 @@ def processor_killed_on_page(provider: type[Provider], monkeypatch: Any, page: i
     monkeypatch.setattr(provider, "processor", classmethod(lambda cls: dies))
 
 
+def quota_met_then_freed(connection: UserDataSource, settings: Any, quotas: str) -> Any:
+    """Sync with the sandbox enforcing ``quotas`` (``SIBLING_SANDBOX_QUOTAS``): the provider's
+    over-limit answer defers the connection, which stays active; with quotas off again the next
+    sync succeeds. Returns (the deferred run, the run that succeeded)."""
+    from django.utils import timezone
+
+    from ingestion.http import RetryPolicy
+    from ingestion.models import SyncRun
+    from ingestion.runner import connection_sync
+
+    no_wait = RetryPolicy(sleep=lambda seconds: None)
+    settings.SIBLING_SANDBOX_QUOTAS = quotas
+    deferred = connection_sync(connection.pk, policy=no_wait)
+    assert deferred.outcome == SyncRun.Outcome.DEFERRED, deferred.error_message
+    fresh = UserDataSource.objects.get(pk=connection.pk)
+    assert fresh.next_sync_at > timezone.now()
+    assert fresh.status == UserDataSource.Status.ACTIVE
+    settings.SIBLING_SANDBOX_QUOTAS = "off"
+    done = connection_sync(connection.pk, policy=no_wait)
+    assert done.outcome == SyncRun.Outcome.SUCCESS, done.error_message
+    return deferred, done
+
+
 def sandbox_fault(connection: UserDataSource, fault: str, count: int = 1) -> None:
     """Switch a sandbox fault on for the account behind a ``sandbox_connection``."""
     hooks(connection.provider).sandbox_fault(connection.sandbox_account, fault, count)

@@ -92,6 +92,16 @@ def post_batch(connection, calls, url: str | None = None, **kwargs) -> requests.
     )
 
 
+def post_raw_batch(connection, body: str, boundary: str = "b") -> requests.Response:
+    """A multipart body written out by hand (what a client library would never send)."""
+    return requests.post(
+        batch_url(),
+        data=body.encode(),
+        headers={"Content-Type": f"multipart/mixed; boundary={boundary}", **auth(connection)},
+        timeout=30,
+    )
+
+
 def get_call(key: str, message_id: str, **params) -> BatchCall:
     return BatchCall(
         key=key,
@@ -168,12 +178,7 @@ def test_the_guide_form_of_the_path_reaches_the_same_view(connection):
         f"GET /gmail/v1/users/me/messages/{message_id}?format=minimal\r\n\r\n"
         "--batch_foo--\r\n"
     )
-    answer = requests.post(
-        batch_url(),
-        data=body.encode(),
-        headers={"Content-Type": "multipart/mixed; boundary=batch_foo", **auth(connection)},
-        timeout=30,
-    )
+    answer = post_raw_batch(connection, body, "batch_foo")
     part = batch_decode(answer.headers["Content-Type"], answer.content)["item1"]
     assert part.status == 200 and json.loads(part.body)["id"] == message_id
 
@@ -222,12 +227,7 @@ def test_the_outer_authorization_applies_unless_a_part_sets_its_own(connection):
         "Authorization: Bearer not-a-token\r\n\r\n"
         "--b--\r\n"
     )
-    answer = requests.post(
-        batch_url(),
-        data=body.encode(),
-        headers={"Content-Type": "multipart/mixed; boundary=b", **auth(connection)},
-        timeout=30,
-    )
+    answer = post_raw_batch(connection, body)
     parts = batch_decode(*_content(answer))
     assert parts["outer"].status == 200
     assert parts["own"].status == 401
@@ -260,12 +260,7 @@ def test_a_batch_that_is_not_one_is_refused_and_parts_stay_in_their_api(connecti
         "--b\r\nContent-Type: application/http\r\nContent-ID: <other>\r\n\r\n"
         "GET /calendar/v3/users/me/calendarList\r\n\r\n--b--\r\n"
     )
-    answer = requests.post(
-        batch_url(),
-        data=body.encode(),
-        headers={"Content-Type": "multipart/mixed; boundary=b", **auth(connection)},
-        timeout=30,
-    )
+    answer = post_raw_batch(connection, body)
     assert batch_decode(*_content(answer))["other"].status == 404
 
 
@@ -334,12 +329,7 @@ def test_a_part_cannot_reach_the_sandbox_controls_or_another_mailbox(connection)
         "GET /gmail/v1/users/someone.else@example.com/profile HTTP/1.1\r\n\r\n"
         "--b--\r\n"
     )
-    answer = requests.post(
-        batch_url(),
-        data=body.encode(),
-        headers={"Content-Type": "multipart/mixed; boundary=b", **auth(connection)},
-        timeout=30,
-    )
+    answer = post_raw_batch(connection, body)
     parts = batch_decode(*_content(answer))
     assert (parts["control"].status, parts["climb"].status) == (404, 404)
     assert parts["other"].status == 403  # Gmail's "Delegation denied"

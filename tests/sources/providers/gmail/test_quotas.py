@@ -9,11 +9,8 @@ import json
 
 import pytest
 import requests
-from django.utils import timezone
 
-from ingestion.http import RetryPolicy
 from ingestion.models import SyncRun
-from ingestion.runner import connection_sync
 from sibling.mongo import plain_database
 from sources.models import UserDataSource
 from sources.providers.gmail import sandbox as imitation
@@ -22,6 +19,7 @@ from sources.providers.gmail.provider import Gmail
 from sources.providers.google_batch import BatchCall, batch_decode, batch_encode
 from sources.sandbox.quotas import quota_used
 from tests.sources.providers.contracts import google_error_errors
+from tests.sources.providers.kit import quota_met_then_freed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -140,18 +138,8 @@ def test_each_part_of_a_batch_is_charged_as_its_method(connection, settings):
 def test_a_sync_that_meets_the_quota_defers_and_then_completes(connection, settings):
     """The real client over HTTP: the quota's 403 defers the connection (no data lost, the
     page is read again); with the quota free again the sync stores everything."""
-    settings.SIBLING_SANDBOX_QUOTAS = "gmail.user=100"
-    no_wait = RetryPolicy(sleep=lambda seconds: None)
-    run = connection_sync(connection.pk, policy=no_wait)
-    assert run.outcome == SyncRun.Outcome.DEFERRED, run.error_message
-    assert "rate limit" in run.error_message
-    fresh = UserDataSource.objects.get(pk=connection.pk)
-    assert fresh.next_sync_at > timezone.now()
-    assert fresh.status == UserDataSource.Status.ACTIVE
-
-    settings.SIBLING_SANDBOX_QUOTAS = "off"
-    run = connection_sync(connection.pk, policy=no_wait)
-    assert run.outcome == SyncRun.Outcome.SUCCESS, run.error_message
+    deferred, run = quota_met_then_freed(connection, settings, "gmail.user=100")
+    assert "rate limit" in deferred.error_message
     stored = plain_database()["external_data"].count_documents(
         {"user": connection.user_id, "provider": "gmail"}
     )

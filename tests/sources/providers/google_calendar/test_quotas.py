@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import pytest
 import requests
-from django.utils import timezone
 
 from ingestion.http import RetryPolicy
-from ingestion.models import SyncRun
-from ingestion.runner import connection_sync
 from sources.models import UserDataSource
 from sources.providers.google_calendar.provider import GoogleCalendar
 from tests.sources.providers.contracts import google_error_errors
+from tests.sources.providers.kit import quota_met_then_freed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NO_WAIT = RetryPolicy(sleep=lambda seconds: None)
@@ -44,12 +42,4 @@ def test_over_the_quota_calendar_answers_as_google(connection, settings, quota, 
 
 
 def test_a_sync_that_meets_the_quota_defers_and_then_completes(connection, settings):
-    settings.SIBLING_SANDBOX_QUOTAS = "google_calendar.user=1"
-    run = connection_sync(connection.pk, policy=NO_WAIT)
-    assert run.outcome == SyncRun.Outcome.DEFERRED, run.error_message
-    fresh = UserDataSource.objects.get(pk=connection.pk)
-    assert fresh.next_sync_at > timezone.now()
-    assert fresh.status == UserDataSource.Status.ACTIVE
-    settings.SIBLING_SANDBOX_QUOTAS = "off"
-    run = connection_sync(connection.pk, policy=NO_WAIT)
-    assert run.outcome == SyncRun.Outcome.SUCCESS, run.error_message
+    quota_met_then_freed(connection, settings, "google_calendar.user=1")

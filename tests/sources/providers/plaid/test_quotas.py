@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import requests
-from django.utils import timezone
 from plaid.model.plaid_error import PlaidError
 
 from ingestion.http import RetryPolicy
@@ -16,7 +15,7 @@ from ingestion.runner import connection_sync
 from sources.models import UserDataSource
 from sources.providers.plaid.provider import Plaid
 from tests.sources.providers.contracts import openapi_model_errors
-from tests.sources.providers.kit import sandbox_connection
+from tests.sources.providers.kit import quota_met_then_freed, sandbox_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NO_WAIT = RetryPolicy(sleep=lambda seconds: None)
@@ -65,11 +64,4 @@ def test_a_sync_that_meets_the_limit_defers_and_then_completes(connection, setti
     settings.SIBLING_SANDBOX_QUOTAS = "plaid.transactions_sync=1"
     first = connection_sync(connection.pk, policy=NO_WAIT)  # one page: one call
     assert first.outcome == SyncRun.Outcome.SUCCESS, first.error_message
-    run = connection_sync(connection.pk, policy=NO_WAIT)
-    assert run.outcome == SyncRun.Outcome.DEFERRED, run.error_message
-    fresh = UserDataSource.objects.get(pk=connection.pk)
-    assert fresh.next_sync_at > timezone.now()
-    assert fresh.status == UserDataSource.Status.ACTIVE
-    settings.SIBLING_SANDBOX_QUOTAS = "off"
-    run = connection_sync(connection.pk, policy=NO_WAIT)
-    assert run.outcome == SyncRun.Outcome.SUCCESS, run.error_message
+    quota_met_then_freed(connection, settings, "plaid.transactions_sync=1")

@@ -35,7 +35,6 @@ from ingestion.webhooks import TRACE_KEY, webhook_events_drain
 from sibling import tracing
 from sibling.mongo import plain_database
 from sources.models import UserDataSource
-from tests.factories import UserFactory
 from tests.helpers import MANAGE, kill_group, project_env, start_process
 from tests.sources.providers.kit import sandbox_connection
 
@@ -55,18 +54,6 @@ def traced(monkeypatch) -> Iterator[InMemorySpanExporter]:
     assert tracing.tracing_setup(processor_factory=lambda: SimpleSpanProcessor(exporter))
     yield exporter
     tracing.tracing_teardown()
-
-
-@pytest.fixture
-def sandbox(live_server, settings):
-    settings.SIBLING_SANDBOX_BASE_URL = f"{live_server.url}/sandbox"
-    settings.SIBLING_BACKFILL_DAYS = 14
-    return live_server
-
-
-@pytest.fixture
-def person(db):
-    return UserFactory()
 
 
 def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:

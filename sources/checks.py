@@ -40,6 +40,8 @@ E_URLS = "sibling.E018"  # urls and sandbox_paths name different endpoints
 E_SANDBOX = "sibling.E019"  # no sandbox module while the sandbox is allowed
 E_DUPLICATE_KIND = "sibling.E020"  # two providers declare one kind name differently
 E_LINK_URLS = "sibling.E021"  # a hosted link's script or called endpoints not declared
+E_BUDGET = "sibling.E022"  # a budget that cannot be charged as declared
+BUDGET_SCOPES = ("account", "app")
 
 # What every OAuth2 backend calls: the consent redirect and the code exchange.
 OAUTH2_URLS = ("authorize", "token")
@@ -155,6 +157,25 @@ def declaration_errors(
     for work in provider.periodic:
         if not _imports(work.func):
             error(f"periodic {work.name!r}: {work.func!r} does not import.", E_PERIODIC)
+
+    seen: set[str] = set()
+    for budget in provider.budgets:
+        # Its name makes the <ID>_BUDGET_<NAME> setting and its buckets' keys.
+        if not budget.name.isidentifier() or budget.name in seen:
+            error(f"budget {budget.name!r} needs a unique identifier as its name.", E_BUDGET)
+        seen.add(budget.name)
+        if budget.per not in BUDGET_SCOPES:
+            error(
+                f"budget {budget.name!r} is per {budget.per!r}.",
+                E_BUDGET,
+                hint=f"One of {', '.join(BUDGET_SCOPES)}.",
+            )
+        costs = (budget.default_cost, *budget.costs.values())
+        if budget.limit <= 0 or budget.window_s <= 0 or min(costs) < 0:
+            error(
+                f"budget {budget.name!r} needs a positive limit and window and no negative cost.",
+                E_BUDGET,
+            )
 
     if set(provider.urls) != set(provider.sandbox_paths):
         differ = sorted(set(provider.urls) ^ set(provider.sandbox_paths))

@@ -16,6 +16,7 @@ from sources import checks
 from sources.checks import declaration_errors, kind_conflicts, provider_declarations_check
 from sources.providers.base import (
     ApiKeyProvider,
+    Budget,
     HostedLinkProvider,
     OAuth2Provider,
     Periodic,
@@ -124,6 +125,26 @@ def test_an_oauth2_provider_without_its_authorize_or_token_endpoint():
     errors = declaration_errors(NoEndpoints, sandbox_allowed=False)
     assert [e.id for e in errors] == [checks.E_BACKEND]
     assert "no authorize endpoint" in errors[0].msg
+
+
+@pytest.mark.parametrize(
+    ("budgets", "says"),
+    [
+        ((Budget("user", 10, 60, per="person"),), "is per 'person'"),
+        ((Budget("user", 0, 60),), "positive limit"),
+        ((Budget("user", 10, 0),), "positive limit"),
+        ((Budget("user", 10, 60, costs={"list": -1}),), "no negative cost"),
+        ((Budget("user", 10, 60), Budget("user", 20, 60)), "unique identifier"),
+        ((Budget("per user", 10, 60),), "unique identifier"),
+    ],
+)
+def test_a_budget_that_cannot_be_charged_as_declared(budgets, says):
+    errors = declaration_errors(
+        type("Budgeted", (Complete,), {"budgets": budgets}), sandbox_allowed=False
+    )
+    assert [e.id for e in errors] == [checks.E_BUDGET]
+    assert says in errors[0].msg
+    assert ids(type("Budgeted", (Complete,), {"budgets": (Budget("user", 10, 60),)})) == []
 
 
 def test_a_hosted_link_without_its_script_or_a_called_endpoint():

@@ -544,9 +544,9 @@ def test_secrets_in_attribute_values_are_redacted(value, secret):
 def test_token_shaped_values_are_redacted():
     # Made at run time, so no token-shaped value sits in the tree.
     google = "ya29." + "a0" + secrets.token_urlsafe(24)
-    plaid = "access-sandbox-" + str(uuid.uuid4())
+    sandbox_key = "access-sandbox-" + str(uuid.uuid4())
     assert google[5:] not in tracing.value_scrubbed(f"Authorization: Bearer {google}")
-    assert plaid[15:] not in tracing.value_scrubbed(plaid)
+    assert sandbox_key[15:] not in tracing.value_scrubbed(sandbox_key)
 
 
 def test_server_spans_lose_the_clients_address_and_sensitive_captured_headers():

@@ -57,6 +57,17 @@ def user_used(connection) -> int:
     return quota_used("gmail", user, connection.sandbox_account)
 
 
+def batch_post(connection, calls: list[BatchCall]) -> requests.Response:
+    """The calls in one batch request to Gmail's batch endpoint."""
+    content_type, body = batch_encode(calls)
+    return requests.post(
+        f"{Gmail.url('api').removesuffix('gmail/v1')}batch/gmail/v1",
+        data=body,
+        headers={"Content-Type": content_type, **auth(connection)},
+        timeout=30,
+    )
+
+
 def test_the_per_user_quota_is_refused_as_gmail_does_and_not_charged(connection, settings):
     settings.SIBLING_SANDBOX_QUOTAS = "gmail.user=45"
     ids = ids_of(listed(connection))  # 5 units
@@ -119,13 +130,7 @@ def test_each_part_of_a_batch_is_charged_as_its_method(connection, settings):
         )
         for n, message_id in enumerate(ids[:3])
     ]
-    content_type, body = batch_encode(calls)
-    answer = requests.post(
-        f"{Gmail.url('api').removesuffix('gmail/v1')}batch/gmail/v1",
-        data=body,
-        headers={"Content-Type": content_type, **auth(connection)},
-        timeout=30,
-    )
+    answer = batch_post(connection, calls)
     assert answer.status_code == 200  # the batch itself is not a call
     parts = batch_decode(answer.headers["Content-Type"], answer.content)
     statuses = sorted(part.status for part in parts.values())
@@ -173,13 +178,7 @@ def test_a_batch_is_one_round_trip_of_injected_latency(connection, settings, mon
         )
         for n, message_id in enumerate(ids[:3])
     ]
-    content_type, body = batch_encode(calls)
-    answer = requests.post(
-        f"{Gmail.url('api').removesuffix('gmail/v1')}batch/gmail/v1",
-        data=body,
-        headers={"Content-Type": content_type, **auth(connection)},
-        timeout=30,
-    )
+    answer = batch_post(connection, calls)
     assert answer.status_code == 200
     parts = batch_decode(answer.headers["Content-Type"], answer.content)
     assert sorted(part.status for part in parts.values()) == [200, 200, 200]

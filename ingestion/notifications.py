@@ -12,6 +12,7 @@ from django.utils import timezone
 from ingestion.models import SyncRun, WebhookEvent
 from ingestion.scheduler import connection_sync_enqueue, window_queue, windows_fetch_enqueue
 from sources.models import UserDataSource
+from sources.signals import REAUTH_REQUIRED, connection_changed_send
 
 logger = logging.getLogger(__name__)
 Status = UserDataSource.Status
@@ -104,15 +105,30 @@ def connection_window_fetch(
 
 
 def connection_reauth_required(connection: UserDataSource) -> None:
-    UserDataSource.objects.filter(pk=connection.pk).exclude(status=Status.DISCONNECTED).update(
-        status=Status.REAUTH_REQUIRED,
-        last_error=connection.provider_class.reauth_message,
-        next_sync_at=None,
+    changed = (
+        UserDataSource.objects.filter(pk=connection.pk)
+        .exclude(status__in=[Status.DISCONNECTED, Status.REAUTH_REQUIRED])
+        .update(
+            status=Status.REAUTH_REQUIRED,
+            last_error=connection.provider_class.reauth_message,
+            next_sync_at=None,
+        )
     )
+    if changed:
+        connection.status = Status.REAUTH_REQUIRED
+        connection_changed_send(connection, REAUTH_REQUIRED)
 
 
-def connection_notice(connection: UserDataSource, text: str) -> None:
-    UserDataSource.objects.filter(pk=connection.pk).update(notice=text[:300])
+def connection_notice(connection: UserDataSource, text: str, *, change: str = "") -> None:
+    """Show the person something to act on soon. With ``change`` (``sources.signals.EXPIRING``,
+    say), the notice is also an incident that connection_changed's receivers hear of, once per
+    new text."""
+    text = text[:300]
+    rows = UserDataSource.objects.filter(pk=connection.pk).exclude(notice=text)
+    changed = rows.update(notice=text)
+    connection.notice = text
+    if change and changed:
+        connection_changed_send(connection, change)
 
 
 def connection_for_account(

@@ -46,6 +46,7 @@ from ingestion.storage import StoreCounts, page_store, raw_page_store
 from sibling.logs import log_context
 from sibling.tracing import span
 from sources.models import UserDataSource
+from sources.signals import REAUTH_REQUIRED, STOPPED, connection_changed_send
 
 if TYPE_CHECKING:
     from ingestion.clients import Page
@@ -477,9 +478,19 @@ def _run(
     except ReauthRequired as err:
         run.outcome = Outcome.FAILED
         _failed(run, err)
-        UserDataSource.objects.filter(pk=connection.pk).update(
-            status=Status.REAUTH_REQUIRED, last_error=provider.reauth_message, next_sync_at=None
+        changed = (
+            UserDataSource.objects.filter(pk=connection.pk)
+            .exclude(status=Status.REAUTH_REQUIRED)
+            .update(
+                status=Status.REAUTH_REQUIRED,
+                last_error=provider.reauth_message,
+                next_sync_at=None,
+            )
         )
+        # Only a change of status is an incident: a second refusal says nothing new.
+        if changed:
+            connection.status = Status.REAUTH_REQUIRED
+            connection_changed_send(connection, REAUTH_REQUIRED)
     except Deferred as err:
         run.outcome = Outcome.DEFERRED
         run.error_class, run.error_message = type(err).__name__, str(err)[:500]
@@ -576,3 +587,6 @@ def _failure_record(connection: UserDataSource, err: Exception) -> None:
     else:
         changes["next_sync_at"] = timezone.now() + _failure_delay(failures)
     UserDataSource.objects.filter(pk=connection.pk).update(**changes)
+    if changes.get("status") == Status.ERROR and connection.status != Status.ERROR:
+        connection.status = Status.ERROR
+        connection_changed_send(connection, STOPPED)

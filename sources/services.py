@@ -14,7 +14,14 @@ from social_django.models import UserSocialAuth
 from sources.models import UserDataSource
 from sources.providers import OAuth2Provider, Provider
 from sources.revocations import grant_revoke
-from sources.signals import connection_data_erase, connection_disconnecting, connection_due
+from sources.signals import (
+    CREATED,
+    DISCONNECTED,
+    connection_changed_send,
+    connection_data_erase,
+    connection_disconnecting,
+    connection_due,
+)
 
 logger = logging.getLogger(__name__)
 Status = UserDataSource.Status
@@ -112,6 +119,7 @@ def connection_upsert(
         # queued windows as read above, over what a running sync stored since.
         connection.save(update_fields=fields)
     logger.info("connection %s (%s) connected", connection.pk, provider.id)
+    connection_changed_send(connection, CREATED)
     connection_due.send(sender=UserDataSource, connection=connection, trigger="backfill")
     return connection
 
@@ -213,8 +221,12 @@ def connection_disconnect(
     if delete_data:
         result.records_deleted = connection_data_delete(connection=connection)
         result.data_deleted = True
+        connection_id = connection.pk
         connection.delete()
+        connection.pk = connection_id  # for the receivers, which may name it
+        connection.status = Status.DISCONNECTED
         logger.info("connection of %s disconnected and its data deleted", provider.id)
+        connection_changed_send(connection, DISCONNECTED)
         return result
     connection.credentials = None
     connection.status = Status.DISCONNECTED
@@ -224,4 +236,5 @@ def connection_disconnect(
         update_fields=["credentials", "status", "disconnected_at", "next_sync_at", "updated_at"]
     )
     logger.info("connection %s (%s) disconnected, data kept", connection.pk, provider.id)
+    connection_changed_send(connection, DISCONNECTED)
     return result

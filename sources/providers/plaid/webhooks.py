@@ -35,6 +35,7 @@ from sources.models import UserDataSource
 from sources.providers.plaid.errors import REAUTH_ERROR_CODES
 from sources.providers.plaid.provider import Plaid
 from sources.services import connection_disconnect
+from sources.signals import EXPIRING
 
 Status = UserDataSource.Status
 MAX_AGE_S = 5 * 60
@@ -257,6 +258,7 @@ def _expiry_notice(event: WebhookEvent, connection: UserDataSource) -> None:
     connection_notice(
         connection,
         "Your bank will soon stop sharing data with Sibling. Reconnect to keep it current.",
+        change=EXPIRING,
     )
 
 

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "sources.apps.SourcesConfig",
     "sources.sandbox.apps.SandboxConfig",
     "ingestion.apps.IngestionConfig",
+    "alerts.apps.AlertsConfig",
 ]
 
 # Contrib and third-party apps get migrations generated for ObjectIdAutoField.
@@ -289,6 +290,36 @@ SPECTACULAR_SETTINGS = {
     # The published schema describes the events API only, not admin or internal views.
     "PREPROCESSING_HOOKS": ["ingestion.api.schema_endpoints_filter"],
 }
+
+# --- Email (alerts: one email per incident a connection has) -----------------------------------
+# SMTP from EMAIL_URL (django-environ: smtp+tls://user:password@host:587 for STARTTLS,
+# smtp+ssl://user:password@host:465 for TLS from the start; URL-encode @ and : in the user and
+# password), or from EMAIL_HOST, EMAIL_PORT (587), EMAIL_HOST_USER, EMAIL_HOST_PASSWORD,
+# EMAIL_USE_TLS (on unless EMAIL_USE_SSL). With DEBUG on and neither set, emails are printed by
+# the console backend instead of sent. EMAIL_BACKEND, set, overrides the backend.
+_email_url = env.str("EMAIL_URL", default="")
+if _email_url:
+    globals().update(
+        {k: v for k, v in env.email_url_config(_email_url).items() if v not in (None, "")}
+    )
+else:
+    EMAIL_HOST = env.str("EMAIL_HOST", default="")
+    EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+    EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+    EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+    EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+    EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=not EMAIL_USE_SSL)
+    EMAIL_BACKEND = (
+        "django.core.mail.backends.console.EmailBackend"
+        if DEBUG and not EMAIL_HOST
+        else "django.core.mail.backends.smtp.EmailBackend"
+    )
+    EMAIL_HOST = EMAIL_HOST or "localhost"
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default=globals()["EMAIL_BACKEND"])
+# Seconds an SMTP exchange may take (Django's default waits forever).
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Sibling <no-reply@localhost>")
+SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
 
 # --- Accounts and connect flows --------------------------------------------------------------
 LOGIN_URL = "login"

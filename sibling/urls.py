@@ -34,6 +34,7 @@ urlpatterns = [
     path("", include("sources.urls")),
     path("connect/", include("sources.social_urls", namespace="social")),
     path("", include("ingestion.urls")),
+    path("", include("alerts.urls")),
     path("admin/sync-health/", ingestion_admin.dashboard, name="sync_dashboard"),
     path("admin/privacy/", ingestion_admin.privacy_search, name="privacy_search"),
     path("admin/privacy/<str:user_id>/", ingestion_admin.person_privacy, name="person_privacy"),

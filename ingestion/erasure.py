@@ -44,6 +44,7 @@ from ingestion.models import (
 )
 from ingestion.schemas import CATEGORY_COLLECTIONS
 from ingestion.storage import records_collection
+from outbound.emit import person_erased_emit
 from sibling import mongo
 from sibling.encryption import (
     client_encryption,
@@ -52,6 +53,7 @@ from sibling.encryption import (
     data_key_id,
     key_vault_collection,
 )
+from sibling.models import Person
 from sources.models import UserDataSource
 from sources.revocations import person_revocations_settle
 from sources.services import connection_disconnect
@@ -114,6 +116,9 @@ def person_erase(*, user: AbstractBaseUser) -> ErasureReport:
     for _label, model in traces:
         model.objects.filter(user_id=user_id).delete()
     report.key_destroyed = _data_key_destroy(user_id)
+    # Read before the account (and the Person row with it) goes; None if no event ever named
+    # the person, in which case no subscriber knows them.
+    public_id = Person.objects.filter(user_id=user_id).values_list("public_id", flat=True).first()
     user.delete()
     # Whatever a sync that passed the fence before it was set wrote meanwhile. After the
     # account's own deletion, so that what the sweep finds (and reports) is only that.
@@ -125,6 +130,8 @@ def person_erase(*, user: AbstractBaseUser) -> ErasureReport:
     fence.key_destroyed = report.key_destroyed
     fence.completed = True
     fence.save()
+    if public_id is not None:
+        person_erased_emit(public_id=public_id)
     logger.info("a person was erased: %s", dict(report.counts))
     return report
 

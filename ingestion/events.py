@@ -37,6 +37,7 @@ from ingestion.schemas import (
 )
 from ingestion.storage import page_store
 from ingestion.webhooks import IncomingEvent, webhook_event_store
+from outbound.emit import records_changed_emit
 
 SOURCE = "events"  # the WebhookEvent provider, named in ingestion.webhooks.HANDLERS
 PROVIDER = "sibling_app"  # the records' provider
@@ -265,13 +266,15 @@ def event_handle(event: WebhookEvent) -> None:
             page.quarantined.append(
                 Quarantined(reason=str(err)[:MAX_REASON_LENGTH], item=item, kind=_kind_label(item))
             )
-    page_store(
+    counts = page_store(
         connection=None,
         user_id=event.user_id,
         provider=PROVIDER,
         stream=STREAM,
         processed=page,
     )
+    # What the batch changed, stored for subscribers (at most one insert; never raises).
+    records_changed_emit(user_id=event.user_id, provider=PROVIDER, counts=counts)
     # The records are the durable copy: the batch itself is not kept. The event stays (without
     # its payload) until it expires, so a redelivery is still recognised meanwhile; a batch
     # resent after that is processed again, which writes nothing new (records are keyed by the

@@ -43,6 +43,7 @@ from ingestion.scheduler import (
     windows_pending,
 )
 from ingestion.storage import StoreCounts, page_store, raw_page_store
+from outbound.emit import records_changed_emit
 from sibling.logs import log_context
 from sibling.tracing import span
 from sources.models import UserDataSource
@@ -426,6 +427,7 @@ def _run(
     scheduled_at = connection.next_sync_at
     logger.info("sync started (%s)", "windows" if windows is not None else trigger)
     fetcher: Iterator[_Fetched] | None = None
+    erased = False
     try:
         fetcher = _fetcher_start(_fetched(_plan(connection, client, windows)), connection)
         for stream, page, window in fetcher:
@@ -466,6 +468,7 @@ def _run(
         _succeeded(connection, counts, reschedule=windows is None, scheduled_at=scheduled_at)
     except PersonErased as err:
         # The person's erasure has begun: stop quietly, and schedule nothing more for them.
+        erased = True
         run.outcome = Outcome.FAILED
         _failed(run, err)
         UserDataSource.objects.filter(pk=connection.pk).update(next_sync_at=None)
@@ -517,6 +520,15 @@ def _run(
         SyncRun.objects.filter(pk=run.pk).update(
             **{name: getattr(run, name) for name in RUN_RESULT_FIELDS}
         )
+        if not erased:
+            # What the run changed, stored for subscribers (at most one insert; never raises).
+            records_changed_emit(
+                user_id=connection.user_id,
+                provider=connection.provider,
+                counts=counts,
+                run_id=run.pk,
+                connection_id=connection.pk,
+            )
         logger.info(
             "sync ended: %s, %d fetched, %d created, %d updated, %d deleted, %d quarantined, "
             "%d API calls",

@@ -26,8 +26,8 @@ from __future__ import annotations
 import contextvars
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import Binary
@@ -51,13 +51,30 @@ class StoreCounts:
     updated: int = 0
     deleted: int = 0
     quarantined: int = 0
+    # What the writes concerned (for the records.changed notification): the kinds written or
+    # deleted, and the earliest and latest occurred_at of the records written.
+    kinds: set[str] = field(default_factory=set)
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
 
     def __iadd__(self, other: StoreCounts) -> StoreCounts:
         self.created += other.created
         self.updated += other.updated
         self.deleted += other.deleted
         self.quarantined += other.quarantined
+        self.kinds |= other.kinds
+        self.occurred_span(other.occurred_from)
+        self.occurred_span(other.occurred_to)
         return self
+
+    def occurred_span(self, moment: datetime | None) -> None:
+        """Widen the occurred_at range to include moment."""
+        if moment is None:
+            return
+        if self.occurred_from is None or moment < self.occurred_from:
+            self.occurred_from = moment
+        if self.occurred_to is None or moment > self.occurred_to:
+            self.occurred_to = moment
 
 
 def records_collection(name: str) -> Collection:
@@ -231,6 +248,8 @@ def page_store(
                 "$unset": {"data": ""},
             }
             writes.add(kind.collection, UpdateOne(key, update, upsert=True))
+            counts.kinds.add(record.kind)
+            counts.occurred_span(record.occurred_at)
         for kind_name, external_id in processed.removed:
             key = {
                 "user": user_id,
@@ -239,6 +258,7 @@ def page_store(
                 "external_id": external_id,
             }
             writes.add(kind_get(kind_name).collection, DeleteOne(key))
+            counts.kinds.add(kind_name)
         counts += writes.finish()
     if processed.quarantined:
         QuarantinedItem.objects.bulk_create(

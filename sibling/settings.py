@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "sources.apps.SourcesConfig",
     "sources.sandbox.apps.SandboxConfig",
     "ingestion.apps.IngestionConfig",
+    "outbound.apps.OutboundConfig",
     "alerts.apps.AlertsConfig",
 ]
 
@@ -204,6 +205,22 @@ SIBLING_PROVIDER_TIMEOUT_S = (
 SIBLING_BUDGETS = env.bool("SIBLING_BUDGETS", default=True)
 SIBLING_BUDGET_BURST = env.float("SIBLING_BUDGET_BURST", default=0.05)
 SIBLING_BUDGET_MAX_WAIT_S = env.float("SIBLING_BUDGET_MAX_WAIT_S", default=15.0)
+
+# --- Change notifications (outbound) ---------------------------------------------------------
+# Subscribers' endpoints may be http, and private or loopback addresses (the sandbox's receiver,
+# a local test server), only with this on; it is on in development only.
+SIBLING_SUBSCRIBER_ALLOW_HTTP = env.bool("SIBLING_SUBSCRIBER_ALLOW_HTTP", default=DEBUG)
+# A delivery is retried with backoff for this long after its event, then it is "exhausted".
+SIBLING_OUTBOUND_MAX_AGE_S = env.int("SIBLING_OUTBOUND_MAX_AGE_S", default=3 * 24 * 3600)
+# A subscriber whose every delivery has failed for this long is paused, with the reason.
+SIBLING_OUTBOUND_PAUSE_AFTER_S = env.int("SIBLING_OUTBOUND_PAUSE_AFTER_S", default=24 * 3600)
+# Delivered notifications are kept this long (admin), then deleted.
+SIBLING_OUTBOUND_RETENTION_DAYS = env.int("SIBLING_OUTBOUND_RETENTION_DAYS", default=7)
+# (connect, read) seconds for a delivery to a subscriber's endpoint.
+SIBLING_OUTBOUND_TIMEOUT_S = (
+    env.float("SIBLING_OUTBOUND_CONNECT_TIMEOUT_S", default=5.0),
+    env.float("SIBLING_OUTBOUND_READ_TIMEOUT_S", default=10.0),
+)
 
 # --- Providers ---------------------------------------------------------------------------------
 # Each provider's endpoint URLs default to the real provider's; `<PROVIDER>_<NAME>_URL` overrides

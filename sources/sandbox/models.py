@@ -162,3 +162,28 @@ class QuotaSlot(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class ReceivedNotification(models.Model):
+    """One POST to the sandbox's change-notification receiver (sources.sandbox.receiver), as a
+    subscriber of Sibling's events would see it: kept whether or not it verified."""
+
+    endpoint = models.CharField(max_length=100)
+    webhook_id = models.CharField(max_length=200, blank=True, default="")
+    event_type = models.CharField(max_length=60, blank=True, default="")
+    # Verified with the endpoint's secret by the standardwebhooks library.
+    verified = models.BooleanField(default=False)
+    # A verified delivery whose webhook-id was received (and verified) before: no second effect.
+    duplicate = models.BooleanField(default=False)
+    answered = models.PositiveIntegerField()
+    error = models.CharField(max_length=200, blank=True, default="")
+    body = models.JSONField(null=True, blank=True, default=None)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["endpoint", "webhook_id"], name="sandbox_received_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint}: {self.webhook_id or '?'} ({self.answered})"

@@ -12,7 +12,7 @@ request). Google's OAuth routes wait the Google family's round trip; the control
 
 from django.urls import URLPattern, path
 
-from . import faults, google, registry, webhooks
+from . import faults, google, receiver, registry, webhooks
 from .latency import latency_check, latency_view
 from .quotas import quota_view, quotas_check
 
@@ -49,6 +49,9 @@ urlpatterns = [
     # Test and development control
     path("_faults", faults.faults_api, name="faults"),
     path("_webhooks", webhooks.webhooks_api, name="webhooks"),
+    # A subscriber of Sibling's change notifications (sources.sandbox.receiver)
+    path("_receiver", receiver.control, name="receiver-control"),
+    path("_receiver/<str:endpoint>/", receiver.receive, name="receiver"),
 ]
 
 _modules = registry.sandbox_modules()

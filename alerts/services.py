@@ -22,7 +22,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError
 from django.db.models import F
 from django.template.loader import render_to_string
-from django.urls import NoReverseMatch, reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
 
 from alerts.models import Incident, incident_open_key
@@ -42,6 +42,7 @@ EMAIL_CLAIM_S = 300
 EMAIL_MAX_ATTEMPTS = 5
 EMAIL_RETRY_BASE_S = 300
 STOP_SALT = "alerts.emails-stop"
+SETTINGS_PATH = "/settings/"
 
 
 @dataclass(frozen=True)
@@ -303,10 +304,13 @@ def public_url(path: str) -> str:
 
 
 def settings_url() -> str:
+    """The person's settings page (where alert emails are switched on and off), when the site
+    has one at /settings/; "" otherwise."""
     try:
-        return public_url(reverse("settings"))
-    except NoReverseMatch:
+        resolve(SETTINGS_PATH)
+    except Resolver404:
         return ""
+    return public_url(SETTINGS_PATH)
 
 
 # --- Stopping the emails --------------------------------------------------------------------

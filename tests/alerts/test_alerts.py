@@ -317,3 +317,12 @@ def test_the_email_holds_no_token_label_account_id_or_record_value(oauth_connect
     for secret in [*secrets, *values]:
         assert secret not in text
     assert str(person.pk) not in text and person.username not in text
+
+
+def test_erasing_the_person_leaves_no_alert_of_theirs(key_connection, person):
+    from ingestion.erasure import person_erase
+
+    connection_notice(fresh(key_connection), EXPIRY_TEXT, change=EXPIRING)
+    assert Incident.objects.filter(user=person).exists()
+    person_erase(user=person)
+    assert not Incident.objects.filter(user_id=person.pk).exists()

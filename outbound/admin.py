@@ -32,6 +32,9 @@ def _permitted(request: HttpRequest, opts: Any, action: str) -> bool:
 
 
 class SubscriberForm(forms.ModelForm):
+    url = forms.URLField(
+        max_length=2000, assume_scheme="https", help_text="Where events are POSTed (https)."
+    )
     event_types = forms.MultipleChoiceField(
         choices=[(name, name) for name in EVENT_TYPES],
         widget=forms.CheckboxSelectMultiple,

@@ -31,7 +31,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from outbound import registry
-from outbound.http import PRIVATE_REFUSED, session_new
+from outbound.http import PRIVATE_REFUSED, allow_private, session_new
 from outbound.models import Delivery, Subscriber
 from outbound.signing import event_body, headers_sign, timestamp_text
 
@@ -45,6 +45,7 @@ BACKOFF_S = (5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600)
 PARKED_UNTIL = datetime(3000, 1, 1, tzinfo=UTC)
 OPEN = (State.PENDING, State.FAILED, State.SENDING)
 STATUS_LINE_MAX = 200
+HTTP_REFUSED_LINE = "refused: http (only https outside development)"
 
 
 def claim_seconds() -> float:
@@ -135,8 +136,9 @@ def _group_send(
         if not claimed:
             return attempts
         attempts += 1
-        if not _attempt(head, subscriber, session):
-            return attempts
+        # Settled, the next one goes now; failed, the next round of the loop parks the
+        # person's later deliveries behind it.
+        _attempt(head, subscriber, session)
     return attempts
 
 
@@ -208,6 +210,8 @@ def _http_send(
     except Exception as err:  # a secret that cannot be read or used: said by class only
         return None, f"signing failed: {type(err).__name__}"
     headers["Content-Type"] = "application/json"
+    if not allow_private() and not subscriber.url.lower().startswith("https://"):
+        return None, HTTP_REFUSED_LINE
     try:
         # stream=True: the answer's body is never read, only its status.
         response = session.post(

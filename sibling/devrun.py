@@ -64,6 +64,21 @@ def main() -> int:
     try:
         subprocess.run([*MANAGE, "migrate", "--noinput"], cwd=BASE_DIR, check=True)
         subprocess.run([*MANAGE, "ensure_dev_superuser"], cwd=BASE_DIR, check=True)
+        # With the sandbox on, a subscriber of the change notifications pointing at the sandbox's
+        # verifying receiver, so deliveries show end to end (admin: Subscribers, Deliveries).
+        subprocess.run(
+            [
+                *MANAGE,
+                "shell",
+                "-c",
+                "from django.conf import settings\n"
+                "if settings.SIBLING_SANDBOX_ALLOWED:\n"
+                "    from sources.sandbox.receiver import dev_subscriber_ensure\n"
+                "    print(dev_subscriber_ensure())",
+            ],
+            cwd=BASE_DIR,
+            check=True,
+        )
         procs.append(_start([*MANAGE, "runserver", f"127.0.0.1:{port}"]))
         procs.append(_start([*MANAGE, "qcluster"]))
         # The schedule beats every minute; one beat now makes /healthz green from the start.

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from bson import ObjectId
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core import signing
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError
@@ -26,6 +28,7 @@ from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
 
 from alerts.models import Incident, incident_open_key
+from ingestion.fence import person_fenced
 from sibling.models import Person
 from sibling.people import person_of
 from sources.models import UserDataSource
@@ -184,10 +187,13 @@ def incident_email_send(*, incident_id: object) -> str:
     if closed_by := _resolved(incident, connection):
         incident_close(incident=incident, closed_by=closed_by)
         return _email_skip(incident, "resolved before it was sent")
-    person = person_of(incident.user_id)
+    user = get_user_model().objects.filter(pk=incident.user_id).first()
+    if user is None or person_fenced(incident.user_id):
+        return _email_skip(incident, "the person is being erased")
+    person = person_of(user)
     if not person.alert_emails:
         return _email_skip(incident, "alert emails are turned off")
-    address = (person.user.email or "").strip()
+    address = (user.email or "").strip()
     if not address:
         return _email_skip(incident, "no email address")
     message = incident_email_build(incident=incident, person=person, to=address)
@@ -325,9 +331,10 @@ class StopLinkUnknown(Exception):
 
 
 def emails_stop_token(person: Person) -> str:
-    """A signed value naming the person by their pseudonymous id, for the one-click link.
-    It does not expire: an email is read whenever its reader reads it."""
-    return signing.dumps({"p": person.public_id}, salt=STOP_SALT)
+    """A signed value naming the person's settings row, for the one-click link. Its id is used
+    nowhere outside Sibling (unlike the pseudonymous id other modules know them by, which an
+    email must not tie to an address). It does not expire: an email is read whenever it is."""
+    return signing.dumps({"p": str(person.pk)}, salt=STOP_SALT)
 
 
 def emails_stop_person(token: str) -> Person:
@@ -336,10 +343,10 @@ def emails_stop_person(token: str) -> Person:
         value = signing.loads(token, salt=STOP_SALT)
     except (signing.BadSignature, ValueError, TypeError, UnicodeError) as err:
         raise StopLinkInvalid from err
-    public_id = value.get("p") if isinstance(value, dict) else None
-    if not isinstance(public_id, str) or not public_id:
+    person_id = value.get("p") if isinstance(value, dict) else None
+    if not isinstance(person_id, str) or not ObjectId.is_valid(person_id):
         raise StopLinkInvalid
-    person = Person.objects.filter(public_id=public_id).first()
+    person = Person.objects.filter(pk=ObjectId(person_id)).first()
     if person is None:
         raise StopLinkUnknown
     return person

@@ -335,7 +335,10 @@ else:
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default=globals()["EMAIL_BACKEND"])
 # Seconds an SMTP exchange may take (Django's default waits forever).
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
-DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Sibling <no-reply@localhost>")
+DEFAULT_FROM_EMAIL = env.str(
+    "DEFAULT_FROM_EMAIL",
+    default=f"Sibling <no-reply@{urlsplit(SIBLING_PUBLIC_URL).hostname or 'localhost'}>",
+)
 SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
 
 # --- Accounts and connect flows --------------------------------------------------------------

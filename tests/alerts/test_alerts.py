@@ -317,6 +317,8 @@ def test_the_email_holds_no_token_label_account_id_or_record_value(oauth_connect
     for secret in [*secrets, *values]:
         assert secret not in text
     assert str(person.pk) not in text and person.username not in text
+    # Nor the pseudonymous id Sibling's other modules know the person by.
+    assert person_of(person).public_id not in text
 
 
 def test_erasing_the_person_leaves_no_alert_of_theirs(key_connection, person):

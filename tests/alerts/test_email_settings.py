@@ -59,6 +59,7 @@ def test_smtp_from_an_email_url_or_from_the_variables():
     assert shown["EMAIL_BACKEND"] == SMTP
     assert (shown["EMAIL_HOST"], shown["EMAIL_PORT"]) == ("smtp.example.com", 465)
     assert shown["EMAIL_USE_SSL"] is True and shown["EMAIL_USE_TLS"] is False
+    assert shown["DEFAULT_FROM_EMAIL"] == "Sibling <no-reply@sibling.example.com>"
     # In development too, a configured server is used rather than the console.
     assert email_settings(DEBUG="1", EMAIL_HOST="localhost")["EMAIL_BACKEND"] == SMTP
 

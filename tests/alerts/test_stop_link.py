@@ -98,13 +98,13 @@ def test_an_altered_link_is_refused(person):
     value, rest = token.split(":", 1)
     other = UserFactory()
     # Another person's id put into a genuine link, and one character of the signature changed.
-    forged_value = signing.b64_encode(f'{{"p":"{person_of(other).public_id}"}}'.encode()).decode()
+    forged_value = signing.b64_encode(f'{{"p":"{person_of(other).pk}"}}'.encode()).decode()
     swapped = rest[:-1] + ("A" if rest[-1] != "A" else "B")
     for bad in (f"{forged_value}:{rest}", f"{value}:{swapped}", token[:-3]):
         answer = Client().post(f"/alerts/stop/{bad}/")
         assert answer.status_code == 400, bad
     # Signed with the site's key but for another purpose (another salt): refused too.
-    elsewhere = signing.dumps({"p": person_of(person).public_id})
+    elsewhere = signing.dumps({"p": str(person_of(person).pk)})
     assert Client().post(f"/alerts/stop/{elsewhere}/").status_code == 400
     assert alerts_on(person) and alerts_on(other)
 
@@ -119,3 +119,13 @@ def test_a_link_whose_person_is_gone_says_so(person):
 
 def test_only_get_and_post(person):
     assert Client().put(stop_path(person)).status_code == 405
+
+
+def test_a_signed_value_of_the_wrong_shape_is_refused_too(person):
+    # Only Sibling can sign, but a value it never makes must still get the clear page.
+    for value in ({"p": "123"}, {"p": 5}, ["p"], "p", {"q": str(person_of(person).pk)}):
+        token = signing.dumps(value, salt=services.STOP_SALT)
+        assert Client().post(f"/alerts/stop/{token}/").status_code == 400
+    nobody = signing.dumps({"p": "0" * 24}, salt=services.STOP_SALT)
+    assert Client().post(f"/alerts/stop/{nobody}/").status_code == 404
+    assert alerts_on(person)

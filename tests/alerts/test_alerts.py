@@ -328,3 +328,26 @@ def test_erasing_the_person_leaves_no_alert_of_theirs(key_connection, person):
     assert Incident.objects.filter(user=person).exists()
     person_erase(user=person)
     assert not Incident.objects.filter(user_id=person.pk).exists()
+
+
+def test_the_sync_only_enqueues_and_a_worker_sends(oauth_connection, monkeypatch):
+    from django.utils.module_loading import import_string
+    from django_q.conf import Conf
+    from django_q.signing import SignedPackage
+
+    from sibling.queue import broker
+
+    monkeypatch.setattr(Conf, "SYNC", False)  # as in production: tasks go to the broker
+    queue = broker()
+    queue.purge_queue()
+    refuse_grant(oauth_connection)
+    sync(oauth_connection)
+    assert not mail.outbox  # nothing was sent inside the sync
+    tasks_queued = []
+    while batch := queue.dequeue():
+        tasks_queued += [SignedPackage.loads(pack) for _id, pack in batch]
+    alerts_queued = [t for t in tasks_queued if t["func"] == "alerts.tasks.incident_email"]
+    assert len(alerts_queued) == 1
+    task = alerts_queued[0]
+    assert import_string(task["func"])(*task["args"]) == EmailState.SENT
+    assert len(mail.outbox) == 1

@@ -1,0 +1,35 @@
+"""The alerts app's migration matches its model, and the incident key is looked up through a
+plain unique index (the embedded server scans past the backend's partial ones)."""
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from alerts.models import Incident
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_migration_matches_the_model():
+    out = StringIO()
+    call_command("makemigrations", "alerts", "--check", "--dry-run", stdout=out)
+    assert "No changes detected" in out.getvalue()
+
+
+def test_the_incident_key_is_a_plain_unique_index_used_for_lookups(raw_db):
+    collection = raw_db[Incident._meta.db_table]
+    index = next(i for i in collection.list_indexes() if i["name"] == "alert_incident_key")
+    assert index["unique"] and "partialFilterExpression" not in index
+    plan = collection.find({"key": "open:x:stopped"}).explain()["queryPlanner"]["winningPlan"]
+    assert "alert_incident_key" in json.dumps(plan)
+
+
+def test_the_sweep_of_due_emails_uses_its_index(raw_db):
+    from django.utils import timezone
+
+    collection = raw_db[Incident._meta.db_table]
+    query = {"email_state": "pending", "email_next_attempt_at": {"$lte": timezone.now()}}
+    plan = collection.find(query).explain()["queryPlanner"]["winningPlan"]
+    assert "alert_email_due" in json.dumps(plan)

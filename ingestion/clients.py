@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.utils import timezone
 
 from ingestion.budgets import ProviderBudget, budget_for
@@ -15,6 +14,10 @@ from ingestion.http import CallCounter, ProviderHttp, RetryPolicy
 from ingestion.tokens import OAuthTokens
 from sources.models import UserDataSource
 from sources.providers import Stream
+from sources.providers.base import BACKFILL_EVERYTHING, EVERYTHING_SINCE
+
+# How far before its last successful sync a connection whose cursor was lost relists.
+GAP_OVERLAP = timedelta(days=1)
 
 
 @dataclass
@@ -93,7 +96,24 @@ class SyncClient:
         raise NotImplementedError
 
     def backfill_start(self) -> datetime:
-        return timezone.now() - timedelta(days=settings.SIBLING_BACKFILL_DAYS)
+        """Where a first sync starts: the connection's history window back from now (the
+        person's choice, else the default), or EVERYTHING_SINCE for all the provider keeps."""
+        days = self.connection.backfill_days_in_force
+        if days == BACKFILL_EVERYTHING:
+            return EVERYTHING_SINCE
+        return timezone.now() - timedelta(days=days)
+
+    def gap_start(self) -> datetime:
+        """Where a client relists from when the provider no longer knows its cursor (a change
+        log kept for a limited time, a reconnect after weeks): from a day before the last
+        successful sync, not the whole window again. The day covers a sync that ran long and
+        items the provider dates a little before they become visible. The whole gap, as
+        clients with date cursors fetch it: a window chosen for the first sync does not cut a
+        hole in the history since. A connection that never succeeded starts at its window."""
+        last = self.connection.last_success_at
+        if last is None:
+            return self.backfill_start()
+        return last - GAP_OVERLAP
 
     def close(self) -> None:
         self.http.close()

@@ -71,6 +71,11 @@ class UserDataSource(ProviderMixin, models.Model):
     granted_scopes = models.JSONField(default=list, blank=True)
     cursors = models.JSONField(default=dict, blank=True)
     sync_interval = models.PositiveIntegerField(default=3600, help_text="Seconds between syncs.")
+    # How far back the first sync reaches, as the person chose it (0: everything the provider
+    # keeps; empty: SIBLING_BACKFILL_DAYS within the provider's maximum).
+    backfill_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Days of history the first sync fetches."
+    )
     next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
@@ -135,6 +140,20 @@ class UserDataSource(ProviderMixin, models.Model):
     @property
     def is_connected(self) -> bool:
         return self.status != self.Status.DISCONNECTED
+
+    @property
+    def backfill_days_in_force(self) -> int:
+        """The history window of this connection's first sync, in days (BACKFILL_EVERYTHING:
+        all the provider keeps): the person's choice, else the default."""
+        if self.backfill_days is None:
+            return self.provider_class.backfill_days_default()
+        return self.backfill_days
+
+    @property
+    def history_fetched(self) -> bool:
+        """Whether a sync has stored anything yet (a page's cursor, a success): from then on the
+        history window is settled."""
+        return bool(self.cursors) or self.last_success_at is not None
 
 
 class PendingRevocation(ProviderMixin, models.Model):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q
 from django.utils import timezone
 from social_django.models import UserSocialAuth
 
@@ -25,6 +26,9 @@ from sources.signals import (
 
 logger = logging.getLogger(__name__)
 Status = UserDataSource.Status
+# How far a connection's next sync may sit from its interval's schedule and still be taken for
+# that schedule (the runner writes both from one clock reading; databases keep milliseconds).
+SCHEDULE_SLACK = timedelta(seconds=1)
 
 
 def oauth_credentials_from(response: dict[str, Any], *, uid: str) -> dict[str, Any]:
@@ -68,16 +72,24 @@ def connection_upsert(
     credentials: dict[str, Any],
     account_label: str = "",
     granted_scopes: list[str] | None = None,
+    backfill_days: int | None = None,
 ) -> UserDataSource:
     """Create the connection, or bring an existing one for the same account back to active.
 
     Credentials replace the stored ones, except that a refresh token the provider did not send
-    again is kept.
+    again is kept. ``backfill_days`` is the history window the person chose on the connect step
+    (one of the provider's ``backfill_choices``; None: the default); it applies while the
+    connection has fetched nothing. A reconnect keeps the cursors (even after a disconnect that
+    kept the data), so its first sync fetches only what came since; a provider that no longer
+    knows a cursor says so, and its client lists the gap again (``SyncClient.gap_start``).
     """
     now = timezone.now()
+    if backfill_days is not None and not provider.backfill_days_valid(backfill_days):
+        raise ValueError(f"{provider.id} offers no history window of {backfill_days} days")
     connection = UserDataSource.objects.filter(
         user=user, provider=provider.id, external_account_id=external_account_id
     ).first()
+    fields = list(CONNECT_FIELDS)
     if connection is None:
         connection = UserDataSource(
             user=user,
@@ -85,16 +97,15 @@ def connection_upsert(
             external_account_id=external_account_id,
             sync_interval=provider.default_sync_interval_s,
             backfill_progress=0.0,
+            backfill_days=backfill_days,
         )
-    elif connection.credentials and "refresh_token" not in credentials:
-        if refresh_token := connection.credentials.get("refresh_token"):
-            credentials = {**credentials, "refresh_token": refresh_token}
-    fields = list(CONNECT_FIELDS)
-    if connection.status == Status.DISCONNECTED:
-        # Reconnected after a disconnect: the first sync backfills again.
-        connection.backfill_progress = 0.0
-        connection.cursors = {}
-        fields += ["backfill_progress", "cursors"]
+    else:
+        if connection.credentials and "refresh_token" not in credentials:
+            if refresh_token := connection.credentials.get("refresh_token"):
+                credentials = {**credentials, "refresh_token": refresh_token}
+        if backfill_days is not None and not connection.history_fetched:
+            connection.backfill_days = backfill_days
+            fields.append("backfill_days")
     connection.credentials = credentials
     connection.account_label = account_label or connection.account_label
     if "@" in (account_label or ""):
@@ -164,15 +175,100 @@ def connection_full_resync(*, connection: UserDataSource) -> bool:
     return True
 
 
+def connection_schedule_set(
+    *, connection: UserDataSource, sync_interval: int, now: datetime | None = None
+) -> bool:
+    """Sync this connection every ``sync_interval`` seconds (one of its provider's
+    ``sync_interval_choices``, or the interval it has) and move its next sync to match.
+
+    The next sync comes ``sync_interval`` after the last successful one (at once when that is
+    past), except that a sooner request (Sync now, a provider's notification) stands, and so
+    does a later deferral or backoff (a spent quota, a bank preparing, failures). While a sync
+    runs it counts from now, so the run's end does not schedule with the old interval. A
+    connection that never succeeded, or that does not sync now (paused, disconnected), keeps its
+    next sync. False when the interval is not one the provider offers.
+    """
+    provider = connection.provider_class
+    if sync_interval != connection.sync_interval and sync_interval not in (
+        provider.sync_interval_choices
+    ):
+        return False
+    now = now or timezone.now()
+    old = timedelta(seconds=connection.sync_interval)
+    new = timedelta(seconds=sync_interval)
+    changes: dict[str, Any] = {"sync_interval": sync_interval}
+    current = connection.next_sync_at
+    leased = connection.lease_expires_at is not None and connection.lease_expires_at > now
+    if connection.status == Status.ACTIVE and current is not None:
+        if leased:
+            changes["next_sync_at"] = max(current, now + new) if current > now else now + new
+        elif connection.last_success_at is not None:
+            planned = connection.last_success_at + old
+            wanted = max(connection.last_success_at + new, now)
+            if current < planned - SCHEDULE_SLACK:
+                wanted = min(wanted, current)  # a sooner request stands
+            elif current > planned + SCHEDULE_SLACK:
+                wanted = max(wanted, current)  # a deferral or backoff stands
+            changes["next_sync_at"] = wanted
+    # One conditional write: a sync that started since this connection was read (it holds the
+    # lease now) is not rescheduled from the figures read before it.
+    rows = UserDataSource.objects.filter(pk=connection.pk, lease_owner=connection.lease_owner)
+    if not rows.update(**changes, updated_at=now):
+        changes.pop("next_sync_at", None)
+        UserDataSource.objects.filter(pk=connection.pk).update(**changes, updated_at=now)
+    for name, value in changes.items():
+        setattr(connection, name, value)
+    logger.info("connection %s syncs every %d s", connection.pk, sync_interval)
+    return True
+
+
+def connection_backfill_set(*, connection: UserDataSource, backfill_days: int) -> bool:
+    """Choose how far back the first sync reaches, while nothing has been fetched yet.
+
+    False when the window is not one the provider offers, when the provider fixes it on the
+    connect step, or once a sync has stored anything or holds the connection (it read the
+    window when it started). The write is conditional on the same, so a sync that starts
+    meanwhile wins and the window stays as it read it.
+    """
+    provider = connection.provider_class
+    now = timezone.now()
+    if (
+        not provider.backfill_days_valid(backfill_days)
+        or provider.backfill_fixed_at_connect
+        or connection.history_fetched
+        or connection.status == Status.DISCONNECTED
+        or (connection.lease_expires_at is not None and connection.lease_expires_at > now)
+    ):
+        return False
+    # A sync stores pages only under the lease; a killed worker's lease counts once expired.
+    unleased = Q(lease_expires_at=None) | Q(lease_expires_at__lte=now)
+    changed = (
+        UserDataSource.objects.filter(pk=connection.pk, last_success_at=None)
+        .filter(unleased)
+        .update(backfill_days=backfill_days, updated_at=now)
+    )
+    if changed:
+        connection.backfill_days = backfill_days
+    return bool(changed)
+
+
 def connection_data_delete(*, connection: UserDataSource) -> int:
     """Erase what Sibling collected through this connection (every receiver of
-    ``connection_data_erase``); the connection itself stays. Returns how many records went."""
-    return sum(
+    ``connection_data_erase``); the connection itself stays. Returns how many records went.
+
+    Its cursors go too: a reconnect fetches only what came after its cursors, so with the data
+    gone they would leave the history missing; without them it backfills again.
+    """
+    deleted = sum(
         int(deleted or 0)
         for _receiver, deleted in connection_data_erase.send(
             sender=UserDataSource, connection=connection
         )
     )
+    if connection.pk is not None:
+        UserDataSource.objects.filter(pk=connection.pk).update(cursors={}, backfill_progress=0.0)
+        connection.cursors, connection.backfill_progress = {}, 0.0
+    return deleted
 
 
 @dataclass

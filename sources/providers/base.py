@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote_plus
 
@@ -45,6 +46,15 @@ if TYPE_CHECKING:
 # What a declaration may say; sources.checks refuses anything else.
 CATEGORIES = ("external", "behavioral")
 AUTH_MODES = ("oauth2", "api_key", "hosted_link")
+
+# How far back a first sync may reach, in days, offered to every person (each provider adds its
+# own maximum, see Provider.max_backfill_days). A connection's ``backfill_days`` of
+# BACKFILL_EVERYTHING asks for all the history a provider keeps.
+BACKFILL_CHOICES_DAYS = (30, 90, 365)
+BACKFILL_EVERYTHING = 0
+# Where "everything" starts for a client that needs a date (no provider holds data before it).
+EVERYTHING_SINCE = datetime(1970, 1, 1, tzinfo=UTC)
+MINUTE, HOUR, DAY = 60, 3600, 86400
 
 
 @dataclass(frozen=True)
@@ -152,7 +162,17 @@ class Provider:
     budgets: ClassVar[tuple[Budget, ...]] = ()
     # Keys of the stored credentials that are secrets (never shown, logged or exported).
     secret_fields: ClassVar[tuple[str, ...]] = ()
-    default_sync_interval_s: ClassVar[int] = 3600
+    default_sync_interval_s: ClassVar[int] = HOUR
+    # How often a person may ask it to sync, in seconds (their connection card offers these):
+    # what the provider's quotas, its own refresh rate and its pushes make sensible. Each
+    # provider declares its own from its documentation; default_sync_interval_s is one of them.
+    sync_interval_choices: ClassVar[tuple[int, ...]] = (HOUR, 6 * HOUR, DAY)
+    # The furthest back a first sync may reach, in days (None: everything the provider keeps).
+    # The default is Sibling's own bound for a provider that documents none.
+    max_backfill_days: ClassVar[int | None] = 365
+    # The provider fetches the history itself once, when the account is linked (a bank's
+    # days requested at link time): the window is chosen on the connect step only, never after.
+    backfill_fixed_at_connect: ClassVar[bool] = False
     reauth_message: ClassVar[str] = "Please connect this account again."
     # The provider's sync client (an ingestion.clients.SyncClient) and its processor, a pure
     # function (stream name, raw page) -> ingestion.schemas.ProcessedPage.
@@ -160,6 +180,25 @@ class Provider:
     processor_path: ClassVar[str] = ""
     # The function that processes this provider's stored webhook events (ingestion.webhooks).
     webhook_handler_path: ClassVar[str] = ""
+
+    @classmethod
+    def backfill_choices(cls) -> tuple[int, ...]:
+        """The history windows a person may choose, in days, shortest first: the common ones
+        within the provider's maximum, then the maximum itself (BACKFILL_EVERYTHING when the
+        provider keeps everything)."""
+        limit = cls.max_backfill_days
+        common = tuple(d for d in BACKFILL_CHOICES_DAYS if limit is None or d < limit)
+        return (*common, BACKFILL_EVERYTHING if limit is None else limit)
+
+    @classmethod
+    def backfill_days_default(cls) -> int:
+        """The window of a first sync nobody chose: SIBLING_BACKFILL_DAYS, within the maximum."""
+        days = max(1, int(settings.SIBLING_BACKFILL_DAYS))
+        return days if cls.max_backfill_days is None else min(days, cls.max_backfill_days)
+
+    @classmethod
+    def backfill_days_valid(cls, days: int | None) -> bool:
+        return days in cls.backfill_choices() or days == cls.backfill_days_default()
 
     @classmethod
     def budgets_declared(cls) -> tuple[Budget, ...]:
@@ -416,12 +455,18 @@ class HostedLinkProvider(Provider):
 
     @classmethod
     def link_token_create(
-        cls, *, client_user_id: str, credentials: dict[str, Any] | None = None
+        cls,
+        *,
+        client_user_id: str,
+        credentials: dict[str, Any] | None = None,
+        backfill_days: int | None = None,
     ) -> str:
         """A short-lived token that opens the dialog for this person. Raises ProviderError.
 
         With ``credentials`` (a connection's, to reconnect it), the token opens the dialog for
         that same account where the provider can (an update mode), not for a new one.
+        ``backfill_days`` is the history the person chose for a new account (None: the
+        default), for a provider that fetches it when the account is linked.
         """
         raise NotImplementedError
 

@@ -2,7 +2,7 @@ from typing import Any
 
 from ingestion.errors import ProviderError
 from ingestion.http import ProviderHttp
-from sources.providers.base import Budget, Setting, Stream
+from sources.providers.base import DAY, HOUR, MINUTE, Budget, Setting, Stream
 from sources.providers.google import GOOGLE_SANDBOX_PATHS, GOOGLE_URLS, GoogleProvider
 from sources.providers.google_http import google_check
 from sources.providers.kinds import ACTIVITY_DAY, HEART_RATE_DAY, SLEEP_SESSION
@@ -61,6 +61,11 @@ class Fitbit(GoogleProvider):
         Budget("user", limit=300, window_s=60),
         Budget("project", limit=120_000, window_s=60, per="app"),
     )
+    # Notifications name the days that changed as trackers upload; a scheduled sync re-reads
+    # the last two days, a few calls of the 300 a minute a person has.
+    sync_interval_choices = (15 * MINUTE, HOUR, 6 * HOUR, DAY)
+    # The API documents no limit on how far back data may be read: Sibling's default bound
+    # (a year of daily windows) holds.
     client_path = "sources.providers.fitbit.client.FitbitSyncClient"
     processor_path = "sources.providers.fitbit.processors.page_process"
     webhook_handler_path = "sources.providers.fitbit.webhooks.event_handle"

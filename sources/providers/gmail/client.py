@@ -118,7 +118,8 @@ class GmailSyncClient(OAuthSyncClient):
             page_token = body.get("nextPageToken") or None
             if page_token:
                 cursor = {"history_id": history_id, "page_token": page_token, "after": after_s}
-                progress = _progress(messages, after_s * 1000, started_ms)
+                # Listing everything (after:0) has no span to measure progress against.
+                progress = _progress(messages, after_s * 1000, started_ms) if after_s > 0 else None
             else:
                 cursor, progress = {"history_id": history_id}, 1.0
             yield Page(payload={"messages": messages}, cursor=cursor, progress=progress)
@@ -141,9 +142,11 @@ class GmailSyncClient(OAuthSyncClient):
                 f"{self.api}/history", params=params, operation="history.list"
             )
             if body is None:
-                # startHistoryId is older than the history Gmail keeps. Pages of this history
-                # already stored stay; the full sync upserts them again.
-                yield from self._full_sync()
+                # startHistoryId is older than the history Gmail keeps (a mailbox paused or
+                # disconnected for weeks, then reconnected). Pages of this history already
+                # stored stay; the mailbox is listed again from just before the last successful
+                # sync (the gap), not over the whole history window.
+                yield from self._full_sync(after_s=int(self.gap_start().timestamp()))
                 return
             added, deleted = _history_changes(body.get("history") or [])
             page_token = body.get("nextPageToken") or None

@@ -1,6 +1,6 @@
 from django.conf import settings
 
-from sources.providers.base import Budget, Periodic, Setting, Stream
+from sources.providers.base import DAY, HOUR, MINUTE, Budget, Periodic, Setting, Stream
 from sources.providers.gmail.kinds import EMAIL_MESSAGE
 from sources.providers.google import GOOGLE_SANDBOX_PATHS, GOOGLE_URLS, GoogleProvider
 
@@ -112,7 +112,14 @@ class Gmail(GoogleProvider):
     periodic = (
         Periodic("gmail-watch-renew", "sources.providers.gmail.tasks.watch_renew_all", 24 * 60),
     )
-    default_sync_interval_s = 900
+    default_sync_interval_s = 15 * MINUTE
+    # Push brings new mail within seconds; the schedule is the safety net. A sync with nothing
+    # new costs one history.list (2 units of the 6,000 a minute a person has:
+    # https://developers.google.com/workspace/gmail/api/reference/quota), so every 15 minutes
+    # is cheap.
+    sync_interval_choices = (15 * MINUTE, HOUR, 6 * HOUR, DAY)
+    # messages.list without an ``after:`` query lists the whole mailbox: Gmail keeps everything.
+    max_backfill_days = None
     client_path = "sources.providers.gmail.client.GmailSyncClient"
     processor_path = "sources.providers.gmail.processors.page_process"
 

@@ -1,4 +1,4 @@
-from sources.providers.base import Budget, Periodic, Setting, Stream
+from sources.providers.base import DAY, HOUR, MINUTE, Budget, Periodic, Setting, Stream
 from sources.providers.google import GOOGLE_SANDBOX_PATHS, GOOGLE_URLS, GoogleProvider
 from sources.providers.google_calendar.kinds import CALENDAR_EVENT
 
@@ -59,6 +59,13 @@ class GoogleCalendar(GoogleProvider):
         Budget("user", limit=600, window_s=60),
         Budget("project", limit=10_000, window_s=60, per="app"),
     )
-    default_sync_interval_s = 3600
+    default_sync_interval_s = HOUR
+    # Push asks for a sync on every change; a sync with nothing new costs one events.list per
+    # calendar, against 600 requests a minute per person.
+    sync_interval_choices = (15 * MINUTE, HOUR, 6 * HOUR, DAY)
+    # events.list without timeMin lists every event the calendar holds (Google's sync guide
+    # bounds its sample's first sync at one year back, a choice, not a limit):
+    # https://developers.google.com/workspace/calendar/api/guides/sync
+    max_backfill_days = None
     client_path = "sources.providers.google_calendar.client.CalendarSyncClient"
     processor_path = "sources.providers.google_calendar.processors.page_process"

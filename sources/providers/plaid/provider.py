@@ -14,6 +14,8 @@ from plaid.model.products import Products
 
 from ingestion.http import provider_timeout
 from sources.providers.base import (
+    DAY,
+    HOUR,
     Budget,
     HostedLinkProvider,
     LinkResult,
@@ -83,7 +85,15 @@ class Plaid(HostedLinkProvider):
     processor_path = "sources.providers.plaid.processors.page_process"
     webhook_handler_path = "sources.providers.plaid.webhooks.event_handle"
     webhook_receiver_path = "sources.providers.plaid.webhooks.PlaidWebhookReceiver"
-    default_sync_interval_s = 6 * 3600
+    default_sync_interval_s = 6 * HOUR
+    # SYNC_UPDATES_AVAILABLE says when Plaid has new transactions (it checks the bank a few
+    # times a day): https://plaid.com/docs/transactions/webhooks/. Polling more often than
+    # hourly only spends the Item's /transactions/sync budget.
+    sync_interval_choices = (HOUR, 6 * HOUR, 12 * HOUR, DAY)
+    # Link's transactions.days_requested: 1 to 730 days, fixed when the Item is made
+    # (https://plaid.com/docs/api/link/#link-token-create-request-transactions-days-requested).
+    max_backfill_days = 730
+    backfill_fixed_at_connect = True
     # https://plaid.com/docs/errors/rate-limit-exceeded/: /transactions/sync per Item and per
     # client (the production figures; Plaid may set others per customer).
     budgets = (
@@ -112,11 +122,16 @@ class Plaid(HostedLinkProvider):
 
     @classmethod
     def link_token_create(
-        cls, *, client_user_id: str, credentials: dict[str, Any] | None = None
+        cls,
+        *,
+        client_user_id: str,
+        credentials: dict[str, Any] | None = None,
+        backfill_days: int | None = None,
     ) -> str:
         """A Link token; with a connection's credentials, one for Link's update mode on its
         Item (https://plaid.com/docs/link/update-mode/): the person signs in again, and the
-        same Item, with the same access token, works again. No products are named then."""
+        same Item, with the same access token, works again. No products are named then.
+        For a new Item, ``backfill_days`` is the history Plaid fetches from the bank."""
         fields: dict[str, Any] = {
             "client_name": "Sibling",
             "language": "en",
@@ -128,10 +143,9 @@ class Plaid(HostedLinkProvider):
             fields["access_token"] = str(credentials["access_token"])
         else:
             fields["products"] = [Products("transactions")]
-            # How much history the first sync gets (Plaid's default is 90 days).
-            fields["transactions"] = LinkTokenTransactions(
-                days_requested=settings.SIBLING_BACKFILL_DAYS
-            )
+            # How much history the Item gets, fixed now (Plaid's default is 90 days).
+            days = backfill_days if backfill_days else cls.backfill_days_default()
+            fields["transactions"] = LinkTokenTransactions(days_requested=days)
         request = LinkTokenCreateRequest(**fields)
         # Any failure is one of ingestion.errors (a ProviderError; ProviderAuthError when the
         # person must go through Link again), read by sources.providers.plaid.errors.

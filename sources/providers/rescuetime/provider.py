@@ -4,7 +4,7 @@ import requests
 
 from ingestion.errors import PermanentError, ProviderAuthError, ProviderError, TransientError
 from ingestion.http import ProviderHttp, response_check
-from sources.providers.base import ApiKeyProvider, Budget, Stream
+from sources.providers.base import DAY, HOUR, MINUTE, ApiKeyProvider, Budget, Stream
 from sources.providers.rescuetime.kinds import PRODUCTIVITY_DAY, PRODUCTIVITY_HOUR
 
 
@@ -27,6 +27,10 @@ class RescueTime(ApiKeyProvider):
     # RescueTime publishes no limit (https://www.rescuetime.com/rtx/developers): this one is
     # Sibling's own, conservative, per key. A sync makes about one call per week of history.
     budgets = (Budget("key", limit=60, window_s=60),)
+    # RescueTime's own apps upload every 3 minutes on paid plans and every 30 on Lite
+    # (https://www.rescuetime.com/rtx/developers); a sync with nothing new costs two calls.
+    # It documents no limit on how far back the API reads: Sibling's default bound holds.
+    sync_interval_choices = (15 * MINUTE, 30 * MINUTE, HOUR, 6 * HOUR, DAY)
     client_path = "sources.providers.rescuetime.client.RescueTimeSyncClient"
     processor_path = "sources.providers.rescuetime.processors.page_process"
 

@@ -15,6 +15,8 @@ from django.conf import settings
 
 from ingestion.http import CallCounter, ProviderHttp, RetryPolicy
 from sources.providers.base import (
+    DAY,
+    HOUR,
     Budget,
     OAuth2Provider,
     ProviderError,
@@ -109,7 +111,13 @@ class Strava(OAuth2Provider):
     # Strava asks again for consent only when told to: a reconnect then shows the scopes again.
     auth_extra_arguments = {"approval_prompt": "force"}
     reauth_message = "Strava asks you to connect your account again."
-    default_sync_interval_s = 6 * 3600
+    default_sync_interval_s = 6 * HOUR
+    # Strava's read limits belong to the application, shared by every athlete (1,000 reads a
+    # day: https://developers.strava.com/docs/rate-limits/), and its webhooks announce each new
+    # activity, so a schedule more often than every 6 hours would spend everyone's budget.
+    sync_interval_choices = (6 * HOUR, 12 * HOUR, DAY)
+    # GET /athlete/activities without ``after`` lists every activity the athlete has.
+    max_backfill_days = None
     client_path = "sources.providers.strava.client.StravaSyncClient"
     processor_path = "sources.providers.strava.processors.page_process"
     webhook_receiver_path = "sources.providers.strava.webhooks.StravaWebhookReceiver"

@@ -10,7 +10,8 @@ redelivery). Unknown endpoints answer 404.
 
 Endpoints are kept in the sandbox store (provider ``receiver``, kind ``endpoint``): their secret
 and whether they are down. ``POST /sandbox/_receiver {"endpoint": name, "down": true|false}``
-switches one down or up; ``GET /sandbox/_receiver/<endpoint>/`` lists what it received.
+switches one down (answering 503, or ``"status"``) or up; ``GET /sandbox/_receiver/<endpoint>/``
+lists what it received.
 ``make run`` registers a subscriber ("Sandbox receiver") pointing at the endpoint ``dev``
 (:func:`dev_subscriber_ensure`).
 """
@@ -41,16 +42,17 @@ def receiver_url(endpoint: str, base_url: str | None = None) -> str:
 
 
 def receiver_endpoint_set(
-    endpoint: str, *, secret: str | None = None, down: bool | None = None
+    endpoint: str, *, secret: str | None = None, down: bool | None = None, status: int = 503
 ) -> None:
-    """Create or change an endpoint: its secret, and whether it answers 503."""
+    """Create or change an endpoint: its secret, and whether it is down (answering ``status``,
+    503 by default; 410 says "send nothing more")."""
     record = store.record_get(STORE, ENDPOINT, endpoint)
     if record is None:
         store.record_put(
             STORE,
             ENDPOINT,
             endpoint,
-            data={"secret": secret or "", "down": bool(down)},
+            data={"secret": secret or "", "down": bool(down), "status": status},
         )
         return
     changes: dict[str, Any] = {}
@@ -58,6 +60,7 @@ def receiver_endpoint_set(
         changes["secret"] = secret
     if down is not None:
         changes["down"] = bool(down)
+        changes["status"] = status
     store.record_set(record, **changes)
 
 
@@ -98,8 +101,9 @@ def receive(request: HttpRequest, endpoint: str) -> HttpResponse:
         return json_response({"error": "method not allowed"}, status=405)
     webhook_id = request.headers.get("webhook-id", "")[:200]
     if config.data.get("down"):
-        _record(endpoint, 503, webhook_id=webhook_id, error="endpoint down")
-        return json_response({"error": "down for maintenance"}, status=503)
+        status = int(config.data.get("status") or 503)
+        _record(endpoint, status, webhook_id=webhook_id, error="endpoint down")
+        return json_response({"error": "down"}, status=status)
     body = request.body
     if len(body) > MAX_BODY:
         _record(endpoint, 413, webhook_id=webhook_id, error="body too large")
@@ -128,7 +132,8 @@ def receive(request: HttpRequest, endpoint: str) -> HttpResponse:
 
 @csrf_exempt
 def control(request: HttpRequest) -> HttpResponse:
-    """``POST {"endpoint": name, "down": bool}``: switch an endpoint down (503) or up."""
+    """``POST {"endpoint": name, "down": bool, "status": 503}``: switch an endpoint down (it
+    answers ``status``) or up."""
     if request.method != "POST":
         return json_response({"error": "method not allowed"}, status=405)
     data = json_body(request)
@@ -136,7 +141,10 @@ def control(request: HttpRequest) -> HttpResponse:
         return json_response({"error": 'expected {"endpoint": name, "down": bool}'}, status=400)
     if store.record_get(STORE, ENDPOINT, data["endpoint"]) is None:
         return json_response({"error": "no such endpoint"}, status=404)
-    receiver_endpoint_set(data["endpoint"], down=bool(data["down"]))
+    status = data.get("status", 503)
+    if not isinstance(status, int) or not 400 <= status <= 599:
+        return json_response({"error": "status must be an HTTP error status"}, status=400)
+    receiver_endpoint_set(data["endpoint"], down=bool(data["down"]), status=status)
     return json_response({"endpoint": data["endpoint"], "down": bool(data["down"])})
 
 

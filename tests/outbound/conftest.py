@@ -23,8 +23,8 @@ class Receiver:
     subscriber: Subscriber
     secret: str
 
-    def down(self, down: bool = True) -> None:
-        receiver_endpoint_set(self.endpoint, down=down)
+    def down(self, down: bool = True, status: int = 503) -> None:
+        receiver_endpoint_set(self.endpoint, down=down, status=status)
 
     def received(self) -> list[ReceivedNotification]:
         return list(

@@ -7,6 +7,13 @@ batches and written one line at a time; neither the archive nor any member is ev
 memory, however many records a person has.
 
 Connection credentials are never read: the connection query defers them.
+
+Times are written in the person's time zone with their offset (``2026-03-29T08:15:00+02:00``),
+not in UTC: that is the clock time the person lived, so the file reads without arithmetic, and
+the offset keeps each one the exact instant for any program (ISO 8601 converts to UTC on its
+own). The README names the zone, which an offset alone does not (it changes with daylight saving
+time). Civil dates a source gives ("2026-03-29" for a day's steps) are left as they are: they are
+already the person's own days.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime, tzinfo
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -28,6 +36,7 @@ from ingestion.models import SyncRun
 from ingestion.schemas import CATEGORY_COLLECTIONS
 from ingestion.storage import record_decode, records_collection
 from sibling.fields import EncryptedField
+from sibling.people import person_zone
 from sources.models import UserDataSource
 
 BATCH_SIZE = 500
@@ -89,8 +98,10 @@ RECORD_FIELDS = (
 README = """\
 Your data at Sibling, exported {exported_at}.
 
-Every .jsonl file holds one JSON object per line. Dates and times are ISO 8601 in UTC;
-identifiers are strings.
+Every .jsonl file holds one JSON object per line; identifiers are strings. Dates and times are
+ISO 8601 in your time zone, {zone}, with their offset from UTC: 2026-03-29T08:15:00+02:00 is
+08:15 on your clock and 06:15 UTC. A record's utc_offset_min, where a source gives one, is the
+offset (in minutes) of where it happened, by that source's clock.
 
 connections.jsonl
     The accounts you connected: provider, status, the account's label, the permissions
@@ -138,13 +149,16 @@ class _Sink:
 
 
 def export_filename(*, today: date | None = None) -> str:
-    return f"sibling-export-{(today or timezone.now().date()):%Y%m%d}.zip"
+    """The archive's name, dated by the current time zone's day (the person's, in a request)."""
+    return f"sibling-export-{(today or timezone.localdate()):%Y%m%d}.zip"
 
 
 def export_stream(*, user: AbstractBaseUser) -> Iterator[bytes]:
     """The person's data as ZIP bytes, chunk by chunk (see the module's docstring)."""
     sink = _Sink()
     ledger = _ledger_model()
+    zone = person_zone(user)
+    line = partial(_json_line, zone=zone)
     with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
         members: list[tuple[str, Callable[[], Iterable[dict[str, Any]]]]] = [
             ("connections.jsonl", lambda: _connections(user)),
@@ -158,20 +172,21 @@ def export_stream(*, user: AbstractBaseUser) -> Iterator[bytes]:
             members.append(("ledger.jsonl", lambda: _ledger_entries(user, ledger)))
         for name, rows in members:
             # force_zip64: the size of a streamed member is unknown up front and may pass 4 GB.
-            with archive.open(_member_info(name), mode="w", force_zip64=True) as member:
+            with archive.open(_member_info(name, zone), mode="w", force_zip64=True) as member:
                 for row in rows():
-                    member.write(_json_line(row))
+                    member.write(line(row))
                     if sink.size >= CHUNK_BYTES:
                         yield sink.take()
             yield sink.take()
-        with archive.open(_member_info("README.txt"), mode="w") as member:
-            member.write(_readme(ledger is not None).encode())
+        with archive.open(_member_info("README.txt", zone), mode="w") as member:
+            member.write(_readme(ledger is not None, zone).encode())
     # Closing the archive wrote its central directory.
     yield sink.take()
 
 
-def _member_info(name: str) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name, date_time=timezone.now().timetuple()[:6])
+def _member_info(name: str, zone: tzinfo) -> zipfile.ZipInfo:
+    # ZIP keeps a member's time as a wall-clock time without a zone: the person's.
+    info = zipfile.ZipInfo(name, date_time=timezone.now().astimezone(zone).timetuple()[:6])
     info.compress_type = zipfile.ZIP_DEFLATED
     return info
 
@@ -244,26 +259,30 @@ def _ledger_entries(user: AbstractBaseUser, model: type[models.Model]) -> Iterat
     yield from rows.iterator(chunk_size=BATCH_SIZE)
 
 
-def _readme(with_ledger: bool) -> str:
+def _readme(with_ledger: bool, zone: tzinfo) -> str:
     record_files = "".join(
         f"{collection}.jsonl\n    {RECORD_FILE_HELP.get(collection, 'Records of this category.')}"
         "\n    Each line is one record, its fields (decrypted) under data.\n"
         for collection in _record_collections()
     )
     return README.format(
-        exported_at=timezone.now().strftime("%Y-%m-%d %H:%M UTC"),
+        exported_at=timezone.now().astimezone(zone).strftime("%Y-%m-%d %H:%M (UTC%z)"),
+        zone=str(zone),
         record_files=record_files,
         ledger_file=LEDGER_HELP if with_ledger else "",
     )
 
 
-def _json_line(row: dict[str, Any]) -> bytes:
-    return (json.dumps(row, default=_json_default, ensure_ascii=False) + "\n").encode()
+def _json_line(row: dict[str, Any], *, zone: tzinfo = UTC) -> bytes:
+    default = partial(_json_default, zone=zone)
+    return (json.dumps(row, default=default, ensure_ascii=False) + "\n").encode()
 
 
-def _json_default(value: Any) -> Any:
+def _json_default(value: Any, *, zone: tzinfo = UTC) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        # Stored times are UTC; one without a zone is too (an older record's value).
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment.astimezone(zone).isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, (ObjectId, UUID)):

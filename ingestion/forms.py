@@ -101,17 +101,22 @@ class NoteForm(forms.Form):
 
 
 class SleepLogForm(forms.Form):
-    """A night's sleep logged by hand on the My data page (kind ``sleep_log``)."""
+    """A night's sleep logged by hand on the My data page (kind ``sleep_log``).
+
+    The times are the person's local times: Django reads a date and time without an offset in
+    the current time zone, which ``sibling.middleware.PersonTimeZoneMiddleware`` sets to the
+    person's. A local time that does not exist or happens twice (the hour a clock moves forward
+    or back) is refused with a message naming the zone. The record keeps the instants in UTC
+    and the offset they were entered at (``utc_offset_min``).
+    """
 
     kind = "sleep_log"
     start = forms.DateTimeField(
         label="Went to sleep",
-        help_text="Date and time (UTC).",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
     end = forms.DateTimeField(
         label="Woke up",
-        help_text="Date and time (UTC).",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
     quality = forms.TypedChoiceField(
@@ -122,6 +127,12 @@ class SleepLogForm(forms.Form):
         required=False,
         help_text="1 is very poor, 5 is very good.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        zone = timezone.get_current_timezone_name()
+        for name in ("start", "end"):
+            self.fields[name].help_text = f"Date and time in your time zone ({zone})."
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -136,7 +147,11 @@ class SleepLogForm(forms.Form):
         return cleaned
 
     def event_data(self) -> dict:
-        data: dict = {"start": self.cleaned_data["start"], "end": self.cleaned_data["end"]}
+        start = self.cleaned_data["start"]
+        data: dict = {"start": start, "end": self.cleaned_data["end"]}
+        offset = start.utcoffset()
+        if offset is not None:
+            data["utc_offset_min"] = int(offset.total_seconds() // 60)
         if self.cleaned_data["quality"] is not None:
             data["quality"] = self.cleaned_data["quality"]
         return data

@@ -213,6 +213,9 @@ def _types(spec: FieldSpec) -> tuple[type, ...]:
 
 NUMBER = (int, float)
 S = FieldSpec
+# A source's offset from UTC (``utc_offset_min`` in a record's data) lies within a day; the
+# world's zones today span -12 to +14 hours.
+UTC_OFFSET_MAX_MIN = 24 * 60 - 1
 
 # --- Sent by Sibling's own apps (the events API) -----------------------------------------------
 
@@ -236,6 +239,7 @@ def _sleep_log_check(data: dict[str, Any]) -> None:
     if data["end"] <= data["start"]:
         raise InvalidItem("sleep_log: end must be after start")
     _int_between(data, "quality", 1, 5, "sleep_log")
+    _int_between(data, "utc_offset_min", -UTC_OFFSET_MAX_MIN, UTC_OFFSET_MAX_MIN, "sleep_log")
 
 
 def _screen_time_check(data: dict[str, Any]) -> None:
@@ -280,6 +284,8 @@ kind_register(
             "start": S(datetime),
             "end": S(datetime),
             "quality": S(int, required=False),
+            # Where it was entered: the offset from UTC, in minutes, of the person's zone then.
+            "utc_offset_min": S(int, required=False, nullable=True),
         },
         check=_sleep_log_check,
     )

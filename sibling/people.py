@@ -14,10 +14,15 @@ from sibling.models import Person
 DEFAULT_TIME_ZONE = "UTC"
 
 
+# Names the tz database lists that are no place: "localtime" is whatever zone the server runs in,
+# "Factory" a placeholder for machines not yet set up.
+NOT_PLACES = frozenset({"localtime", "Factory", "posixrules"})
+
+
 @lru_cache(maxsize=1)
 def time_zone_names() -> frozenset[str]:
-    """Every IANA time zone name this machine knows."""
-    return frozenset(zoneinfo.available_timezones())
+    """Every IANA time zone name this machine knows (places only, see ``NOT_PLACES``)."""
+    return frozenset(zoneinfo.available_timezones()) - NOT_PLACES
 
 
 def time_zone_valid(name: str) -> bool:

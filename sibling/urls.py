@@ -9,6 +9,7 @@ from ingestion import metrics as ingestion_metrics
 from ingestion import webhooks as ingestion_webhooks
 from sibling import throttles
 from sibling.views import healthz
+from sibling.views_settings import person_settings
 from sources import views as source_views
 from sources.providers import PROVIDERS
 
@@ -29,6 +30,7 @@ def webhook_routes() -> list[URLPattern]:
 urlpatterns = [
     path("", source_views.home, name="home"),
     path("signup/", source_views.signup, name="signup"),
+    path("settings/", person_settings, name="person_settings"),
     path("login/", throttles.login_limited(auth_views.LoginView.as_view()), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("sources.urls")),

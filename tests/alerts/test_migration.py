@@ -33,3 +33,15 @@ def test_the_sweep_of_due_emails_uses_its_index(raw_db):
     query = {"email_state": "pending", "email_next_attempt_at": {"$lte": timezone.now()}}
     plan = collection.find(query).explain()["queryPlanner"]["winningPlan"]
     assert "alert_email_due" in json.dumps(plan)
+
+
+def test_migrate_schedules_the_sweep_of_due_emails_once():
+    from django.apps import apps
+    from django_q.models import Schedule
+
+    from alerts.signals import setup_after_migrate
+
+    for _ in range(2):
+        setup_after_migrate(sender=None, app_config=apps.get_app_config("alerts"))
+    schedules = Schedule.objects.filter(name="alerts-email-due")
+    assert [s.func for s in schedules] == ["alerts.tasks.incidents_email_due"]

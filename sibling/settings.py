@@ -313,21 +313,26 @@ SPECTACULAR_SETTINGS = {
 # --- Email (alerts: one email per incident a connection has) -----------------------------------
 # SMTP from EMAIL_URL (django-environ: smtp+tls://user:password@host:587 for STARTTLS,
 # smtp+ssl://user:password@host:465 for TLS from the start; URL-encode @ and : in the user and
-# password), or from EMAIL_HOST, EMAIL_PORT (587), EMAIL_HOST_USER, EMAIL_HOST_PASSWORD,
-# EMAIL_USE_TLS (on unless EMAIL_USE_SSL). With DEBUG on and neither set, emails are printed by
-# the console backend instead of sent. EMAIL_BACKEND, set, overrides the backend.
+# password), or from EMAIL_HOST, EMAIL_PORT (587, or 465 with EMAIL_USE_SSL), EMAIL_HOST_USER,
+# EMAIL_HOST_PASSWORD, EMAIL_USE_TLS (on unless EMAIL_USE_SSL); without EMAIL_HOST, this host's
+# own mail server (localhost:25, no TLS). With DEBUG on and neither EMAIL_URL nor EMAIL_HOST set,
+# emails are printed by the console backend instead of sent. EMAIL_BACKEND overrides the backend.
 _email_url = env.str("EMAIL_URL", default="")
 if _email_url:
     globals().update(
         {k: v for k, v in env.email_url_config(_email_url).items() if v not in (None, "")}
     )
 else:
+    # A named server is a mail provider's (submission port, STARTTLS); none is this host's own
+    # mail server (port 25, as Django's defaults).
     EMAIL_HOST = env.str("EMAIL_HOST", default="")
-    EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+    EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+    EMAIL_PORT = env.int(
+        "EMAIL_PORT", default=(465 if EMAIL_USE_SSL else 587) if EMAIL_HOST else 25
+    )
     EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
     EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
-    EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
-    EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=not EMAIL_USE_SSL)
+    EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=bool(EMAIL_HOST) and not EMAIL_USE_SSL)
     EMAIL_BACKEND = (
         "django.core.mail.backends.console.EmailBackend"
         if DEBUG and not EMAIL_HOST

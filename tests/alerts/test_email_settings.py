@@ -51,7 +51,6 @@ def test_smtp_from_an_email_url_or_from_the_variables():
     shown = email_settings(
         **PRODUCTION,
         EMAIL_HOST="smtp.example.com",
-        EMAIL_PORT="465",
         EMAIL_USE_SSL="1",
         EMAIL_HOST_USER="alerts",
         EMAIL_HOST_PASSWORD="secret",
@@ -60,6 +59,14 @@ def test_smtp_from_an_email_url_or_from_the_variables():
     assert (shown["EMAIL_HOST"], shown["EMAIL_PORT"]) == ("smtp.example.com", 465)
     assert shown["EMAIL_USE_SSL"] is True and shown["EMAIL_USE_TLS"] is False
     assert shown["DEFAULT_FROM_EMAIL"] == "Sibling <no-reply@sibling.example.com>"
+    # Nothing named: this host's own mail server, as Django's defaults.
+    shown = email_settings(**PRODUCTION)
+    assert shown["EMAIL_BACKEND"] == SMTP
+    assert (shown["EMAIL_HOST"], shown["EMAIL_PORT"], shown["EMAIL_USE_TLS"]) == (
+        "localhost",
+        25,
+        False,
+    )
     # In development too, a configured server is used rather than the console.
     assert email_settings(DEBUG="1", EMAIL_HOST="localhost")["EMAIL_BACKEND"] == SMTP
 

@@ -52,6 +52,8 @@ def test_a_superuser_replays_an_exhausted_delivery_and_the_receiver_gets_it(clie
     assert listing.status_code == 200 and delivery.event_id in listing.text
     assert "Replay" in listing.text
 
+    detail = client.get(reverse("admin:outbound_delivery_change", args=[delivery.pk]))
+    assert detail.status_code == 200 and "HTTP 503" in detail.text
     answer = _replay(client, delivery)
     assert answer.status_code == 200 and "1 deliveries queued again" in answer.text
     delivery.refresh_from_db()

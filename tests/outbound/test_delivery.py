@@ -8,6 +8,7 @@ import json
 import time
 from datetime import timedelta
 
+import pytest
 import requests
 from django.utils import timezone
 from standardwebhooks import Webhook
@@ -234,3 +235,22 @@ def test_a_paused_subscriber_s_deliveries_wait_and_go_on_resume(receiver):
     time.sleep(0.01)
     assert send() == 1
     assert [got.webhook_id for got in receiver.verified()] == [event_id]
+
+
+def test_a_redirect_is_a_failure_and_is_not_followed(receiver):
+    receiver.down(status=307)
+    event_emit(event_type=CONNECTION_CREATED, data={}, person="p")
+    send()
+    [row] = deliveries()
+    assert row.state == State.FAILED and row.last_error == "HTTP 307"
+    assert len(receiver.received()) == 1
+
+
+def test_one_delivery_per_event_and_subscriber(receiver):
+    from django.db import IntegrityError
+
+    event_emit(event_type=CONNECTION_CREATED, data={}, person="p")
+    [row] = deliveries()
+    row.pk = None
+    with pytest.raises(IntegrityError):
+        row.save()

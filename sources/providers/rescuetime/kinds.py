@@ -15,6 +15,8 @@ PRODUCTIVITY_HOUR = Kind(
         "activity": S(str),
         "category": S(str),
         "productivity": S(int),
+        # The offset from UTC, in minutes, of the zone the hour was read in (the person's).
+        "utc_offset_min": S(int, required=False, nullable=True),
     },
 )
 
@@ -29,5 +31,7 @@ PRODUCTIVITY_DAY = Kind(
         "very_productive_hours": S(NUMBER, required=False, nullable=True),
         "distracting_hours": S(NUMBER, required=False, nullable=True),
         "software_development_hours": S(NUMBER, required=False, nullable=True),
+        # The offset from UTC, in minutes, at the day's local midnight.
+        "utc_offset_min": S(int, required=False, nullable=True),
     },
 )

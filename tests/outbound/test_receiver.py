@@ -1,0 +1,63 @@
+"""The sandbox receiver's own surface: bad input to its control API and views gets a 4xx, never
+a 500; an endpoint switched down and up over HTTP; what it received, listed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from outbound.emit import event_emit
+from outbound.models import CONNECTION_CREATED
+from tests.outbound.conftest import send
+
+pytestmark = pytest.mark.django_db
+
+CONTROL = "/sandbox/_receiver"
+
+
+def _control(client, body):
+    data = body if isinstance(body, str) else json.dumps(body)
+    return client.post(CONTROL, data=data, content_type="application/json")
+
+
+def test_bad_input_to_the_receiver_is_a_4xx(client, receiver):
+    assert _control(client, "not json").status_code == 400
+    assert _control(client, {"endpoint": "tests"}).status_code == 400
+    assert _control(client, {"endpoint": 3, "down": True}).status_code == 400
+    assert _control(client, {"endpoint": "nobody", "down": True}).status_code == 404
+    assert _control(client, {"endpoint": "tests", "down": True, "status": 200}).status_code == 400
+    assert _control(client, {"endpoint": "tests", "down": True, "status": "x"}).status_code == 400
+    assert client.get(CONTROL).status_code == 405
+    assert (
+        client.post(
+            "/sandbox/_receiver/nobody/", data=b"{}", content_type="application/json"
+        ).status_code
+        == 404
+    )
+    assert (
+        client.put(
+            "/sandbox/_receiver/tests/", data=b"{}", content_type="application/json"
+        ).status_code
+        == 405
+    )
+    unsigned = client.post("/sandbox/_receiver/tests/", data=b"\xff\xfe", content_type="x/y")
+    assert unsigned.status_code == 401
+
+
+def test_switched_down_and_up_over_http_and_listed(client, receiver):
+    assert _control(client, {"endpoint": "tests", "down": True}).status_code == 200
+    event_id = event_emit(event_type=CONNECTION_CREATED, data={}, person="p")
+    send()
+    assert _control(client, {"endpoint": "tests", "down": False}).status_code == 200
+    from django.utils import timezone
+
+    from outbound.models import Delivery
+
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    send()
+    listing = client.get("/sandbox/_receiver/tests/").json()
+    assert [(row["webhook_id"], row["answered"], row["verified"]) for row in listing] == [
+        (event_id, 503, False),
+        (event_id, 200, True),
+    ]

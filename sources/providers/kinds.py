@@ -3,6 +3,11 @@
 
 A kind's fields are what any source of it can fill; a provider leaves out the optional ones it
 does not have.
+
+``utc_offset_min``, in any kind that has it, is the offset from UTC in minutes of where the
+record happened, as its source gives it (a sleep in New York in winter: -300). The record's times
+are UTC; with the offset a reader has the local clock time the source saw, whatever the person's
+own time zone is today.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ ACTIVITY_DAY = Kind(
         "date": S(str),
         "steps": S(int),
         "active_minutes": S(int, required=False, nullable=True),
-        "utc_offset_s": S(int, required=False, nullable=True),
+        "utc_offset_min": S(int, required=False, nullable=True),
     },
+    # 2: the offset is utc_offset_min (records of version 1 have it in seconds, utc_offset_s).
+    schema_version=2,
 )
 
 # One night's (or nap's) sleep.
@@ -36,8 +43,10 @@ SLEEP_SESSION = Kind(
         "minutes_awake": S(int, required=False, nullable=True),
         "stages": S(dict, required=False, nullable=True),
         "main_sleep": S(bool, required=False, nullable=True),
-        "utc_offset_s": S(int, required=False, nullable=True),
+        "utc_offset_min": S(int, required=False, nullable=True),
     },
+    # 2: the offset is utc_offset_min (records of version 1 have it in seconds, utc_offset_s).
+    schema_version=2,
 )
 
 # One day's heart rate summary.
@@ -51,6 +60,7 @@ HEART_RATE_DAY = Kind(
         "max_bpm": S(NUMBER, required=False, nullable=True),
         "avg_bpm": S(NUMBER, required=False, nullable=True),
         "samples": S(int, required=False, nullable=True),
+        "utc_offset_min": S(int, required=False, nullable=True),
     },
 )
 
@@ -71,5 +81,6 @@ WORKOUT = Kind(
         "max_heartrate": S(NUMBER, required=False, nullable=True),
         "calories": S(NUMBER, required=False, nullable=True),
         "timezone": S(str, required=False, nullable=True),
+        "utc_offset_min": S(int, required=False, nullable=True),
     },
 )

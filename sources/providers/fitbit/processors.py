@@ -1,6 +1,7 @@
 """Google Health API windows -> activity_day, heart_rate_day and sleep_session records (pure).
 
-int64 values arrive as JSON strings ("count": "2038"); offsets as "-18000s".
+int64 values arrive as JSON strings ("count": "2038"); offsets as "-18000s", kept in minutes
+(``utc_offset_min``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from ingestion.processing import date_start, items_process, parse_datetime
-from ingestion.schemas import InvalidItem, ProcessedPage, Quarantined, Record
+from ingestion.schemas import UTC_OFFSET_MAX_MIN, InvalidItem, ProcessedPage, Quarantined, Record
 
 
 def _int(value: Any, what: str) -> int:
@@ -29,6 +30,14 @@ def _offset_s(text: Any) -> int | None:
         except ValueError:
             return None
     return None
+
+
+def _offset_min(offset_s: int | None) -> int | None:
+    if offset_s is None:
+        return None
+    minutes = round(offset_s / 60)
+    # Not an offset any place has: kept out rather than stored.
+    return minutes if abs(minutes) <= UTC_OFFSET_MAX_MIN else None
 
 
 def _civil_date(civil: dict[str, Any]) -> str:
@@ -58,7 +67,11 @@ def _steps(page: ProcessedPage, points: list[Any]) -> None:
                 kind="activity_day",
                 external_id=day,
                 occurred_at=_day_start_utc(day, total["offset"]),
-                data={"date": day, "steps": total["steps"], "utc_offset_s": total["offset"]},
+                data={
+                    "date": day,
+                    "steps": total["steps"],
+                    "utc_offset_min": _offset_min(total["offset"]),
+                },
             )
         )
 
@@ -88,6 +101,7 @@ def _heart_rate(page: ProcessedPage, points: list[Any]) -> None:
                     "max_bpm": max(bpm),
                     "avg_bpm": round(sum(bpm) / len(bpm), 1),
                     "samples": len(bpm),
+                    "utc_offset_min": _offset_min(offsets.get(day)),
                 },
             )
         )
@@ -115,7 +129,7 @@ def _sleep(point: dict[str, Any]) -> Record:
             "minutes_awake": _int(summary.get("minutesAwake", 0), "summary.minutesAwake"),
             "stages": stages or None,
             "main_sleep": (sleep.get("metadata") or {}).get("mainSleep"),
-            "utc_offset_s": _offset_s(interval.get("endUtcOffset")),
+            "utc_offset_min": _offset_min(_offset_s(interval.get("endUtcOffset"))),
         },
     )
 

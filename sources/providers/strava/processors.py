@@ -3,15 +3,19 @@
 Fields of SummaryActivity (https://developers.strava.com/docs/reference/#api-models-SummaryActivity):
 ``id`` is an int64 that may exceed 2^53 (kept exact: JSON integers parse as Python ints);
 ``sport_type`` replaces the deprecated ``type``; ``start_date`` is UTC; heart rates are
-returned but undocumented; ``calories`` comes only with a detailed activity.
+returned but undocumented; ``calories`` comes only with a detailed activity. Where the activity
+took place is kept as its offset from UTC (``utc_offset_min``): ``utc_offset`` in seconds, which
+Strava's examples carry but its schema does not list, else ``start_date_local`` (the local wall
+clock written with a ``Z``) less ``start_date``.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ingestion.processing import items_process, parse_datetime
-from ingestion.schemas import InvalidItem, ProcessedPage, Quarantined, Record
+from ingestion.schemas import UTC_OFFSET_MAX_MIN, InvalidItem, ProcessedPage, Quarantined, Record
 
 KIND = "workout"
 # Source field -> workout field, for the numbers that may be absent.
@@ -48,6 +52,23 @@ def _text(activity: dict[str, Any], name: str) -> str | None:
     return value
 
 
+def _offset_min(activity: dict[str, Any], start: datetime) -> int | None:
+    """The activity's offset from UTC in minutes, or None when Strava gives no usable one."""
+    seconds = activity.get("utc_offset")
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+        minutes = round(seconds / 60)
+    else:
+        local = activity.get("start_date_local")
+        if not isinstance(local, str):
+            return None
+        try:
+            # The local clock time, written as if it were UTC.
+            minutes = round((parse_datetime(local) - start).total_seconds() / 60)
+        except ValueError:
+            return None
+    return minutes if abs(minutes) <= UTC_OFFSET_MAX_MIN else None
+
+
 def activity_record(activity: Any) -> Record:
     if not isinstance(activity, dict):
         raise InvalidItem(f"{KIND}: item is not an object")
@@ -69,6 +90,7 @@ def activity_record(activity: Any) -> Record:
         "start_time": start,
         "name": _text(activity, "name"),
         "timezone": _text(activity, "timezone"),
+        "utc_offset_min": _offset_min(activity, start),
     }
     for source, target in NUMBERS.items():
         data[target] = _number(activity, source, target)

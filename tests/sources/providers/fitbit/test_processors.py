@@ -27,7 +27,8 @@ def test_step_intervals_sum_to_activity_days_at_the_persons_midnight():
     assert page.quarantined == []
     first, second = page.records
     assert (first.kind, first.external_id) == ("activity_day", "2026-03-01")
-    assert first.data == {"date": "2026-03-01", "steps": 112, "utc_offset_s": -18000}
+    # The source's offset, "-18000s", kept in minutes.
+    assert first.data == {"date": "2026-03-01", "steps": 112, "utc_offset_min": -300}
     assert first.occurred_at == datetime(2026, 3, 1, tzinfo=UTC) + EST
     assert second.data["steps"] == 2038
 
@@ -42,6 +43,7 @@ def test_heart_rate_samples_become_a_daily_range():
         "max_bpm": 70,
         "avg_bpm": 65.0,
         "samples": 3,
+        "utc_offset_min": -300,
     }
 
 
@@ -52,7 +54,15 @@ def test_a_sleep_session_keeps_its_stages_and_its_id():
     assert session.occurred_at == datetime(2026, 3, 1, 4, 12, tzinfo=UTC)
     assert session.data["minutes_asleep"] == 427 and session.data["minutes_awake"] == 21
     assert session.data["stages"] == {"LIGHT": 267, "DEEP": 75, "REM": 85, "AWAKE": 21}
-    assert session.data["main_sleep"] is True and session.data["utc_offset_s"] == -18000
+    assert session.data["main_sleep"] is True and session.data["utc_offset_min"] == -300
+
+
+def test_an_offset_no_place_has_is_left_out():
+    page = points("data_points_steps")
+    for point in page["dataPoints"]:
+        point["steps"]["interval"]["startUtcOffset"] = "99999999s"
+    first = page_process("steps", page).records[0]
+    assert first.data["utc_offset_min"] is None
 
 
 @pytest.mark.parametrize("stream", ["steps", "heart-rate", "sleep"])

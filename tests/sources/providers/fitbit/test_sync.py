@@ -22,3 +22,20 @@ def test_days_and_sleep(connection):
     assert len({r["external_id"] for r in steps}) == len(steps)
     again = sync(connection)
     assert again.outcome == Outcome.SUCCESS and again.api_calls == 3  # one per stream
+
+
+def test_records_keep_the_sources_offset_in_minutes(connection):
+    from datetime import UTC, datetime
+
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    records = [record_decode(r, owner_id=r["user"]) for r in stored(connection, "behavioral_data")]
+    offsets = {r["data"]["utc_offset_min"] for r in records}
+    # The sandbox account lives at one fixed offset, which every record names.
+    assert len(offsets) == 1 and None not in offsets
+    (offset,) = offsets
+    for record in records:
+        if record["kind"] == "activity_day":
+            midnight = datetime.fromisoformat(record["data"]["date"]).replace(tzinfo=UTC)
+            # The day began at local midnight: its UTC instant less the offset.
+            assert (midnight - record["occurred_at"]).total_seconds() == offset * 60

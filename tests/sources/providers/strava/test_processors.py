@@ -27,10 +27,29 @@ def test_the_documented_activities_page_becomes_workouts():
         "average_heartrate": 140.3,
         "max_heartrate": 178,
         "calories": None,  # detailed activities only
+        # utc_offset, -25200 s: Los Angeles in May (the zone's name says GMT-08:00, its winter).
+        "utc_offset_min": -420,
     }
     assert second.external_id == "1234567809" and second.data["name"] == "Bondcliff"
     for record in page.records:
         assert record_validate(record) == record
+
+
+def test_the_offset_comes_from_the_local_start_when_utc_offset_is_missing():
+    activity = {
+        "id": 8,
+        "sport_type": "Run",
+        "start_date": "2026-01-10T13:00:00Z",
+        "start_date_local": "2026-01-10T23:30:00Z",  # Adelaide's wall clock, written with a Z
+    }
+    (record,) = page_process("activities", [activity]).records
+    assert record.data["utc_offset_min"] == 630
+    activity["start_date_local"] = "not a time"
+    (record,) = page_process("activities", [activity]).records
+    assert record.data["utc_offset_min"] is None
+    # An offset no place has is left out, the workout kept.
+    (record,) = page_process("activities", [{**activity, "utc_offset": 10**9}]).records
+    assert record.data["utc_offset_min"] is None
 
 
 def test_an_empty_page_gives_nothing():

@@ -198,3 +198,18 @@ def test_a_server_error_is_retried_in_place(connection):
     assert run.outcome == Outcome.SUCCESS, run.error_message
     assert stored(connection, "behavioral_data")
     assert fresh(connection).next_sync_at > timezone.now()
+
+
+def test_workouts_keep_where_they_took_place_as_an_offset(connection):
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    stored_workouts = stored(connection)
+    assert stored_workouts
+    since = int((timezone.now() - timedelta(days=30)).timestamp())
+    served = {
+        str(a["id"]): a for a in activities_of(connection.sandbox_account, after=since, before=None)
+    }
+    for document in stored_workouts:
+        data = value_decrypt(document["sealed"], owner_id=connection.user_id)
+        activity = served[document["external_id"]]
+        assert data["utc_offset_min"] * 60 == activity["utc_offset"]

@@ -364,6 +364,8 @@ SOCIAL_AUTH_RAISE_EXCEPTIONS = False
 SOCIAL_AUTH_LOGIN_REDIRECT_URL = "/connections/"
 SOCIAL_AUTH_LOGIN_ERROR_URL = "/connections/"
 SOCIAL_AUTH_GOOGLE_OAUTH2_USE_UNIQUE_USER_ID = True
+# The connect form's history window, kept from the begin step for sources.pipeline.
+SOCIAL_AUTH_FIELDS_STORED_IN_SESSION = ["backfill_days"]
 SOCIAL_AUTH_PIPELINE = (
     "social_core.pipeline.social_auth.social_details",
     "social_core.pipeline.social_auth.social_uid",

@@ -53,6 +53,32 @@ def missing_scopes_described(provider: type[OAuth2Provider], missing: list[str])
     return [provider.scope_descriptions.get(scope, scope) for scope in missing]
 
 
+# The connect form's history window, which social-auth keeps in the session from the begin
+# step to this one (settings.SOCIAL_AUTH_FIELDS_STORED_IN_SESSION).
+BACKFILL_FIELD = "backfill_days"
+
+
+def backfill_days_chosen(strategy: Any, provider: type[Provider]) -> int | None:
+    """The history window the person chose on the connect form (None: the default). A value
+    the provider does not offer (a forged form) falls back to the default, and the person is
+    told: the account is connected by now, and refusing it would gain nothing."""
+    value = strategy.session_get(BACKFILL_FIELD)
+    if value in (None, ""):
+        return None
+    try:
+        days = int(value)
+    except (TypeError, ValueError):
+        days = -1
+    if provider.backfill_days_valid(days):
+        return days
+    messages.warning(
+        strategy.request,
+        f"That history window is not one {provider.name} offers, so Sibling fetches the "
+        f"usual {provider.backfill_days_default()} days.",
+    )
+    return None
+
+
 def require_signed_in_person(backend: Any, user: Any = None, **kwargs: Any) -> None:
     """Connecting adds an account to a signed-in person; it never signs anyone in or up."""
     if user is None or not user.is_authenticated:
@@ -108,6 +134,7 @@ def _connection_store(
             credentials=credentials,
             account_label=account_label_from(provider, details),
             granted_scopes=granted_scopes,
+            backfill_days=backfill_days_chosen(strategy, provider),
         )
     # PersonErased: an erasure of this person has begun, and nothing more of theirs is stored.
     except (DatabaseError, PyMongoError, PersonErased) as err:

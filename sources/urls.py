@@ -15,6 +15,17 @@ urlpatterns = [
         views.connection_disconnect,
         name="disconnect",
     ),
+    # A connection's card: how often it syncs, and how far back its first sync reaches.
+    path(
+        "connections/<str:connection_id>/schedule/",
+        views.connection_schedule,
+        name="schedule",
+    ),
+    path(
+        "connections/<str:connection_id>/history/",
+        views.connection_history,
+        name="history",
+    ),
     path(
         "connections/<str:connection_id>/<str:action>/",
         views.connection_action,

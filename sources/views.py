@@ -27,7 +27,15 @@ from pymongo.errors import PyMongoError
 from ingestion.errors import PersonErased
 from sibling.throttles import rate_limit, user_key
 from sources import selectors, services
-from sources.forms import ApiKeyForm, DisconnectForm, SignUpForm
+from sources.forms import (
+    ApiKeyForm,
+    BackfillForm,
+    DisconnectForm,
+    SignUpForm,
+    SyncIntervalForm,
+    backfill_label,
+    interval_label,
+)
 from sources.models import UserDataSource
 from sources.providers import (
     ApiKeyProvider,
@@ -65,7 +73,66 @@ def signup(request: HttpRequest) -> HttpResponse:
 @login_required
 def connections(request: HttpRequest) -> HttpResponse:
     cards = selectors.connection_cards(user=request.user)
+    for card in cards:
+        # The connect step's history window (an OAuth2 card posts it to the begin step).
+        card.history_form = BackfillForm(provider=card.provider)
+        for connection in card.connections:
+            connection.history_label = backfill_label(
+                card.provider, connection.backfill_days_in_force
+            )
+            if connection.status == UserDataSource.Status.DISCONNECTED:
+                continue
+            connection.interval_form = SyncIntervalForm(connection=connection)
+            if selectors.history_choosable(connection):
+                connection.history_form = BackfillForm(
+                    provider=card.provider,
+                    days=connection.backfill_days_in_force,
+                    auto_id=f"id_%s_{connection.pk}",
+                )
     return render(request, "sources/connections.html", {"cards": cards})
+
+
+@login_required
+@require_POST
+def connection_schedule(request: HttpRequest, connection_id: str) -> HttpResponse:
+    """How often one of the person's connections syncs (another person's: 404)."""
+    connection = selectors.connection_get(user=request.user, connection_id=connection_id)
+    name = connection.provider_class.name
+    form = SyncIntervalForm(request.POST, connection=connection)
+    if connection.status == UserDataSource.Status.DISCONNECTED:
+        messages.error(request, f"{name} is disconnected: reconnect it to choose its schedule.")
+    elif not form.is_valid() or not services.connection_schedule_set(
+        connection=connection, sync_interval=form.cleaned_data["sync_interval"]
+    ):
+        messages.error(request, f"That is not a schedule {name} offers. Please choose one.")
+    else:
+        when = interval_label(connection.sync_interval).lower()
+        messages.success(request, f"{name} now syncs {when}.")
+    return redirect("sources:connections")
+
+
+@login_required
+@require_POST
+def connection_history(request: HttpRequest, connection_id: str) -> HttpResponse:
+    """How far back one of the person's connections fetches, before its first sync has
+    fetched anything (another person's: 404)."""
+    connection = selectors.connection_get(user=request.user, connection_id=connection_id)
+    provider = connection.provider_class
+    form = BackfillForm(request.POST, provider=provider, auto_id=f"id_%s_{connection.pk}")
+    if not form.is_valid() or form.cleaned_data["backfill_days"] is None:
+        messages.error(request, f"That is not a history window {provider.name} offers.")
+    elif services.connection_backfill_set(
+        connection=connection, backfill_days=form.cleaned_data["backfill_days"]
+    ):
+        label = backfill_label(provider, connection.backfill_days_in_force)
+        messages.success(request, f"{provider.name}'s first sync will fetch: {label}.")
+    else:
+        messages.error(
+            request,
+            f"{provider.name} has started fetching your history, so how far back it goes "
+            "can no longer change.",
+        )
+    return redirect("sources:connections")
 
 
 @login_required
@@ -178,6 +245,7 @@ def connect(request: HttpRequest, provider_id: str) -> HttpResponse:
                 "sandboxed": provider.sandboxed(),
                 # Reconnecting one of the person's connections: the dialog opens for it.
                 "reconnecting": _reconnectable(request, provider, request.GET.get("connection")),
+                "history_form": BackfillForm(provider=provider),
             },
         )
     if issubclass(provider, OAuth2Provider):
@@ -203,7 +271,8 @@ def _connection_store(request: HttpRequest, provider: type[Provider], **connecti
 
 def _key_connect(request: HttpRequest, provider: type[ApiKeyProvider]) -> HttpResponse:
     form = ApiKeyForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    history_form = BackfillForm(request.POST or None, provider=provider)
+    if request.method == "POST" and form.is_valid() and history_form.is_valid():
         api_key = form.cleaned_data["api_key"]
         try:
             provider.key_check(api_key)
@@ -218,6 +287,7 @@ def _key_connect(request: HttpRequest, provider: type[ApiKeyProvider]) -> HttpRe
                 external_account_id=provider.external_account_id_for_key(api_key),
                 credentials={"api_key": api_key},
                 account_label=provider.account_label or f"{provider.name} account",
+                backfill_days=history_form.cleaned_data["backfill_days"],
             )
             if stored:
                 messages.success(
@@ -228,7 +298,12 @@ def _key_connect(request: HttpRequest, provider: type[ApiKeyProvider]) -> HttpRe
     return render(
         request,
         "sources/connect_api_key.html",
-        {"form": form, "provider": provider, "sandboxed": provider.sandboxed()},
+        {
+            "form": form,
+            "history_form": history_form,
+            "provider": provider,
+            "sandboxed": provider.sandboxed(),
+        },
     )
 
 
@@ -275,6 +350,11 @@ def _body(request: HttpRequest) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+# Where the link-token step keeps the history window it asked the provider for, until the
+# exchange stores the connection (per provider: a person may have two connect pages open).
+LINK_BACKFILL_SESSION_KEY = "sources.link_backfill_days"
+
+
 def _link_token(request: HttpRequest, provider: type[HostedLinkProvider]) -> JsonResponse:
     body = _body(request) or {}
     reconnecting = None
@@ -282,14 +362,34 @@ def _link_token(request: HttpRequest, provider: type[HostedLinkProvider]) -> Jso
         reconnecting = _reconnectable(request, provider, body.get("connection"))
         if reconnecting is None:
             return _json_error("This connection cannot be reconnected.", 404)
+    backfill_days = None
+    if reconnecting is None and body.get("backfill_days") is not None:
+        history = BackfillForm({"backfill_days": body.get("backfill_days")}, provider=provider)
+        if not history.is_valid():
+            return _json_error(f"backfill_days: not a history window {provider.name} offers", 400)
+        backfill_days = history.cleaned_data["backfill_days"]
     try:
         token = provider.link_token_create(
             client_user_id=str(request.user.pk),
             credentials=reconnecting.credentials if reconnecting is not None else None,
+            backfill_days=backfill_days,
         )
     except ProviderError as err:
         return _json_error(str(err), 502)
+    if reconnecting is None:
+        chosen = dict(request.session.get(LINK_BACKFILL_SESSION_KEY) or {})
+        chosen[provider.id] = backfill_days
+        request.session[LINK_BACKFILL_SESSION_KEY] = chosen
     return JsonResponse({"link_token": token})
+
+
+def _link_backfill_days(request: HttpRequest, provider: type[Provider]) -> int | None:
+    """The history window the last link token of this provider asked for (None: the default),
+    forgotten once read."""
+    chosen = dict(request.session.get(LINK_BACKFILL_SESSION_KEY) or {})
+    days = chosen.pop(provider.id, None)
+    request.session[LINK_BACKFILL_SESSION_KEY] = chosen
+    return days if isinstance(days, int) and provider.backfill_days_valid(days) else None
 
 
 # A public token is a short opaque string; anything far longer is not one.
@@ -345,6 +445,7 @@ def _link_exchange(request: HttpRequest, provider: type[HostedLinkProvider]) -> 
         external_account_id=result.external_account_id,
         credentials=result.credentials,
         account_label=result.account_label,
+        backfill_days=_link_backfill_days(request, provider) if reconnecting is None else None,
     )
     if not stored:
         if reconnecting is not None and result.credentials == reconnecting.credentials:

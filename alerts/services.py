@@ -265,13 +265,20 @@ def _email_failed(incident: Incident, err: Exception) -> str:
 
 def incidents_email_due(*, limit: int = 200) -> list[object]:
     """The incidents whose email is due again (a failed send's retry, or a task that was lost),
-    for the periodic task to send."""
+    for the periodic task to send; each is put off by EMAIL_CLAIM_S, so a sweep that runs again
+    before their tasks did does not queue them again."""
     now = timezone.now()
-    return list(
+    due = list(
         Incident.objects.filter(
             email_state=EmailState.PENDING, email_next_attempt_at__lte=now
         ).values_list("pk", flat=True)[:limit]
     )
+    later = now + timedelta(seconds=EMAIL_CLAIM_S)
+    for incident_id in due:
+        Incident.objects.filter(pk=incident_id, email_state=EmailState.PENDING).update(
+            email_next_attempt_at=later
+        )
+    return due
 
 
 def incident_email_build(*, incident: Incident, person: Person, to: str) -> EmailMultiAlternatives:

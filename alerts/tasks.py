@@ -26,10 +26,11 @@ def incident_email(incident_id: str) -> str:
 
 def incidents_email_due() -> int:
     """Every few minutes: the emails whose send failed and is due again, or whose task was
-    lost. Each is claimed before it is sent, so this racing a task sends nothing twice."""
+    lost, each given a task of its own (a mail server that hangs holds up one task, not the
+    sweep). Each email is claimed before it is sent, so a task enqueued twice sends it once."""
     due = services.incidents_email_due()
     for incident_id in due:
-        services.incident_email_send(incident_id=incident_id)
+        incident_email_enqueue(incident_id=incident_id)
     return len(due)
 
 

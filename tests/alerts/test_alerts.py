@@ -351,3 +351,26 @@ def test_the_sync_only_enqueues_and_a_worker_sends(oauth_connection, monkeypatch
     task = alerts_queued[0]
     assert import_string(task["func"])(*task["args"]) == EmailState.SENT
     assert len(mail.outbox) == 1
+
+
+def test_a_sweep_that_runs_again_before_the_workers_queues_nothing_twice(
+    key_connection, monkeypatch
+):
+    from django_q.conf import Conf
+    from django_q.signing import SignedPackage
+
+    from sibling.queue import broker
+
+    UserDataSource.objects.filter(pk=key_connection.pk).update(status=Status.REAUTH_REQUIRED)
+    incident = services.incident_open(connection=fresh(key_connection), kind=REAUTH_REQUIRED)
+    Incident.objects.filter(pk=incident.pk).update(email_next_attempt_at=timezone.now())
+    monkeypatch.setattr(Conf, "SYNC", False)
+    queue = broker()
+    queue.purge_queue()
+    assert tasks.incidents_email_due() == 1
+    assert tasks.incidents_email_due() == 0  # its task has not run yet: not queued again
+    queued = []
+    while batch := queue.dequeue():
+        queued += [SignedPackage.loads(pack)["args"] for _id, pack in batch]
+    assert queued == [(str(incident.pk),)]
+    assert tasks.incident_email(str(incident.pk)) == EmailState.SENT

@@ -26,6 +26,8 @@ CALENDAR_EVENT = Kind(
         "end": S((datetime, date), nullable=True),
         "all_day": S(bool),
         "time_zone": S(str, required=False, nullable=True),
+        # Where a timed event happens: its start's offset from UTC in minutes (all-day: None).
+        "utc_offset_min": S(int, required=False, nullable=True),
         "status": S(str),
         "recurring_event_id": S(str, required=False, nullable=True),
         "original_start": S((datetime, date), required=False, nullable=True),

@@ -8,6 +8,10 @@ A cancelled event deletes its record: deleted events carry little more than thei
 A record's external id is the calendar's digest and the event's id: event ids are unique only
 within a calendar, and the calendar id (often the person's address) stays out of the plaintext
 envelope. The digest is unkeyed so that reprocessing a raw page gives the same ids.
+
+A timed event keeps where it happens as its start's offset from UTC (``utc_offset_min``): by
+the event's ``timeZone`` when it names one (a ``dateTime`` may be written in another zone, or in
+UTC), else the ``dateTime``'s own offset. An all-day event has none: it is a date.
 """
 
 from __future__ import annotations
@@ -76,6 +80,14 @@ def _when(value: Any, field: str) -> tuple[datetime | date, bool, str | None]:
     raise InvalidItem(f"{KIND}: {field} has neither date nor dateTime")
 
 
+def _offset_min(start: datetime | date, zone_name: str | None) -> int | None:
+    if not isinstance(start, datetime):
+        return None
+    zone = _zone(zone_name, "start") if zone_name else None
+    offset = (start.astimezone(zone) if zone else start).utcoffset()
+    return None if offset is None else int(offset.total_seconds() // 60)
+
+
 def _text(event: dict[str, Any], key: str) -> str | None:
     value = event.get(key)
     return value if isinstance(value, str) else None
@@ -139,6 +151,7 @@ def event_record(calendar_id: str, event: dict[str, Any]) -> Record:
             "end": end,
             "all_day": all_day,
             "time_zone": time_zone,
+            "utc_offset_min": _offset_min(start, time_zone),
             "status": _text(event, "status") or "confirmed",
             "recurring_event_id": _text(event, "recurringEventId"),
             "original_start": original,

@@ -40,6 +40,7 @@ def test_timed_events_become_records_with_their_attendees():
     data = review.data
     assert (data["start"], data["end"]) == (start, datetime(2026, 5, 4, 10, 0, tzinfo=UTC))
     assert data["all_day"] is False and data["time_zone"] == "Europe/London"
+    assert data["utc_offset_min"] == 60  # London's summer time
     assert data["summary"] == "Project review"
     assert data["description"] == "<b>Agenda</b>: the engine's second draft."
     assert data["location"] == "Room 4.12"
@@ -57,6 +58,8 @@ def test_timed_events_become_records_with_their_attendees():
     assert dentist["status"] == "tentative"
     assert dentist["description"] is None and dentist["location"] is None
     assert dentist["attendees"] == [] and dentist["time_zone"] is None
+    # No zone named: the offset the dateTime is written with ("Z").
+    assert dentist["utc_offset_min"] == 0
 
 
 def test_a_local_time_is_read_in_the_events_time_zone():
@@ -70,12 +73,24 @@ def test_a_local_time_is_read_in_the_events_time_zone():
     assert record.data["start"] == datetime(2026, 5, 6, 10, 30, tzinfo=UTC)
     assert record.data["end"] == datetime(2026, 5, 6, 11, 30, tzinfo=UTC)
     assert record.data["time_zone"] == "Europe/Paris"
+    assert record.data["utc_offset_min"] == 120
+
+
+def test_the_offset_is_where_the_event_happens_whatever_zone_its_time_is_written_in():
+    written_in_utc = page("events_next_page")
+    event = written_in_utc["items"][0]
+    event["start"] = {"dateTime": "2026-01-06T14:30:00Z", "timeZone": "America/New_York"}
+    event["end"] = {"dateTime": "2026-01-06T15:30:00Z", "timeZone": "America/New_York"}
+    (record,) = page_process("events", written_in_utc).records
+    assert record.data["start"] == datetime(2026, 1, 6, 14, 30, tzinfo=UTC)
+    assert record.data["utc_offset_min"] == -300  # New York in winter
 
 
 def test_an_all_day_event_keeps_its_dates_and_exclusive_end():
     (record,) = page_process("events", page("events_all_day", HOLIDAYS)).records
     assert record.data["all_day"] is True
     assert (record.data["start"], record.data["end"]) == ("2026-05-04", "2026-05-05")
+    assert record.data["utc_offset_min"] is None  # a date, in no zone
     assert record.occurred_at == datetime(2026, 5, 4, tzinfo=UTC)
     assert record.external_id.startswith(f"{calendar_key(HOLIDAYS)}:")
 

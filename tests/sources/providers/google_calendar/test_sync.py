@@ -319,3 +319,17 @@ def test_a_listed_calendar_whose_events_are_not_served_is_dropped_and_the_others
         email, window_start, family
     )
     assert calendar_key(family) not in fresh(connection).cursors["events"]["calendars"]
+
+
+def test_timed_events_keep_the_offset_of_where_they_happen(connection, window_start, raw_db):
+    from zoneinfo import ZoneInfo
+
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    documents = stored(raw_db, connection)
+    records = [record_decode(doc, owner_id=connection.user_id)["data"] for doc in documents]
+    timed = [r for r in records if not r["all_day"]]
+    assert timed and all(r["utc_offset_min"] is None for r in records if r["all_day"])
+    for record in timed:
+        offset = record["start"].astimezone(ZoneInfo(record["time_zone"])).utcoffset()
+        assert record["utc_offset_min"] == offset.total_seconds() // 60

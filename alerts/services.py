@@ -172,11 +172,16 @@ def _resolved(incident: Incident, connection: UserDataSource | None) -> str:
 
 
 def incident_email_send(*, incident_id: object) -> str:
-    """Send the incident's email, at most once, and return what became of it (an EmailState).
+    """Send the incident's email unless it was sent, and return what became of it (an
+    EmailState, or "not claimed").
 
-    The email is claimed first (pending, or a claim whose sender died); whoever does not win
-    the claim sends nothing. A failed send is given back to be tried again later
-    (``incidents_email_due``), up to EMAIL_MAX_ATTEMPTS.
+    The email is claimed first (pending, or a claim whose sender died: EMAIL_CLAIM_S, far
+    longer than an SMTP exchange may take with EMAIL_TIMEOUT); whoever does not win the claim
+    sends nothing. So a task run twice, or by two workers at once, sends one email; only a
+    process killed between the mail server's acceptance and the next write could leave it to
+    be sent again. A failed send is given back to be tried again later
+    (``incidents_email_due``), up to EMAIL_MAX_ATTEMPTS. Nothing is sent for an incident that
+    has ended, to a person who turned alert emails off, has no address or is being erased.
     """
     incident = _email_claim(incident_id)
     if incident is None:

@@ -27,7 +27,7 @@ from sources.providers.gmail.provider import Gmail
 from sources.providers.gmail.sandbox import Mailbox
 from sources.sandbox.faults import fault_set
 from sources.sandbox.testing import google_credentials
-from sources.services import connection_upsert
+from sources.services import connection_disconnect, connection_upsert
 from tests.factories import UserFactory
 from tests.sources.providers.kit import processor_killed_on_page
 
@@ -300,22 +300,56 @@ def test_new_activity_is_added_and_deleted_mail_removed(gmail_connection, window
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_history_id_gmail_no_longer_keeps_means_a_full_sync(gmail_connection, window_start):
+def test_a_history_id_gmail_no_longer_keeps_means_a_full_sync_of_the_gap(
+    gmail_connection, window_start
+):
+    """A mailbox left for days (paused, or disconnected and reconnected): its history id has
+    expired, so the mailbox is listed again, but only from a day before its last successful
+    sync, not over the whole history window."""
     connection = gmail_connection
     _, expected = backfilled(connection, window_start)
+    last_success = timezone.now() - timedelta(days=3)
     UserDataSource.objects.filter(pk=connection.pk).update(
-        cursors={"messages": {"history_id": "1"}}
+        cursors={"messages": {"history_id": "1"}}, last_success_at=last_success
     )
+    gap = sandbox_ids(connection.sandbox_email, int((last_success - timedelta(days=1)).timestamp()))
+    assert 0 < len(gap) < len(expected)
     run = sync(connection)
     assert run.outcome == Outcome.SUCCESS, run.error_message
     # history.list (404), users.getProfile, messages.list, the batches of messages.get.
-    assert run.api_calls == 3 + batches(len(expected))
+    assert run.api_calls == 3 + batches(len(gap))
+    assert run.fetched == len(gap)
     assert run.created == 0  # upserted by id: nothing duplicates
     assert stored_ids(connection) == expected
     assert len(stored(connection)) == len(expected)
     assert fresh(connection).cursors["messages"] == {
         "history_id": sandbox_history_id(connection.sandbox_email)
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reconnected_mailbox_fetches_only_the_gap(gmail_connection, window_start):
+    """Disconnected (its data kept), then connected again: the cursor survives the new grant,
+    and the first sync after it reads only what changed since."""
+    connection = gmail_connection
+    first, expected = backfilled(connection, window_start)
+    cursors = fresh(connection).cursors
+    connection_disconnect(connection=fresh(connection), delete_data=False)
+    credentials = oauth_credentials(connection.sandbox_email)
+    again = connection_upsert(
+        user=connection.user,
+        provider=Gmail,
+        external_account_id=connection.external_account_id,
+        credentials=credentials,
+        account_label=connection.sandbox_email,
+        granted_scopes=credentials["scope"].split(),
+    )
+    assert again.pk == connection.pk and fresh(again).cursors == cursors
+    run = sync(again)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    assert run.api_calls == 1 and run.fetched == 0  # history.list: nothing new
+    assert first.api_calls > run.api_calls
+    assert stored_ids(connection) == expected
 
 
 @pytest.mark.django_db(transaction=True)

@@ -27,6 +27,7 @@ from ingestion.events import events_accept
 from ingestion.export import export_response
 from ingestion.forms import VOLUNTEERED_FORMS, ApiTokenForm, EraseForm
 from ingestion.ledger import Action, ledger_of, ledger_record
+from sibling.people import person_zone
 from sibling.throttles import password_guess_usage
 
 
@@ -114,20 +115,44 @@ def my_data(request: HttpRequest) -> HttpResponse:
             # The form checks what the schema checks; this answers anything it missed.
             for rejection in result.rejected:
                 form.add_error(None, rejection.reason)
+    # Days and times in the person's own zone, whichever zone the request runs in.
+    zone = person_zone(request.user)
     counts = mydata.record_counts(user=request.user)
-    kinds = [(c.collection, kind) for c in counts for kind in sorted({r.kind for r in c.rows})]
-    chart = mydata.records_per_day(user=request.user)
+    kinds = mydata.kinds_of(counts)
+    summary = mydata.summary(
+        user=request.user,
+        zone=zone,
+        kinds={kind: collection for kind, (collection, _) in kinds.items()},
+    )
+    pages = mydata.kind_pages(user=request.user, kinds=kinds, asked=request.GET, zone=zone)
     context = {
+        "zone": zone,
+        "summary": summary,
+        "summary_rows": [
+            (mydata.day_label(day, summary.today), day, figures) for day, figures in summary.rows
+        ],
+        "chart_days": mydata.CHART_DAYS,
+        "chart_height": mydata.CHART_HEIGHT,
+        "chart_width": mydata.CHART_DAYS * mydata.BAR_STEP,
+        "bar_width": mydata.BAR_WIDTH,
         "counts": counts,
         "total": sum(c.total for c in counts),
-        "latest": mydata.latest_records(user=request.user, kinds=kinds),
-        "chart": chart,
-        "chart_total": sum(bar.n for bar in chart),
-        "chart_days": mydata.CHART_DAYS,
+        "pages": [(page, _page_links(request, page)) for page in pages],
         "forms": forms,
     }
     status = 400 if entry and forms.get(entry) is not None and forms[entry].errors else 200
     return render(request, "ingestion/my_data.html", context, status=status)
+
+
+def _page_links(request: HttpRequest, page: mydata.KindPage) -> dict[str, str]:
+    """Links to the newer and older pages of one kind, keeping the other kinds' pages."""
+    links = {}
+    for name, number in (("newer", page.page - 1), ("older", page.page + 1)):
+        if 1 <= number <= page.pages:
+            query = request.GET.copy()
+            query[page.param] = str(number)
+            links[name] = f"?{query.urlencode()}#records-{page.kind}"
+    return links
 
 
 def _volunteered_event(form: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The My data page (counts, latest records, records per day, volunteered entries) and the
+"""The My data page (the day-by-day summary of a person's measures in their time zone, a chart
+per measure, the latest records of each kind paged, counts, volunteered entries) and the
 streamed export of everything a person's data holds."""
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import re
 import uuid
 import zipfile
 from collections import Counter
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from bson import Binary
@@ -17,13 +19,26 @@ from django.test import Client
 from django.utils import timezone
 from django.utils.html import escape
 
+from ingestion import mydata
+from ingestion.events import PROVIDER as EVENTS_PROVIDER
 from ingestion.events import events_accept
 from ingestion.export import export_stream
-from ingestion.mydata import CHART_DAYS
+from ingestion.fence import data_key_ensure
+from ingestion.mydata import (
+    CHART_DAYS,
+    CHART_HEIGHT,
+    PAGE_SIZE,
+    SUMMARY_DAYS,
+    Measure,
+    Part,
+    measures_check,
+)
 from ingestion.runner import connection_sync
-from ingestion.schemas import CATEGORY_COLLECTIONS
-from ingestion.storage import records_collection
+from ingestion.schemas import CATEGORY_COLLECTIONS, ProcessedPage, Record, record_validate
+from ingestion.storage import page_store, records_collection
 from sibling.encryption import value_decrypt
+from sibling.people import person_of
+from sources.providers import PROVIDERS
 from tests.factories import UserFactory
 from tests.ingestion.conftest import NO_WAIT, fresh
 
@@ -80,6 +95,73 @@ def secret_strings(value) -> list[str]:
     return []
 
 
+HONOLULU = "Pacific/Honolulu"  # UTC-10 all year: its days never match UTC's
+
+
+def zone_set(user, name):
+    person = person_of(user)
+    person.time_zone = name
+    person.save(update_fields=["time_zone"])
+
+
+def provider_of(kind: str) -> str:
+    """A registered source that produces ``kind`` (Sibling's own apps for the events API's)."""
+    for provider in PROVIDERS.values():
+        if any(declared.name == kind for declared in provider.kinds):
+            return provider.id
+    return EVENTS_PROVIDER
+
+
+def store(user, kind, occurred_at, **data):
+    """One record of ``kind`` stored for ``user`` as a sync or the events API stores it."""
+    data_key_ensure(user.pk)
+    external_id = f"test-{uuid.uuid4()}"
+    page = ProcessedPage(records=[record_validate(Record(kind, external_id, occurred_at, data))])
+    page_store(
+        connection=None,
+        stream="test",
+        processed=page,
+        user_id=user.pk,
+        provider=provider_of(kind),
+    )
+    return external_id
+
+
+def transaction(day, amount, currency):
+    return {
+        "transaction_id": f"t-{uuid.uuid4()}",
+        "account_id": "a-1",
+        "date": day.isoformat(),
+        "amount": amount,
+        "currency": currency,
+        "name": "Corner shop",
+        "pending": False,
+    }
+
+
+def calendar_event(start, *, end=None, all_day=False, **extra):
+    return {
+        "calendar_id": "primary",
+        "event_id": f"e-{uuid.uuid4()}",
+        "summary": "Catch-up",
+        "attendees": [],
+        "start": start,
+        "end": end if end is not None else start + timedelta(minutes=30),
+        "all_day": all_day,
+        "status": "confirmed",
+        **extra,
+    }
+
+
+def kind_page(response, kind):
+    [page] = [page for page, _ in response.context["pages"] if page.kind == kind]
+    return page
+
+
+def page_links(response):
+    return {page.kind: links for page, links in response.context["pages"]}
+
+
 # --- the page ------------------------------------------------------------------------------
 
 
@@ -111,7 +193,7 @@ def test_page_shows_counts_and_latest_records_decrypted_for_the_owner_only(
     collection = f"{link_connection.provider_class.category}_data"
     kind = raw_records(person, collection)[0]["kind"]
     records = raw_records(person, collection, kind=kind)
-    assert len(records) > 10
+    assert len(records) > PAGE_SIZE
     counts = {(row.provider, row.kind): row.n for c in response.context["counts"] for row in c.rows}
     assert counts == {(provider, kind): len(records), ("sibling_app", "note"): 1}
     assert re.search(
@@ -119,11 +201,11 @@ def test_page_shows_counts_and_latest_records_decrypted_for_the_owner_only(
         html,
     )
 
-    # The newest records are shown decrypted; the rest are in the export, not here.
-    newest = sorted(records, key=lambda d: d["occurred_at"], reverse=True)[:10]
-    shown = response.context["latest"][kind]
-    assert len(shown) == 10
-    assert [r.occurred_at for r in shown] == [d["occurred_at"] for d in newest]
+    # The newest records are shown decrypted, a page at a time; the rest are on later pages.
+    newest = sorted(records, key=lambda d: d["occurred_at"], reverse=True)[:PAGE_SIZE]
+    page = kind_page(response, kind)
+    assert (page.page, page.pages, page.total) == (1, -(-len(records) // PAGE_SIZE), len(records))
+    assert [r.occurred_at for r in page.records] == [d["occurred_at"] for d in newest]
     for document in newest:
         data = value_decrypt(document["sealed"], owner_id=person.pk)
         texts = [v for v in data.values() if isinstance(v, str) and len(v) >= 4]
@@ -132,37 +214,290 @@ def test_page_shows_counts_and_latest_records_decrypted_for_the_owner_only(
     assert "theirs" not in html and "someone else" not in html
 
 
-def test_chart_counts_records_per_day_over_the_last_30_days(client, person):
-    now = timezone.now()
-    events_accept(
-        user=person,
-        events=[
-            note_event("today"),
-            note_event("three days ago, one", occurred_at=now - timedelta(days=3)),
-            note_event("three days ago, two", occurred_at=now - timedelta(days=3)),
-            note_event("too old to show", occurred_at=now - timedelta(days=CHART_DAYS + 5)),
-        ],
+def test_every_measure_reads_fields_its_kind_declares():
+    assert measures_check() == []
+    wrong = Measure("naps", "Naps", "minutes", (Part("sleep_session", field="nap_minutes"),))
+    unknown = Measure("dreams", "Dreams", "count", (Part("dream"),))
+    assert measures_check((wrong, unknown)) == [
+        "naps: sleep_session has no field nap_minutes",
+        "dreams: unknown kind dream",
+    ]
+
+
+def test_the_summary_adds_up_each_measure_per_day_in_the_persons_zone(client, person):
+    zone_set(person, HONOLULU)
+    zone = ZoneInfo(HONOLULU)
+    today = timezone.now().astimezone(zone).date()
+    d1, d2 = today - timedelta(days=1), today - timedelta(days=2)
+
+    def at(day, hour, minute=0):
+        return datetime.combine(day, time(hour, minute), tzinfo=zone).astimezone(UTC)
+
+    def midnight(day):
+        return at(day, 0)
+
+    # A night from a wearable (and a nap) and the same night logged by hand: the sources tell
+    # the same thing, so the larger figure counts (480 minutes), not the sum.
+    store(person, "sleep_session", at(d2, 23), start=at(d2, 23), end=at(d1, 7), minutes_asleep=420)
+    store(person, "sleep_session", at(d1, 15), start=at(d1, 15), end=at(d1, 16), minutes_asleep=60)
+    store(person, "sleep_log", at(d2, 23), start=at(d2, 23), end=at(d1, 6, 30))
+    store(person, "activity_day", midnight(d1), date=d1.isoformat(), steps=8000)
+    store(person, "activity_day", midnight(today), date=today.isoformat(), steps=1234)
+    store(
+        person,
+        "workout",
+        at(d1, 18),
+        sport_type="Run",
+        start_time=at(d1, 18),
+        moving_s=1800,
+        elapsed_s=2000,
     )
-    events_accept(user=UserFactory(), events=[note_event("someone else's, today")])
+    store(person, "workout", at(d1, 7), sport_type="Walk", start_time=at(d1, 7), elapsed_s=600)
+    for amount, currency in ((12.5, "USD"), (7.5, "USD"), (-100, "USD"), (3, "EUR")):
+        store(person, "transaction", midnight(d1), **transaction(d1, amount, currency))
+    for hour, seconds, productivity in ((10, 1800, 2), (11, 600, 1), (12, 900, -1), (13, 900, 0)):
+        store(
+            person,
+            "productivity_hour",
+            at(d1, hour),
+            hour=f"{d1}T{hour}:00:00",
+            seconds=seconds,
+            activity="editor",
+            category="work",
+            productivity=productivity,
+        )
+    for start, extra in (
+        (
+            at(d1, 9),
+            {
+                "attendees": [
+                    {"email": "me@example.com", "self": True, "response_status": "accepted"}
+                ]
+            },
+        ),
+        (at(d1, 14), {}),
+        (at(d1, 10), {"status": "cancelled"}),
+        (at(d1, 11), {"event_type": "focusTime"}),
+        (
+            at(d1, 16),
+            {
+                "attendees": [
+                    {"email": "me@example.com", "self": True, "response_status": "declined"}
+                ]
+            },
+        ),
+    ):
+        store(person, "calendar_event", start, **calendar_event(start, **extra))
+    all_day = midnight(d1)
+    store(
+        person,
+        "calendar_event",
+        all_day,
+        **calendar_event(d1, end=today, all_day=True),
+    )
+    # Rated late in the evening, and just after midnight: in UTC both are the same day, in
+    # the person's zone they are two.
+    store(person, "mood_rating", at(d1, 8), rating=2)
+    store(person, "mood_rating", at(d1, 23, 30), rating=4)
+    store(person, "mood_rating", at(today, 0, 5), rating=5)
+    assert at(d1, 23, 30).date() == at(today, 0, 5).date()
+    store(person, "heart_rate_day", midnight(d1), date=d1.isoformat(), resting_bpm=58)
+    store(person, "screen_time", midnight(d1), date=d1.isoformat(), app="Reader", seconds=3600)
+    # Too old for the window, and someone else's: in no figure.
+    store(person, "mood_rating", at(today - timedelta(days=CHART_DAYS + 3), 12), rating=1)
+    stranger = UserFactory()
+    store(stranger, "mood_rating", at(d1, 12), rating=1)
+    store(stranger, "activity_day", midnight(d1), date=d1.isoformat(), steps=99999)
 
     response = login(client, person).get(URL)
-    chart = response.context["chart"]
-    assert len(chart) == CHART_DAYS
-    today = now.astimezone(UTC).date()
-    assert chart[-1].day == today.isoformat()
-    assert chart[0].day == (today - timedelta(days=CHART_DAYS - 1)).isoformat()
-    per_day = {bar.day: bar.n for bar in chart}
-    three_days_ago = (today - timedelta(days=3)).isoformat()
-    assert per_day[today.isoformat()] == 1
-    assert per_day[three_days_ago] == 2
-    assert sum(per_day.values()) == 3
-    assert {bar.day: bar.pct for bar in chart}[three_days_ago] == 100
+    assert response.status_code == 200
+    summary = response.context["summary"]
+    assert summary.today == today and summary.zone == HONOLULU
+    shown = {
+        series.label: {figure.day: figure.shown for figure in series.recorded}
+        for series in summary.series
+    }
+    assert shown == {
+        "Sleep": {d1: "8 h 00 min"},
+        "Steps": {d1: "8,000", today: "1,234"},
+        "Workouts": {d1: "40 min"},
+        "Spending (EUR)": {d1: "3.00 EUR"},
+        "Spending (USD)": {d1: "20.00 USD"},
+        "Productive time": {d1: "40 min"},
+        "Meetings": {d1: "2"},
+        "Mood": {d1: "3.0 of 5", today: "5.0 of 5"},
+        "Resting heart rate": {d1: "58 bpm"},
+        "Screen time": {d1: "1 h 00 min"},
+    }
+    for series in summary.series:
+        assert len(series.days) == CHART_DAYS
+        assert series.days[-1].day == today
+        assert series.days[0].day == today - timedelta(days=CHART_DAYS - 1)
 
+    # The summary table leads, newest day first, with every measure's figure as text.
     html = response.content.decode()
-    assert 'role="img"' in html and 'aria-label="Bar chart of records per day' in html
-    # The numbers are there as text too, not only as bar heights.
-    assert re.search(rf'data-day="{three_days_ago}">.*?<td class="num">2</td>', html)
-    assert re.search(rf'data-day="{today.isoformat()}">.*?<td class="num">1</td>', html)
+    assert html.index('id="summary-table"') < html.index('id="charts"') < html.index('id="latest"')
+    rows = response.context["summary_rows"]
+    assert [label for label, _, _ in rows[:2]] == ["Today", "Yesterday"]
+    assert len(rows) == SUMMARY_DAYS
+    yesterday = re.search(rf'<tr data-day="{d1}">(.*?)</tr>', html, re.S).group(1)
+    for text in ("8 h 00 min", "8,000", "40 min", "20.00 USD", "3.00 EUR", "2", "3.0 of 5"):
+        assert f'<td class="num">{text}</td>' in yesterday
+    # One chart per measure, its bars scaled to its own busiest day.
+    steps = next(s for s in summary.series if s.key == "steps")
+    assert {f.day: f.height for f in steps.days if f.height} == {
+        d1: CHART_HEIGHT,
+        today: round(CHART_HEIGHT * 1234 / 8000),
+    }
+    assert html.count('<svg class="chart"') == len(summary.series)
+    assert f'data-day="{d1}"><title>' in html
+    # The latest records show their times on the person's clock.
+    mood = kind_page(response, "mood_rating")
+    assert [r.occurred_at.strftime("%Y-%m-%d %H:%M") for r in mood.records[:2]] == [
+        f"{today} 00:05",
+        f"{d1} 23:30",
+    ]
+    assert f"{today} 00:05</time>" in html
+
+
+def test_the_same_instant_falls_on_the_day_of_each_persons_zone(db):
+    instant = datetime.combine(timezone.now().date() - timedelta(days=2), time(6), tzinfo=UTC)
+    days = {}
+    for name in (HONOLULU, "Asia/Tokyo"):
+        user = UserFactory()
+        zone_set(user, name)
+        store(user, "mood_rating", instant, rating=3)
+        response = login(Client(), user).get(URL)
+        [mood] = response.context["summary"].series
+        [figure] = mood.recorded
+        days[name] = figure.day
+        assert figure.day == instant.astimezone(ZoneInfo(name)).date()
+    assert days[HONOLULU] == days["Asia/Tokyo"] - timedelta(days=1)
+
+
+def test_records_of_a_kind_are_paged_newest_first(client, person):
+    now = timezone.now()
+    notes = [store(person, "note", now - timedelta(minutes=n), text=f"note {n}") for n in range(23)]
+    # Several records at one instant (an hour's activities) are paged without repeats.
+    for n in range(12):
+        store(person, "mood_rating", now - timedelta(hours=1), rating=1 + n % 5, note=f"m{n}")
+
+    login(client, person)
+    first = kind_page(client.get(URL), "note")
+    assert (first.page, first.pages, first.total) == (1, 3, 23)
+    assert [r.details for r in first.records] == [[("text", f"note {n}")] for n in range(10)]
+
+    response = client.get(URL, {"note_page": "2", "mood_rating_page": "2"})
+    second = kind_page(response, "note")
+    assert [r.details for r in second.records] == [[("text", f"note {n}")] for n in range(10, 20)]
+    links = page_links(response)
+    assert links["note"]["newer"] == "?note_page=1&mood_rating_page=2#records-note"
+    assert links["note"]["older"] == "?note_page=3&mood_rating_page=2#records-note"
+    html = response.content.decode()
+    assert "Page 2 of 3" in html and "note 12" in html and "note 2<" not in html
+    assert escape(links["note"]["older"]) in html
+
+    response = client.get(URL, {"note_page": "3"})
+    last = kind_page(response, "note")
+    assert [r.details for r in last.records] == [[("text", f"note {n}")] for n in range(20, 23)]
+    assert list(page_links(response)["note"]) == ["newer"]
+    # A page beyond the last, or not a number: the nearest page there is, never an error.
+    for asked, expected in (("99", 3), ("0", 1), ("-4", 1), ("two", 1), ("9" * 40, 3)):
+        response = client.get(URL, {"note_page": asked})
+        assert response.status_code == 200
+        assert kind_page(response, "note").page == expected
+
+    moods = [
+        note
+        for page in ("1", "2")
+        for record in kind_page(client.get(URL, {"mood_rating_page": page}), "mood_rating").records
+        for name, note in record.details
+        if name == "note"
+    ]
+    assert sorted(moods) == sorted(f"m{n}" for n in range(12))
+    assert len(notes) == 23
+
+
+def test_only_what_the_page_shows_is_decrypted(client, person, monkeypatch):
+    now = timezone.now()
+    for n in range(30):  # older than the charts' days: counted, never opened
+        old = now - timedelta(days=CHART_DAYS + 10 + n)
+        store(person, "sleep_log", old, start=old, end=old + timedelta(hours=7))
+    for n in range(2):
+        recent = now - timedelta(days=1 + n, hours=8)
+        store(person, "sleep_log", recent, start=recent, end=recent + timedelta(hours=7))
+    for n in range(15):
+        store(person, "note", now - timedelta(minutes=n), text=f"note {n}")
+    opened = []
+    real = mydata.record_decode
+
+    def counting(document, *, owner_id):
+        opened.append(document["kind"])
+        return real(document, owner_id=owner_id)
+
+    monkeypatch.setattr(mydata, "record_decode", counting)
+    response = login(client, person).get(URL)
+    assert response.context["total"] == 47
+    # The two recent nights for the summary, a page of each kind for the tables.
+    assert Counter(opened) == {"sleep_log": 2 + PAGE_SIZE, "note": PAGE_SIZE}
+
+
+def test_the_queries_keep_to_the_persons_records_index(person, monkeypatch):
+    """Each read starts with the person and uses the (user, kind, occurred_at) index."""
+    store(person, "mood_rating", timezone.now(), rating=3)
+    kinds = mydata.kinds_of(mydata.record_counts(user=person))
+    filters = []
+
+    class Watched:
+        def __init__(self, name):
+            self.collection = records_collection(name)
+
+        def find(self, query, *args, **kwargs):
+            filters.append((self.collection, query))
+            return self.collection.find(query, *args, **kwargs)
+
+    monkeypatch.setattr(mydata, "records_collection", Watched)
+    mydata.summary(user=person, zone=UTC, kinds={"mood_rating": "volunteered_data"})
+    mydata.kind_pages(user=person, kinds=kinds, asked={}, zone=UTC)
+    assert len(filters) == 2
+    for collection, query in filters:
+        # A flat filter, the person first: the embedded server's planner can use the index.
+        assert list(query)[:2] == ["user", "kind"] and query["user"] == person.pk
+        plan = collection.find(query).sort("occurred_at", -1).explain()
+        assert "user_kind_time" in str(plan), plan
+
+
+def test_another_person_sees_none_of_it(client, person):
+    now = timezone.now()
+    store(person, "mood_rating", now - timedelta(hours=2), rating=4, note="mine alone")
+    store(
+        person,
+        "activity_day",
+        now - timedelta(days=1),
+        date=str((now - timedelta(days=1)).date()),
+        steps=5000,
+    )
+    other = UserFactory()
+    response = login(client, other).get(URL)
+    assert response.status_code == 200
+    assert response.context["summary"].series == []
+    assert response.context["pages"] == []
+    assert response.context["total"] == 0
+    html = response.content.decode()
+    assert "mine alone" not in html and "5,000" not in html and "<svg" not in html
+    assert "Nothing to sum up" in html
+    # Asking for the owner's pages by name shows nothing either.
+    html = client.get(URL, {"mood_rating_page": "1", "activity_day_page": "1"}).content.decode()
+    assert "mine alone" not in html
+
+
+def test_the_page_carries_no_inline_style_or_script(client, person):
+    store(person, "mood_rating", timezone.now(), rating=4)
+    html = login(client, person).get(URL).content.decode()
+    content = html[html.index('<main id="content"') :]
+    assert "<style" not in content and " style=" not in content
+    assert "<script" not in content
+    assert '<link rel="stylesheet" href="/static/ingestion/my_data.css">' in html
 
 
 # --- volunteered entries -------------------------------------------------------------------
@@ -211,10 +546,12 @@ def test_a_sleep_log_is_stored(client, person):
         "start": start,
         "end": end,
         "quality": 3,
+        "utc_offset_min": 0,  # entered on a UTC clock, the person's zone by default
     }
     assert document["occurred_at"] == start
     # The page decrypts it for its owner.
-    [shown] = client.get(URL).context["latest"]["sleep_log"]
+    [page] = [p for p, _ in client.get(URL).context["pages"] if p.kind == "sleep_log"]
+    [shown] = page.records
     assert ("quality", "3") in shown.details
 
 

@@ -129,3 +129,21 @@ def test_a_signed_value_of_the_wrong_shape_is_refused_too(person):
     nobody = signing.dumps({"p": "0" * 24}, salt=services.STOP_SALT)
     assert Client().post(f"/alerts/stop/{nobody}/").status_code == 404
     assert alerts_on(person)
+
+
+def test_switched_off_on_the_settings_page_then_on_again(person):
+    browser = Client()
+    browser.force_login(person)
+    off = browser.post("/settings/", {"time_zone": "UTC"})  # the box left unticked
+    assert off.status_code == 302 and not alerts_on(person)
+    connection = UserDataSourceFactory(user=person)
+    connection_notice(connection, TEXT, change=EXPIRING)
+    assert not mail.outbox
+
+    browser.post("/settings/", {"time_zone": "UTC", "alert_emails": "on"})
+    assert alerts_on(person)
+    other = UserDataSourceFactory(user=person)
+    connection_notice(other, TEXT, change=EXPIRING)
+    assert len(mail.outbox) == 1
+    # The email links to the page where it was switched back on.
+    assert "/settings/" in mail.outbox[0].body

@@ -19,6 +19,7 @@ from sibling.forms import TIME_ZONE_UNKNOWN
 from sibling.models import Person
 from sibling.people import person_of, time_zone_valid
 from tests.factories import UserFactory
+from tests.sources.test_browser import browser  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db
 SETTINGS = "/settings/"
@@ -252,3 +253,63 @@ def test_the_export_writes_times_in_the_persons_zone_with_their_offset():
     assert datetime.fromisoformat(record["data"]["start"]) == start  # the same instant
     readme = archive.read("README.txt").decode()
     assert "your time zone, Australia/Adelaide" in readme
+
+
+# --- in a real browser --------------------------------------------------------------------
+
+NEWFOUNDLAND = "America/St_Johns"  # UTC-03:30 in winter, -02:30 in summer: no whole hour
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_browser_in_newfoundland_signs_up_and_sees_its_own_times(browser, live_server):  # noqa: F811
+    from playwright.sync_api import expect
+
+    from ingestion.authentication import api_token_create
+    from ingestion.models import ApiToken
+    from tests.sources.test_browser import csp_violations
+
+    context = browser.new_context(timezone_id=NEWFOUNDLAND)
+    violations = csp_violations(context)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/signup/")
+    # What the browser itself calls its zone (chromium may use an older alias of a name).
+    browser_zone = page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone")
+    page.get_by_label("Username").fill("wren")
+    page.get_by_label("Email").fill("wren@example.com")
+    page.get_by_label("Password:", exact=True).fill("a long and unusual passphrase")
+    page.get_by_label("Password confirmation").fill("a long and unusual passphrase")
+    page.get_by_role("button", name="Sign up").click()
+    expect(page.get_by_role("heading", name="Connections")).to_be_visible()
+
+    user = get_user_model().objects.get(username="wren")
+    stored_zone = person_of(user).time_zone
+    assert stored_zone == browser_zone
+    assert ZoneInfo(stored_zone).utcoffset(datetime(2026, 1, 15)) == -timedelta(hours=3.5)
+
+    # A page with times shows them on the person's clock.
+    api_token_create(user=user, name="phone")
+    created = ApiToken.objects.get(user=user).created_at.astimezone(ZoneInfo(stored_zone))
+    page.goto(f"{live_server.url}/settings/api-tokens/")
+    shown = page.locator("dd time").first
+    expect(shown).to_have_text(f"{created.day} {created:%b %Y, %H:%M}")
+    stamp = shown.get_attribute("datetime")
+    assert stamp.endswith("-03:30") and datetime.fromisoformat(stamp) == created
+
+    # Settings: the zone is selected, the browser's offered, another one chosen and kept.
+    offer = f"Use this browser\u2019s time zone ({browser_zone})"
+    page.get_by_role("link", name="Settings").click()
+    expect(page.get_by_label("Time zone")).to_have_value(stored_zone)
+    expect(page.get_by_role("button", name=offer)).to_be_visible()
+    page.get_by_label("Time zone").select_option("Asia/Tokyo")
+    page.get_by_label("Email me when a connection needs me").uncheck()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Saved. Times are shown in Asia/Tokyo.")).to_be_visible()
+    person = person_of(user)
+    assert (person.time_zone, person.alert_emails) == ("Asia/Tokyo", False)
+    page.get_by_role("button", name=offer).click()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text(f"Saved. Times are shown in {browser_zone}.")).to_be_visible()
+    context.close()
+    # The zone came from a static script: nothing the Content-Security-Policy blocked.
+    assert violations == []

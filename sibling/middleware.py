@@ -8,7 +8,8 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from sibling.people import DEFAULT_TIME_ZONE, person_of, time_zone_valid
+from sibling.models import Person
+from sibling.people import DEFAULT_TIME_ZONE, time_zone_valid
 
 
 class PersonTimeZoneMiddleware:
@@ -18,7 +19,9 @@ class PersonTimeZoneMiddleware:
     converts with the current time zone), so the sleep form's times are the person's own. Anyone
     else, and requests authenticated later (API tokens), stay in UTC. It must come after
     ``AuthenticationMiddleware``. The zone is read on every request, not kept in the session:
-    one indexed lookup, and a change made on one device shows at once on the others.
+    one indexed lookup, and a change made on one device shows at once on the others. It only
+    reads: a person without a settings row yet is in UTC, and a request racing the person's
+    erasure cannot bring a row back after their account is gone.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -27,7 +30,10 @@ class PersonTimeZoneMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            name = person_of(user).time_zone
+            name = (
+                Person.objects.filter(user_id=user.pk).values_list("time_zone", flat=True).first()
+                or DEFAULT_TIME_ZONE
+            )
             # A name this machine does not know (its tz database is older) falls back to UTC
             # rather than failing the page.
             timezone.activate(

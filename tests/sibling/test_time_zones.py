@@ -172,6 +172,28 @@ def test_a_zone_this_machine_does_not_know_shows_utc(client):
     assert login(client, user).get(SETTINGS).status_code == 200
 
 
+def test_the_middleware_only_reads_and_leaves_the_thread_in_utc(rf):
+    from django.contrib.auth.models import AnonymousUser
+    from django.http import HttpResponse
+
+    from sibling.middleware import PersonTimeZoneMiddleware
+
+    middleware = PersonTimeZoneMiddleware(
+        lambda request: HttpResponse(timezone.get_current_timezone_name())
+    )
+    request = rf.get("/")
+    request.user = UserFactory()
+    # No settings row yet: UTC, and none is made (a request racing an erasure must not bring
+    # one back).
+    assert middleware(request).content == b"UTC"
+    assert Person.objects.count() == 0
+    zone_set(request.user, "Asia/Tokyo")
+    assert middleware(request).content == b"Asia/Tokyo"
+    assert timezone.get_current_timezone_name() == "UTC"
+    request.user = AnonymousUser()
+    assert middleware(request).content == b"UTC"
+
+
 # --- the sleep form -----------------------------------------------------------------------
 
 

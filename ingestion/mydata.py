@@ -213,10 +213,11 @@ MEASURES: tuple[Measure, ...] = (
     Measure("meetings", "Meetings", "count", (Part("calendar_event", day="start", keep=_meeting),)),
     Measure("mood", "Mood", "rating", (Part("mood_rating", field="rating"),), average=True),
     Measure(
-        "resting_heart_rate",
-        "Resting heart rate",
+        "heart_rate",
+        "Heart rate",
         "bpm",
-        (Part("heart_rate_day", field="resting_bpm", day="date"),),
+        # The day's resting rate where the source gives one, its average otherwise.
+        (Part("heart_rate_day", field="resting_bpm", fallback="avg_bpm", day="date"),),
         average=True,
     ),
     Measure(

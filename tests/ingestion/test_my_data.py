@@ -10,7 +10,7 @@ import re
 import uuid
 import zipfile
 from collections import Counter
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -301,7 +301,9 @@ def test_the_summary_adds_up_each_measure_per_day_in_the_persons_zone(client, pe
     store(person, "mood_rating", at(d1, 23, 30), rating=4)
     store(person, "mood_rating", at(today, 0, 5), rating=5)
     assert at(d1, 23, 30).date() == at(today, 0, 5).date()
-    store(person, "heart_rate_day", midnight(d1), date=d1.isoformat(), resting_bpm=58)
+    # The resting rate where the source has one, the day's average otherwise.
+    store(person, "heart_rate_day", midnight(d1), date=d1.isoformat(), resting_bpm=58, avg_bpm=75)
+    store(person, "heart_rate_day", midnight(today), date=today.isoformat(), avg_bpm=70)
     store(person, "screen_time", midnight(d1), date=d1.isoformat(), app="Reader", seconds=3600)
     # Too old for the window, and someone else's: in no figure.
     store(person, "mood_rating", at(today - timedelta(days=CHART_DAYS + 3), 12), rating=1)
@@ -326,7 +328,7 @@ def test_the_summary_adds_up_each_measure_per_day_in_the_persons_zone(client, pe
         "Productive time": {d1: "40 min"},
         "Meetings": {d1: "2"},
         "Mood": {d1: "3.0 of 5", today: "5.0 of 5"},
-        "Resting heart rate": {d1: "58 bpm"},
+        "Heart rate": {d1: "58 bpm", today: "70 bpm"},
         "Screen time": {d1: "1 h 00 min"},
     }
     for series in summary.series:
@@ -350,6 +352,11 @@ def test_the_summary_adds_up_each_measure_per_day_in_the_persons_zone(client, pe
         today: round(CHART_HEIGHT * 1234 / 8000),
     }
     assert html.count('<svg class="chart"') == len(summary.series)
+    assert (
+        f"Average 4,617 over the 2 days with a figure; most 8,000 on {d1:%a} {d1.day} {d1:%b}."
+        in html
+    )
+    assert f"40 min on {d1:%a} {d1.day} {d1:%b}, the only day with a figure." in html
     assert f'data-day="{d1}"><title>' in html
     # The latest records show their times on the person's clock.
     mood = kind_page(response, "mood_rating")
@@ -373,6 +380,36 @@ def test_the_same_instant_falls_on_the_day_of_each_persons_zone(db):
         days[name] = figure.day
         assert figure.day == instant.astimezone(ZoneInfo(name)).date()
     assert days[HONOLULU] == days["Asia/Tokyo"] - timedelta(days=1)
+
+
+def test_days_are_civil_days_across_a_clock_change_and_at_the_window_edges(person):
+    """Paris on 25 October 2026, when clocks go back: a 25-hour day; the window's first day
+    starts at local midnight."""
+    paris = ZoneInfo("Europe/Paris")
+    now = datetime(2026, 10, 26, 12, 0, tzinfo=UTC)
+
+    def local(*args):
+        return datetime(*args, tzinfo=paris).astimezone(UTC)
+
+    first = date(2026, 10, 26) - timedelta(days=CHART_DAYS - 1)
+    for when, rating in (
+        (local(2026, 10, 25, 0, 30), 1),  # 22:30 UTC the day before
+        (local(2026, 10, 25, 23, 30), 3),  # 22:30 UTC the same day: 25 hours later
+        (local(2026, 10, 26, 0, 30), 5),
+        (datetime.combine(first, time(0), tzinfo=paris).astimezone(UTC), 4),
+        (datetime.combine(first, time(0), tzinfo=paris).astimezone(UTC) - timedelta(minutes=1), 2),
+    ):
+        store(person, "mood_rating", when, rating=rating)
+    summary = mydata.summary(
+        user=person, zone=paris, kinds={"mood_rating": "volunteered_data"}, now=now
+    )
+    [mood] = summary.series
+    assert {f.day: f.value for f in mood.recorded} == {
+        date(2026, 10, 25): 2.0,
+        date(2026, 10, 26): 5.0,
+        first: 4.0,
+    }
+    assert [day for day, _ in summary.rows][:2] == [date(2026, 10, 26), date(2026, 10, 25)]
 
 
 def test_records_of_a_kind_are_paged_newest_first(client, person):

@@ -76,6 +76,10 @@ def connections(request: HttpRequest) -> HttpResponse:
     for card in cards:
         # The connect step's history window (an OAuth2 card posts it to the begin step).
         card.history_form = BackfillForm(provider=card.provider)
+        # Beside "Connect again" too (after a refused connect), with ids of its own.
+        card.history_form_again = BackfillForm(
+            provider=card.provider, auto_id=f"id_%s_again_{card.provider.id}"
+        )
         for connection in card.connections:
             connection.history_label = backfill_label(
                 card.provider, connection.backfill_days_in_force

@@ -248,3 +248,60 @@ def test_a_connect_with_an_unticked_scope_is_explained_and_offered_again(browser
     expect(again).to_be_visible()
     connect_in_browser(page, provider)
     context.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_person_chooses_how_far_back_and_how_often_on_the_connect_steps_and_cards(
+    browser, sandbox, person
+):
+    """The history window beside an OAuth2 card's Connect button and on a hosted link's page,
+    before anything is fetched; then a card's schedule and window changed and saved."""
+    oauth2 = provider_for(auth_mode="oauth2", backfill_fixed_at_connect=False)
+    linked = provider_for(auth_mode="hosted_link")
+    context = browser.new_context()
+    violations = csp_violations(context)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{sandbox.url}/login/")
+    page.get_by_label("Username").fill(person.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name=re.compile("Log in", re.I)).click()
+    page.goto(f"{sandbox.url}/connections/")
+
+    card = page.locator(f"li.card[data-provider={oauth2.id}]")
+    card.get_by_label("History to fetch").select_option(label="1 year")
+    connect_in_browser(page, oauth2)
+    connection = UserDataSource.objects.get(user=person, provider=oauth2.id)
+    assert connection.backfill_days == 365
+
+    card = page.locator(f"li.card[data-provider={linked.id}]")
+    card.get_by_role("link", name=re.compile("Connect")).click()
+    page.get_by_label("History to fetch").select_option(label="30 days")
+    page.get_by_role("button", name=linked.link_button).click()
+    hooks(linked.id).browser_widget(page.get_by_role("dialog"))
+    expect(page.get_by_role("heading", name="Connections")).to_be_visible()
+    assert UserDataSource.objects.get(user=person, provider=linked.id).backfill_days == 30
+
+    # The first sync has fetched nothing yet (no worker runs here): the window may change.
+    section = page.locator(f"li.card[data-provider={oauth2.id}] section.connection")
+    section.get_by_label("History to fetch").select_option(label="30 days")
+    section.get_by_role("button", name="Save history").click()
+    expect(page.locator(".messages")).to_contain_text("first sync will fetch: 30 days")
+    assert UserDataSource.objects.get(pk=connection.pk).backfill_days == 30
+
+    longest = max(oauth2.sync_interval_choices)
+    section = page.locator(f"li.card[data-provider={oauth2.id}] section.connection")
+    section.get_by_label("Syncs").select_option(str(longest))
+    section.get_by_role("button", name="Save schedule").click()
+    expect(page.locator(".messages")).to_contain_text("now syncs")
+    expect(section.get_by_label("Syncs")).to_have_value(str(longest))
+    assert UserDataSource.objects.get(pk=connection.pk).sync_interval == longest
+
+    # Once something is fetched, the card says how far back it went and offers no change.
+    UserDataSource.objects.filter(pk=connection.pk).update(cursors={"a-stream": "x"})
+    page.reload()
+    section = page.locator(f"li.card[data-provider={oauth2.id}] section.connection")
+    expect(section.get_by_role("button", name="Save history")).to_have_count(0)
+    expect(section).to_contain_text("History fetched")
+    context.close()
+    assert violations == []

@@ -3,6 +3,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.decorators import staff_member_required
@@ -18,6 +19,7 @@ from django.utils.html import format_html
 from django.views.decorators.cache import never_cache
 
 from ingestion import selectors
+from ingestion.authentication import service_token_revoke, service_token_secret_set
 from ingestion.budgets import budget_summary
 from ingestion.erasure import person_erase
 from ingestion.export import export_response
@@ -25,6 +27,7 @@ from ingestion.ledger import Action, ledger_of, ledger_record
 from ingestion.models import (
     AccessLedgerEntry,
     QuarantinedItem,
+    ServiceToken,
     SyncRun,
     WebhookEvent,
     WebhookRejection,
@@ -34,6 +37,7 @@ from ingestion.storage import records_collection
 from ingestion.views import ERASE_TOO_MANY_WRONG_PASSWORDS
 from ingestion.webhooks import webhook_event_enqueue
 from sibling.lookups import object_or_404
+from sibling.models import Person
 from sibling.throttles import password_guess_usage
 from sources.models import UserDataSource
 
@@ -452,3 +456,129 @@ class WebhookRejectionAdmin(ReadOnlyAdmin):
 
     def get_fields(self, request: HttpRequest, obj: object = None) -> tuple:
         return (*self.fields, "examples_view")
+
+
+class ServiceTokenForm(forms.ModelForm):
+    """A new service token: its name, scopes and optional person (by public id)."""
+
+    scopes = forms.MultipleChoiceField(
+        choices=ServiceToken.Scope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The categories of records it may read.",
+    )
+    person_public_id = forms.CharField(
+        label="Only this person (public id)",
+        required=False,
+        max_length=36,
+        help_text="Leave empty for a module that reads any person a request names.",
+    )
+
+    class Meta:
+        model = ServiceToken
+        fields = ("name", "scopes")
+
+    def clean_person_public_id(self) -> Person | None:
+        public_id = self.cleaned_data["person_public_id"].strip()
+        if not public_id:
+            return None
+        person = Person.objects.filter(public_id=public_id).first()
+        if person is None:
+            raise forms.ValidationError("No person has this public id.")
+        return person
+
+
+@admin.register(ServiceToken)
+class ServiceTokenAdmin(admin.ModelAdmin):
+    """Service tokens for Sibling's other modules. Making one needs ``add_servicetoken`` and
+    shows its secret once, on the answer to the form; revoking needs ``revoke_servicetoken``.
+    A token is never edited (its scopes are what people's ledgers were told) nor deleted (the
+    ledger's entries name it): a changed need is a new token, and the old one is revoked."""
+
+    form = ServiceTokenForm
+    list_display = (
+        "name",
+        "prefix",
+        "scope_list",
+        "person_public_id",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    list_filter = ("revoked_at",)
+    readonly_fields = (
+        "name",
+        "prefix",
+        "scope_list",
+        "person_public_id",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    actions = ("revoke",)
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: ServiceToken) -> str:
+        return ", ".join(obj.scopes or ())
+
+    @admin.display(description="only person")
+    def person_public_id(self, obj: ServiceToken) -> str:
+        return obj.person.public_id if obj.person_id else "any (named per request)"
+
+    def get_fields(self, request: HttpRequest, obj: object = None) -> tuple:
+        if obj is None:
+            return ("name", "scopes", "person_public_id")
+        return self.readonly_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> tuple:
+        return () if obj is None else self.readonly_fields
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):  # noqa: ANN201
+        if obj is not None:  # an existing token is only shown
+            kwargs["form"] = forms.ModelForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return action_permitted(request, self.model._meta, "revoke")
+
+    def save_model(self, request: HttpRequest, obj: ServiceToken, form: Any, change: bool) -> None:
+        if change:  # pragma: no cover - tokens are never edited (no change permission)
+            raise PermissionDenied
+        obj.scopes = sorted(set(form.cleaned_data["scopes"]))
+        obj.person = form.cleaned_data.get("person_public_id")
+        obj.created_by = request.user
+        # Shown on this answer only (response_add); never stored, logged or shown again.
+        request._service_token_secret = service_token_secret_set(obj)
+        obj.save()
+
+    def response_add(
+        self, request: HttpRequest, obj: ServiceToken, post_url_continue: Any = None
+    ) -> HttpResponse:
+        secret = getattr(request, "_service_token_secret", None)
+        if secret is None:  # pragma: no cover
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Service token “{obj.name}” made",
+            "opts": self.model._meta,
+            "token": obj,
+            "secret": secret,
+        }
+        response = render(request, "admin/ingestion/servicetoken/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke (requests with it are refused)", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
+        revoked = 0
+        for token in queryset.filter(revoked_at__isnull=True):
+            service_token_revoke(token=token)
+            revoked += 1
+        self.message_user(request, f"{revoked} service tokens revoked.")

@@ -29,7 +29,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView, exception_handler
 
-from ingestion.authentication import ApiTokenAuthentication
+from ingestion.authentication import ApiTokenAuthentication, HasTokenScope
 from ingestion.errors import PersonErased
 from ingestion.events import (
     MAX_EVENTS,
@@ -99,7 +99,8 @@ class EventsApiThrottle(UserRateThrottle):
 
 class EventsCreateApi(APIView):
     authentication_classes = [ApiTokenAuthentication]
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, HasTokenScope]
+    required_scope = "events:write"
     throttle_classes = [EventsApiThrottle]
     parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
@@ -170,6 +171,9 @@ class EventsCreateApi(APIView):
             202: OutputSerializer,
             400: OpenApiResponse(ErrorSerializer, description="Malformed JSON or invalid body."),
             401: OpenApiResponse(ErrorSerializer, description="No token, or a bad one."),
+            403: OpenApiResponse(
+                ErrorSerializer, description="The token lacks the events:write scope."
+            ),
             410: OpenApiResponse(
                 ErrorSerializer, description="The person's account is being erased."
             ),
@@ -239,5 +243,10 @@ def _errors_text(errors: Any, prefix: str = "") -> str:
 
 
 def schema_endpoints_filter(endpoints: list[Any], **kwargs: Any) -> list[Any]:
-    """drf-spectacular preprocessing hook: the published schema is the events API only."""
-    return [endpoint for endpoint in endpoints if endpoint[0] in SCHEMA_PATHS]
+    """drf-spectacular preprocessing hook: the published schema is the events API and the
+    records API (``/api/v1/``), not admin or internal views."""
+    return [
+        endpoint
+        for endpoint in endpoints
+        if endpoint[0] in SCHEMA_PATHS or endpoint[0].startswith("/api/v1/")
+    ]

@@ -202,12 +202,23 @@ class WebhookRejection(models.Model):
         return f"{self.provider}: {self.reason} x{self.count} from {self.sender}"
 
 
+def api_token_scopes_default() -> list[str]:
+    # Tokens made before scopes existed could only send events: they keep exactly that.
+    return ["events:write"]
+
+
 class ApiToken(models.Model):
-    """A person's token for Sibling's own apps (the events API).
+    """A person's token for Sibling's own apps (the events API, the records API).
 
     Only the SHA-256 digest is stored: the token is shown once when it is made, and a database
     read does not hand out working tokens. The prefix lets people tell their tokens apart.
+    ``scopes`` says what it may do: ``events:write`` (send events), ``records:read`` (read the
+    person's own records and connections).
     """
+
+    class Scope(models.TextChoices):
+        EVENTS_WRITE = "events:write", "Send events (moods, notes, sleep, screen time)"
+        RECORDS_READ = "records:read", "Read my records and connections"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
@@ -218,6 +229,7 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    scopes = models.JSONField(default=api_token_scopes_default, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["digest"], name="api_token_digest")]
@@ -229,6 +241,66 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    def scope_labels(self) -> list[str]:
+        labels = dict(self.Scope.choices)
+        return [labels.get(scope, scope) for scope in self.scopes or ()]
+
+
+class ServiceToken(models.Model):
+    """A token for one of Sibling's other modules (a service), made by staff in admin.
+
+    It reads records of the categories its scopes name (``read:external``, ``read:behavioral``,
+    ``read:volunteered``), of one person when ``person`` is set, else of any person the request
+    names. Only the SHA-256 digest is stored; the secret is shown once, when it is made. Every
+    read is counted in the person's access ledger (``ingestion.ledger.service_read_record``).
+    """
+
+    class Scope(models.TextChoices):
+        READ_EXTERNAL = "read:external", "Read external records (email, bank, calendar)"
+        READ_BEHAVIORAL = "read:behavioral", "Read behavioral records (activity, sleep, ...)"
+        READ_VOLUNTEERED = "read:volunteered", "Read volunteered records (moods, notes, ...)"
+
+    name = models.CharField(max_length=100, help_text="The module that uses it, as people see.")
+    digest = models.CharField(max_length=64, editable=False)
+    prefix = models.CharField(max_length=12, editable=False)
+    scopes = models.JSONField(default=list)
+    person = models.ForeignKey(
+        "sibling.Person",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="service_tokens",
+        help_text="Only this person's records; empty: any person the request names.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="service_tokens_made",
+        editable=False,
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["digest"], name="service_token_digest")]
+        indexes = [models.Index(fields=["-created_at"], name="service_token_created")]
+        permissions = [("revoke_servicetoken", "Can revoke service tokens")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @property
+    def categories(self) -> list[str]:
+        """The record categories its scopes allow, e.g. ``["external"]``."""
+        return [scope.split(":", 1)[1] for scope in self.scopes or () if scope.startswith("read:")]
 
 
 class ErasureRecord(models.Model):
@@ -261,6 +333,7 @@ class AccessLedgerEntry(models.Model):
         VIEW = "view", "Viewed decrypted data"
         EXPORT = "export", "Exported data"
         REPLAY = "replay", "Replayed events"
+        SERVICE_READ = "service_read", "Read by a Sibling service"
 
     subject = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -280,6 +353,20 @@ class AccessLedgerEntry(models.Model):
     scope = models.CharField(max_length=200)
     reason = models.CharField(max_length=500)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Service reads (SERVICE_READ) are batched: one entry per token, person and hour (``bucket``),
+    # counting the records read per category in ``counts`` ({"external": 12, ...}) and the
+    # requests in ``counts["requests"]``; ``last_at`` is the latest read. A partial unique index
+    # (migration 0013) on (subject, service, bucket) for these entries makes the upsert atomic.
+    service = models.ForeignKey(
+        "ServiceToken",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="ledger_entries",
+    )
+    bucket = models.DateTimeField(null=True, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    last_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["subject", "-created_at"], name="ledger_subject")]
@@ -293,6 +380,18 @@ class AccessLedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} ({self.scope}) at {self.created_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def reads_text(self) -> str:
+        """A service read in words: "12 external records and 3 behavioral records"."""
+        parts = [
+            f"{n} {category} record{'' if n == 1 else 's'}"
+            for category, n in sorted((self.counts or {}).items())
+            if category not in ("requests", "connections") and n
+        ]
+        if (self.counts or {}).get("connections"):
+            parts.append("the list of connections")
+        return " and ".join(parts) if parts else "nothing"
 
 
 class BudgetBucket(models.Model):

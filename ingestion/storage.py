@@ -167,12 +167,18 @@ RECORD_INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
         [("user", ASCENDING), ("kind", ASCENDING), ("occurred_at", DESCENDING)],
         {"name": "user_kind_time"},
     ),
+    # The records API's order: a person's records by (updated_at, _id), its cursor's position.
+    (
+        [("user", ASCENDING), ("updated_at", ASCENDING), ("_id", ASCENDING)],
+        {"name": "user_updated"},
+    ),
 ]
 
 
 def indexes_ensure() -> None:
     """Every record index starts with user (the shard key in a sharded deployment). Each index
-    costs every write, so there are two: the record key, and a person's records by kind and time.
+    costs every write, so there are three: the record key, a person's records by kind and time,
+    and a person's records by update time (the records API's cursor order).
     """
     for name in set(CATEGORY_COLLECTIONS.values()):
         for keys, options in RECORD_INDEXES:

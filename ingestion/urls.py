@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from ingestion import views
 from ingestion.api import EventsCreateApi
+from ingestion.records_api import ConnectionsListApi, RecordDetailApi, RecordsListApi
 
 app_name = "ingestion"
 urlpatterns = [
@@ -17,4 +18,7 @@ urlpatterns = [
     path("my-data/export/", views.my_data_export, name="my_data_export"),
     path("api/events/", EventsCreateApi.as_view(), name="events_create"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+    path("api/v1/records/", RecordsListApi.as_view(), name="records_list"),
+    path("api/v1/records/<str:record_id>/", RecordDetailApi.as_view(), name="records_detail"),
+    path("api/v1/connections/", ConnectionsListApi.as_view(), name="connections_list"),
 ]

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC
 from typing import Any
 
+from django import forms as django_forms
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
@@ -27,20 +28,41 @@ from ingestion.events import events_accept
 from ingestion.export import export_response
 from ingestion.forms import VOLUNTEERED_FORMS, ApiTokenForm, EraseForm
 from ingestion.ledger import Action, ledger_of, ledger_record
+from ingestion.models import ApiToken
 from sibling.people import person_zone
 from sibling.throttles import password_guess_usage
+
+
+class ApiTokenScopesForm(ApiTokenForm):
+    """A token's name and what it may do (one or more scopes; sending events when none is
+    ticked, which is what every token could do before scopes existed)."""
+
+    scopes = django_forms.MultipleChoiceField(
+        label="What it may do",
+        choices=ApiToken.Scope.choices,
+        initial=[ApiToken.Scope.EVENTS_WRITE],
+        required=False,
+        widget=django_forms.CheckboxSelectMultiple,
+    )
+
+    def clean_scopes(self) -> list[str]:
+        return self.cleaned_data["scopes"] or [ApiToken.Scope.EVENTS_WRITE]
 
 
 @never_cache  # the answer to a creation holds the token itself
 @login_required
 @require_http_methods(["GET", "POST"])
 def api_tokens(request: HttpRequest) -> HttpResponse:
-    form = ApiTokenForm(request.POST or None)
+    form = ApiTokenScopesForm(request.POST or None)
     created = None
     if request.method == "POST" and form.is_valid():
         # Shown in this answer only: the token is not stored, so no later page can show it.
-        created = api_token_create(user=request.user, name=form.cleaned_data["name"])
-        form = ApiTokenForm()
+        created = api_token_create(
+            user=request.user,
+            name=form.cleaned_data["name"],
+            scopes=form.cleaned_data["scopes"],
+        )
+        form = ApiTokenScopesForm()
     return render(
         request,
         "ingestion/api_tokens.html",

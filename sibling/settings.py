@@ -302,13 +302,21 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
-    "TITLE": "Sibling events API",
-    "DESCRIPTION": "Sibling's own apps send a person's behavioral and volunteered events.",
+    "TITLE": "Sibling API",
+    "DESCRIPTION": (
+        "Sibling's own apps send a person's behavioral and volunteered events "
+        "(`/api/events/`); a person's apps and Sibling's other modules read records and "
+        "connections (`/api/v1/`)."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    # The published schema describes the events API only, not admin or internal views.
+    # The published schema describes the events and records APIs only, not admin or pages.
     "PREPROCESSING_HOOKS": ["ingestion.api.schema_endpoints_filter"],
 }
+# The records API (/api/v1/): requests per token (REST framework's form), and how long after a
+# record is stamped it is listed (longer than any page's write takes: see ingestion.records_api).
+SIBLING_RECORDS_API_RATE = env.str("SIBLING_RECORDS_API_RATE", default="600/min")
+SIBLING_RECORDS_API_SETTLE_S = env.float("SIBLING_RECORDS_API_SETTLE_S", default=5.0)
 
 # --- Email (alerts: one email per incident a connection has) -----------------------------------
 # SMTP from EMAIL_URL (django-environ: smtp+tls://user:password@host:587 for STARTTLS,

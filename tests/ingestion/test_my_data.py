@@ -504,7 +504,17 @@ def test_the_queries_keep_to_the_persons_records_index(person, monkeypatch):
         assert "user_kind_time" in str(plan), plan
 
 
-def test_another_person_sees_none_of_it(client, person):
+@pytest.mark.parametrize(
+    "reader",
+    [
+        {},
+        {"is_staff": True},
+        {"is_staff": True, "is_superuser": True},
+    ],
+    ids=["person", "staff", "superuser"],
+)
+def test_another_person_sees_none_of_it(client, person, reader):
+    """Someone else, staff and superusers included: My data is always the reader's own."""
     now = timezone.now()
     store(person, "mood_rating", now - timedelta(hours=2), rating=4, note="mine alone")
     store(
@@ -514,7 +524,7 @@ def test_another_person_sees_none_of_it(client, person):
         date=str((now - timedelta(days=1)).date()),
         steps=5000,
     )
-    other = UserFactory()
+    other = UserFactory(**reader)
     response = login(client, other).get(URL)
     assert response.status_code == 200
     assert response.context["summary"].series == []

@@ -333,3 +333,31 @@ def test_timed_events_keep_the_offset_of_where_they_happen(connection, window_st
     for record in timed:
         offset = record["start"].astimezone(ZoneInfo(record["time_zone"])).utcoffset()
         assert record["utc_offset_min"] == offset.total_seconds() // 60
+
+
+def test_a_reconnect_keeps_the_sync_tokens_and_reads_only_what_changed(
+    connection, window_start, raw_db
+):
+    """Disconnected (data kept), then connected again with a new grant: Google's sync tokens
+    belong to the calendars, not to the grant, so the first sync after it is incremental."""
+    from sources.sandbox.testing import google_credentials
+    from sources.services import connection_disconnect, connection_upsert
+
+    first = sync(connection)
+    assert first.outcome == Outcome.SUCCESS, first.error_message
+    cursors = fresh(connection).cursors
+    connection_disconnect(connection=fresh(connection), delete_data=False)
+    email = connection.sandbox_account
+    credentials = google_credentials(connection.provider_class, email)
+    again = connection_upsert(
+        user=connection.user,
+        provider=connection.provider_class,
+        external_account_id=connection.external_account_id,
+        credentials=credentials,
+        account_label=email,
+    )
+    assert again.pk == connection.pk and fresh(again).cursors == cursors
+    run = sync(again)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    assert run.api_calls == 4 and run.created == 0  # one incremental call per calendar
+    assert stored_ids(raw_db, connection) == expected(email, window_start)

@@ -49,7 +49,7 @@ def secret(person):
     return api_token_create(user=person, name="Reader", scopes=READ).secret
 
 
-# --- Who may read what ------------------------------------------------------------------------
+# --- Who may read what -----------------------------------------------------------------------
 
 
 def test_a_person_reads_their_records_decrypted(client, person, secret):
@@ -155,7 +155,7 @@ def test_a_session_is_not_enough(client, person):
     assert client.get(RECORDS_URL).status_code == 401
 
 
-# --- Filters and bad input -----------------------------------------------------------------------
+# --- Filters and bad input ----------------------------------------------------------------------
 
 
 def test_filters(client, person, secret):
@@ -215,7 +215,7 @@ def test_a_page_holds_at_most_500(client, person, secret):
     assert len(default["results"]) == 100
 
 
-# --- The cursor -----------------------------------------------------------------------------------
+# --- The cursor ----------------------------------------------------------------------------------
 
 
 def _order(record: dict) -> tuple[str, str]:
@@ -312,7 +312,7 @@ def test_paging_while_a_writer_stores_records(client, person, secret, settings):
     assert seen == sorted(seen, key=_order)
 
 
-# --- Connections ----------------------------------------------------------------------------------
+# --- Connections ---------------------------------------------------------------------------------
 
 
 def test_connections_never_show_credentials_or_labels(client, person, secret):
@@ -341,7 +341,7 @@ def test_connections_never_show_credentials_or_labels(client, person, secret):
     assert connection.credentials["api_key"] not in text
 
 
-# --- Throttle ------------------------------------------------------------------------------------
+# --- Throttle -----------------------------------------------------------------------------------
 
 
 def test_each_token_has_its_own_throttle(client, person, secret, settings):
@@ -356,7 +356,7 @@ def test_each_token_has_its_own_throttle(client, person, secret, settings):
     assert get(client, RECORDS_URL, other).status_code == 200
 
 
-# --- Queries the embedded server can index -------------------------------------------------------
+# --- Queries the embedded server can index ------------------------------------------------------
 
 
 def test_every_records_query_starts_with_the_person_and_uses_an_index(
@@ -399,3 +399,23 @@ def test_every_records_query_starts_with_the_person_and_uses_an_index(
                 .explain()
             )
         assert "COLLSCAN" not in str(plan["queryPlanner"]["winningPlan"]), (filter_, plan)
+
+
+# --- The tokens page -----------------------------------------------------------------------------
+
+
+def test_the_tokens_page_lets_a_person_choose_the_read_scope(client, person):
+    client.force_login(person, backend="django.contrib.auth.backends.ModelBackend")
+    page = client.get("/settings/api-tokens/").content.decode()
+    assert 'value="records:read"' in page and 'value="events:write"' in page
+    response = client.post(
+        "/settings/api-tokens/", {"name": "Dashboard", "scopes": ["records:read"]}
+    )
+    secret = response.content.decode().split('id="new-token" value="')[1].split('"')[0]
+    assert ApiToken.objects.get(name="Dashboard").scopes == ["records:read"]
+    assert get(client, RECORDS_URL, secret).status_code == 200
+    # Nothing ticked: sending events, as every token could before scopes.
+    client.post("/settings/api-tokens/", {"name": "Phone"})
+    assert ApiToken.objects.get(name="Phone").scopes == ["events:write"]
+    page = client.get("/settings/api-tokens/").content.decode()
+    assert "Read my records and connections" in page

@@ -233,6 +233,8 @@ def test_a_deauthorization_disconnects_without_revoking_and_deletes_the_data(
     assert raw_db["behavioral_data"].count_documents(owner) == 0
     assert raw_pages.count_documents({"connection_id": connection.pk}) == 0
     assert connection.records_stored == 0
+    # With the data gone, so are the cursors: connecting again backfills, not just the gap.
+    assert connection.cursors == {} and connection.backfill_progress == 0.0
     assert len(stored(other, "behavioral_data")) == others > 0
     event = WebhookEvent.objects.get(provider="strava")
     assert event.event_type == "athlete.update" and event.status == WebhookEvent.Status.PROCESSED

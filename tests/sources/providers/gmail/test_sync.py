@@ -671,3 +671,19 @@ def test_the_batch_size_is_one_to_a_hundred(value, valid):
     else:
         with pytest.raises(ImproperlyConfigured, match="GMAIL_BATCH_SIZE is not a valid value"):
             build()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_everything_gmail_has_is_the_whole_mailbox(gmail_connection):
+    """The longest history window a person may choose: no date bound on the listing."""
+    from sources.providers.base import BACKFILL_EVERYTHING
+    from sources.providers.gmail.sandbox import mailbox_size_set
+
+    connection = gmail_connection
+    mailbox_size_set(connection.sandbox_email, 1)  # a small mailbox of the sandbox's whole span
+    UserDataSource.objects.filter(pk=connection.pk).update(backfill_days=BACKFILL_EVERYTHING)
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    everything = sandbox_ids(connection.sandbox_email, 0)
+    assert len(everything) > 60  # older than any shorter window would reach
+    assert stored_ids(connection) == everything

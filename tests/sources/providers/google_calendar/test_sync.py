@@ -361,3 +361,16 @@ def test_a_reconnect_keeps_the_sync_tokens_and_reads_only_what_changed(
     assert run.outcome == Outcome.SUCCESS, run.error_message
     assert run.api_calls == 4 and run.created == 0  # one incremental call per calendar
     assert stored_ids(raw_db, connection) == expected(email, window_start)
+
+
+def test_everything_google_has_reaches_every_past_event(connection, raw_db):
+    """The longest history window a person may choose: timeMin at the start of the epoch."""
+    from sources.providers.base import BACKFILL_EVERYTHING, EVERYTHING_SINCE
+
+    UserDataSource.objects.filter(pk=connection.pk).update(backfill_days=BACKFILL_EVERYTHING)
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    everything = expected(connection.sandbox_account, EVERYTHING_SINCE)
+    assert stored_ids(raw_db, connection) == everything
+    recent = expected(connection.sandbox_account, timezone.now() - timedelta(days=BACKFILL_DAYS))
+    assert len(everything) > len(recent)

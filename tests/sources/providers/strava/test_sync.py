@@ -213,3 +213,17 @@ def test_workouts_keep_where_they_took_place_as_an_offset(connection):
         data = value_decrypt(document["sealed"], owner_id=connection.user_id)
         activity = served[document["external_id"]]
         assert data["utc_offset_min"] * 60 == activity["utc_offset"]
+
+
+def test_everything_strava_has_lists_every_activity(connection, settings):
+    """The longest history window a person may choose: no ``after`` bound before the epoch."""
+    from sources.providers.base import BACKFILL_EVERYTHING, EVERYTHING_SINCE
+
+    UserDataSource.objects.filter(pk=connection.pk).update(backfill_days=BACKFILL_EVERYTHING)
+    run = sync(connection)
+    assert run.outcome == Outcome.SUCCESS, run.error_message
+    everything = sandbox_ids(connection, EVERYTHING_SINCE)
+    window = timedelta(days=settings.SIBLING_BACKFILL_DAYS)
+    recent = sandbox_ids(connection, run.started_at - window)
+    assert {r["external_id"] for r in stored(connection, "behavioral_data")} == everything
+    assert len(everything) > len(recent)

@@ -224,14 +224,19 @@ class Position:
             raise serializers.ValidationError({"cursor": [CURSOR_INVALID]}) from None
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
+    # Exact integer arithmetic: a float timestamp can land a millisecond short, and the cursor
+    # must name the very time MongoDB stored.
+    return (_utc(value) - EPOCH) // timedelta(milliseconds=1)
 
 
 def _from_ms(value: int) -> datetime:
     if not 0 <= value < 253402300800000:  # datetime's range, year 9999
         raise ValueError("out of range")
-    return datetime.fromtimestamp(value / 1000, tz=UTC)
+    return EPOCH + timedelta(milliseconds=value)
 
 
 def _key(document: dict[str, Any]) -> tuple[datetime, ObjectId]:
@@ -355,28 +360,33 @@ class _Scan:
             op = "$lt" if self.reverse else "$gt"
             merged = self._find({"updated_at": at, "_id": {op: after}})
             stopped = self._take(merged)
+            if stopped is None and self.truncated_at is not None:
+                stopped = self.truncated_at
             if stopped is not None:
-                return self._position(*stopped, window), window_ms
-            if self.truncated_at is not None:
-                return self._position(*self.truncated_at, window), window_ms
+                # All at one time: the next window starts right after it, small.
+                window = timedelta(milliseconds=MIN_WINDOW_MS)
+                return self._position(*stopped, window), _window_ms(window)
         edge = at
         while True:
             if self.reverse:
                 if edge <= self.lower:
-                    return None, window_ms
+                    return None, _window_ms(window)
                 start = max(edge - window, self.lower)
                 merged = self._find({"updated_at": {"$gte": start, "$lt": edge}})
             else:
                 if edge >= self.horizon:
-                    return None, window_ms
+                    return None, _window_ms(window)
                 end = min(edge + window, self.horizon)
                 merged = self._find({"updated_at": {"$gt": edge, "$lte": end}})
             stopped = self._take(merged)
+            if stopped is None and self.truncated_at is not None:
+                stopped = self.truncated_at
             if stopped is not None:
+                # Stopped inside the window: the records were denser than it assumed. The next
+                # window spans twice what this one's records up to the stop did.
+                span = abs(stopped[0] - edge)
+                window = max(min(2 * span, window), timedelta(milliseconds=MIN_WINDOW_MS))
                 return self._position(*stopped, window), _window_ms(window)
-            if self.truncated_at is not None:
-                window = max(window / WINDOW_GROWTH, timedelta(milliseconds=MIN_WINDOW_MS))
-                return self._position(*self.truncated_at, window), _window_ms(window)
             edge, bound_id = (start, MIN_ID) if self.reverse else (end, MAX_ID)
             if not merged:
                 window = min(window * WINDOW_GROWTH, MAX_WINDOW)

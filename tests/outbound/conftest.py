@@ -52,6 +52,15 @@ def subscriber_add(
     return Subscriber.objects.get(pk=subscriber.pk), secret
 
 
+@pytest.fixture(autouse=True)
+def subscribers_forgotten():
+    """Each process keeps a short-lived copy of the subscriber list; the database is emptied
+    after each test without signals, so the copy goes too (other tests never see these)."""
+    subscribers_forget()
+    yield
+    subscribers_forget()
+
+
 @pytest.fixture
 def sandbox(live_server, settings):
     settings.SIBLING_SANDBOX_BASE_URL = f"{live_server.url}/sandbox"

@@ -61,3 +61,27 @@ def test_switched_down_and_up_over_http_and_listed(client, receiver):
         (event_id, 503, False),
         (event_id, 200, True),
     ]
+
+
+def test_make_run_s_subscriber_points_at_the_receiver_with_the_same_secret(sandbox, settings):
+    from outbound.models import EVENT_TYPES, Subscriber
+    from sources.sandbox import store
+    from sources.sandbox.receiver import DEV_ENDPOINT, ENDPOINT, STORE, dev_subscriber_ensure
+
+    base = f"{sandbox.url}/sandbox"
+    assert "/_receiver/dev/" in dev_subscriber_ensure(base)
+    dev_subscriber_ensure(base)  # again: nothing new
+    [subscriber] = Subscriber.objects.all()
+    assert subscriber.url == f"{base}/_receiver/dev/"
+    assert sorted(subscriber.event_types) == sorted(EVENT_TYPES)
+    assert store.record_get(STORE, ENDPOINT, DEV_ENDPOINT).data["secret"] == subscriber.secret
+    event_emit(event_type=CONNECTION_CREATED, data={}, person="p")
+    send()
+    from sources.sandbox.models import ReceivedNotification
+
+    assert ReceivedNotification.objects.get(endpoint=DEV_ENDPOINT).verified
+
+    settings.SIBLING_SANDBOX_ALLOWED = False
+    Subscriber.objects.all().delete()
+    assert "off" in dev_subscriber_ensure(base)
+    assert not Subscriber.objects.exists()

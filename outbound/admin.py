@@ -14,7 +14,12 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 
-from outbound.delivery import deliveries_replay, subscriber_pause, subscriber_resume
+from outbound.delivery import (
+    deliveries_replay,
+    subscriber_pause,
+    subscriber_resume,
+    subscriber_secret_rotate,
+)
 from outbound.emit import workers_kick
 from outbound.http import url_problem
 from outbound.models import EVENT_TYPES, Delivery, Subscriber
@@ -84,7 +89,7 @@ class SubscriberAdmin(admin.ModelAdmin):
         "created_by",
         "created_at",
     )
-    actions = ("pause", "resume")
+    actions = ("pause", "resume", "rotate_secret")
 
     def get_fields(self, request: HttpRequest, obj: Subscriber | None = None) -> Any:
         fields = ["name", "url", "event_types", "categories"]
@@ -108,20 +113,38 @@ class SubscriberAdmin(admin.ModelAdmin):
         secret = getattr(request, "_subscriber_secret", None)
         if secret is None:
             return super().response_add(request, obj, post_url_continue)
+        return self._secret_once(request, obj, secret, rotated=False)
+
+    def _secret_once(
+        self, request: HttpRequest, obj: Subscriber, secret: str, *, rotated: bool
+    ) -> HttpResponse:
         response = TemplateResponse(
             request,
             "admin/outbound/subscriber/secret_once.html",
             {
                 **self.admin_site.each_context(request),
-                "title": "Subscriber added",
+                "title": "New secret" if rotated else "Subscriber added",
                 "subscriber": obj,
                 "secret": secret,
+                "rotated": rotated,
                 "changelist_url": reverse("admin:outbound_subscriber_changelist"),
                 "opts": self.model._meta,
             },
         )
         add_never_cache_headers(response)
         return response
+
+    @admin.action(description="Rotate the signing secret (one subscriber)", permissions=["change"])
+    def rotate_secret(
+        self, request: HttpRequest, queryset: QuerySet[Subscriber]
+    ) -> HttpResponse | None:
+        if len(queryset) != 1:
+            self.message_user(request, "Rotate one subscriber's secret at a time.", messages.ERROR)
+            return None
+        subscriber = queryset[0]
+        return self._secret_once(
+            request, subscriber, subscriber_secret_rotate(subscriber), rotated=True
+        )
 
     def has_pause_permission(self, request: HttpRequest) -> bool:
         return _permitted(request, self.model._meta, "pause")

@@ -33,7 +33,7 @@ from django.utils import timezone
 from outbound import registry
 from outbound.http import PRIVATE_REFUSED, allow_private, session_new
 from outbound.models import Delivery, Subscriber
-from outbound.signing import event_body, headers_sign, timestamp_text
+from outbound.signing import event_body, headers_sign, secret_generate, timestamp_text
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,12 @@ def _http_send(
         secret = subscriber.secret
         if not isinstance(secret, str) or not secret:
             return None, "no secret"
-        headers = headers_sign(secret=secret, event_id=delivery.event_id, body=body, at=now)
+        previous = subscriber.previous_secret
+        until = subscriber.previous_secret_until
+        also = [previous] if isinstance(previous, str) and until and until > now else []
+        headers = headers_sign(
+            secret=secret, event_id=delivery.event_id, body=body, at=now, also=also
+        )
     except Exception as err:  # a secret that cannot be read or used: said by class only
         return None, f"signing failed: {type(err).__name__}"
     headers["Content-Type"] = "application/json"
@@ -293,6 +298,21 @@ def subscriber_pause(subscriber: Subscriber, *, reason: str) -> None:
     subscriber.active, subscriber.paused_reason, subscriber.paused_at = False, reason, now
     _park(subscriber)
     logger.warning("subscriber %s paused: %s", subscriber.pk, reason)
+
+
+ROTATION_OVERLAP = timedelta(days=1)
+
+
+def subscriber_secret_rotate(subscriber: Subscriber) -> str:
+    """A new secret for the subscriber (returned, to be shown once). The one before keeps
+    signing beside it for ``ROTATION_OVERLAP``, so the endpoint switches without a refusal."""
+    new = secret_generate()
+    current = Subscriber.objects.get(pk=subscriber.pk)
+    current.previous_secret = current.secret
+    current.previous_secret_until = timezone.now() + ROTATION_OVERLAP
+    current.secret = new
+    current.save(update_fields=["secret", "previous_secret", "previous_secret_until"])
+    return new
 
 
 def subscriber_resume(subscriber: Subscriber) -> int:

@@ -33,13 +33,17 @@ class Subscriber(models.Model):
     """An HTTPS endpoint that receives the events it asked for, signed with its own secret.
 
     The secret (``whsec_`` + base64 of 32 random bytes) is generated when the subscriber is
-    added, shown once to the staff member who added it, and stored encrypted under the system
-    key ``system:outbound``; nobody can read it back from admin.
+    added (or rotated), shown once to the staff member who did it, and stored encrypted under the
+    system key ``system:outbound``; nobody can read it back from admin.
     """
 
     name = models.CharField(max_length=100, unique=True)
     url = models.URLField(max_length=2000, help_text="Where events are POSTed (https).")
     secret = EncryptedField(owner=SECRET_OWNER, null=True)
+    # After a rotation, the secret before it: deliveries are signed with both until
+    # previous_secret_until, so the endpoint can switch to the new one without losing any.
+    previous_secret = EncryptedField(owner=SECRET_OWNER, null=True)
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
     event_types = models.JSONField(default=list, blank=True)
     # Record categories wanted (external, behavioral, volunteered); events that concern no
     # category (person.erased) go to every subscriber that wants their type.

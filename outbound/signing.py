@@ -4,7 +4,8 @@ Each delivery is a POST of ``{"type", "timestamp", "data"}`` as JSON with the he
 ``webhook-id`` (the event id, the same on every retry and replay: receivers deduplicate by it),
 ``webhook-timestamp`` (seconds since the epoch, the time of this attempt) and
 ``webhook-signature`` (``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``, keyed with the
-subscriber's secret), made by the ``standardwebhooks`` library.
+subscriber's secret; for a day after a rotation, a second signature with the previous secret,
+space-separated), made by the ``standardwebhooks`` library.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,12 +47,16 @@ def event_body(*, event_type: str, created_at: datetime, data: dict[str, Any]) -
     )
 
 
-def headers_sign(*, secret: str, event_id: str, body: str, at: datetime) -> dict[str, str]:
-    """The Standard Webhooks headers of one attempt made at ``at``."""
+def headers_sign(
+    *, secret: str, event_id: str, body: str, at: datetime, also: Sequence[str] = ()
+) -> dict[str, str]:
+    """The Standard Webhooks headers of one attempt made at ``at``: signed with ``secret``,
+    and with each of ``also`` (a rotated-away secret still honoured), space-separated, so a
+    receiver holding either verifies it."""
     moment = at.astimezone(UTC)
-    signature = Webhook(secret).sign(event_id, moment, body)
+    signatures = [Webhook(key).sign(event_id, moment, body) for key in (secret, *also)]
     return {
         "webhook-id": event_id,
         "webhook-timestamp": str(int(moment.timestamp())),
-        "webhook-signature": signature,
+        "webhook-signature": " ".join(signatures),
     }

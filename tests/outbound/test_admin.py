@@ -218,3 +218,40 @@ def test_pausing_by_hand_needs_the_permission(client, receiver):
     assert Subscriber.objects.get(pk=receiver.subscriber.pk).active
     subscriber_pause(receiver.subscriber, reason="by hand")
     assert not Subscriber.objects.get(pk=receiver.subscriber.pk).active
+
+
+def test_a_rotated_secret_is_shown_once_and_both_secrets_verify_for_a_day(client, receiver):
+    client.force_login(StaffFactory(permissions=VIEW_ONLY))
+    client.post(
+        reverse("admin:outbound_subscriber_changelist"),
+        {"action": "rotate_secret", "_selected_action": [str(receiver.subscriber.pk)]},
+    )
+    assert Subscriber.objects.get(pk=receiver.subscriber.pk).secret == receiver.secret
+
+    client.force_login(_superuser())
+    answer = client.post(
+        reverse("admin:outbound_subscriber_changelist"),
+        {"action": "rotate_secret", "_selected_action": [str(receiver.subscriber.pk)]},
+    )
+    subscriber = Subscriber.objects.get(pk=receiver.subscriber.pk)
+    assert subscriber.secret != receiver.secret and subscriber.secret in answer.text
+    assert receiver.secret not in answer.text
+    assert subscriber.previous_secret == receiver.secret
+
+    # The endpoint still holds the old secret: it verifies (the second signature).
+    event_emit(event_type=CONNECTION_CREATED, data={}, person="p")
+    send()
+    assert len(receiver.verified()) == 1
+    # Switched to the new one: verifies too.
+    from sources.sandbox.receiver import receiver_endpoint_set
+
+    receiver_endpoint_set(receiver.endpoint, secret=subscriber.secret)
+    event_emit(event_type=CONNECTION_CREATED, data={}, person="q")
+    send()
+    assert len(receiver.verified()) == 2
+    # A day later only the new secret signs: the old one no longer verifies.
+    Subscriber.objects.filter(pk=subscriber.pk).update(previous_secret_until=timezone.now())
+    receiver_endpoint_set(receiver.endpoint, secret=receiver.secret)
+    event_emit(event_type=CONNECTION_CREATED, data={}, person="r")
+    send()
+    assert len(receiver.verified()) == 2 and receiver.received()[-1].answered == 401

@@ -328,6 +328,11 @@ class AccessLedgerEntryAdmin(ReadOnlyAdmin):
         "scope",
         "reason",
         "created_at",
+        # Service reads: the token, the hour counted, records read per category, last read.
+        "service",
+        "bucket",
+        "counts",
+        "last_at",
     )
 
 

@@ -66,7 +66,7 @@ def staff_client(client, *permissions):
     return client, staff
 
 
-# --- Made in admin -------------------------------------------------------------------------------
+# --- Made in admin ------------------------------------------------------------------------------
 
 
 def test_staff_make_a_token_in_admin_and_see_its_secret_once(client, alice, raw_db):
@@ -148,7 +148,7 @@ def test_an_unknown_person_in_the_admin_form_is_refused(client):
     assert not ServiceToken.objects.exists()
 
 
-# --- What a token reads --------------------------------------------------------------------------
+# --- What a token reads -------------------------------------------------------------------------
 
 
 def test_a_token_restricted_to_a_person_reads_only_them(client, alice, bob):
@@ -232,7 +232,7 @@ def test_the_throttle_counts_per_service_token(client, alice, settings):
     assert get(client, RECORDS_URL, second).status_code == 200
 
 
-# --- The ledger ----------------------------------------------------------------------------------
+# --- The ledger ---------------------------------------------------------------------------------
 
 
 def test_service_reads_are_counted_once_an_hour_in_the_ledger(client, alice):
@@ -296,3 +296,39 @@ def test_an_erasure_takes_the_ledger_and_the_persons_tokens(alice):
     person_erase(user=alice)
     assert not AccessLedgerEntry.objects.exists()
     assert not ServiceToken.objects.filter(pk=made.token.pk).exists()
+
+
+# --- Migration and indexes ----------------------------------------------------------------------
+
+
+def test_the_migration_gives_existing_tokens_events_write_only(raw_db):
+    """What migration 0013's AddField does to a token stored before scopes existed."""
+    from django.db import connection
+
+    from ingestion.authentication import api_token_create
+    from ingestion.models import ApiToken
+
+    made = api_token_create(user=UserFactory(), name="Before scopes")
+    collection = raw_db[ApiToken._meta.db_table]
+    collection.update_one({"_id": made.token.pk}, {"$unset": {"scopes": ""}})
+    with connection.schema_editor() as editor:
+        editor.add_field(ApiToken, ApiToken._meta.get_field("scopes"))
+    assert collection.find_one({"_id": made.token.pk})["scopes"] == ["events:write"]
+
+
+def test_token_and_ledger_lookups_use_their_indexes(raw_db, alice):
+    made = service_token_create(name="Indexed", scopes=ALL)
+    tokens = raw_db[ServiceToken._meta.db_table]
+    plan = str(tokens.find({"digest": made.token.digest}).explain()["queryPlanner"])
+    assert "service_token_digest" in plan and "COLLSCAN" not in plan
+    service_read_record(subject_id=alice.pk, service=made.token, counts={"external": 1})
+    entry = AccessLedgerEntry.objects.get(subject=alice)
+    key = {
+        "subject_id": alice.pk,
+        "service_id": made.token.pk,
+        "bucket": entry.bucket,
+        "action": "service_read",
+    }
+    ledger = raw_db[AccessLedgerEntry._meta.db_table]
+    plan = str(ledger.find(key).explain()["queryPlanner"])
+    assert "ledger_service_read_batch" in plan and "COLLSCAN" not in plan

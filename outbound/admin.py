@@ -179,6 +179,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     )
     list_filter = ("state", "event_type")
     search_fields = ("event_id", "person")
+    list_select_related = ("subscriber",)
     ordering = ("-created_at",)
     actions = ("replay",)
     readonly_fields = [field.name for field in Delivery._meta.fields if field.name not in ("id",)]

@@ -332,3 +332,19 @@ def test_token_and_ledger_lookups_use_their_indexes(raw_db, alice):
     ledger = raw_db[AccessLedgerEntry._meta.db_table]
     plan = str(ledger.find(key).explain()["queryPlanner"])
     assert "ledger_service_read_batch" in plan and "COLLSCAN" not in plan
+
+
+def test_a_superuser_makes_one_and_the_list_never_shows_a_secret(client, db):
+    admin_user = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(admin_user, backend="django.contrib.auth.backends.ModelBackend")
+    response = client.post(ADD_URL, {"name": "Reports", "scopes": ALL, "_save": "Save"})
+    secret = response.content.decode().split('id="service-token" value="')[1].split('"')[0]
+    token = ServiceToken.objects.get(name="Reports")
+    assert token.person is None and token.created_by == admin_user
+    listing = client.get(LIST_URL).content.decode()
+    assert "Reports" in listing and token.prefix in listing
+    assert secret not in listing and token.digest not in listing
+    # Not editable, not deletable: a changed need is a new token.
+    assert client.post(f"{LIST_URL}{token.pk}/change/", {"name": "Renamed"}).status_code == 403
+    assert client.get(f"{LIST_URL}{token.pk}/delete/").status_code == 403
+    assert ServiceToken.objects.get(pk=token.pk).name == "Reports"

@@ -484,6 +484,16 @@ def record_find(*, reader_categories: tuple[str, ...], record_id: str) -> tuple[
 # --- Serializers ----------------------------------------------------------------------------------
 
 
+class UtcDateTimeField(serializers.DateTimeField):
+    """Always UTC with microseconds ("2025-03-01T08:30:02.120000Z"): one width, so times
+    compare as text too, whatever zone the request runs in."""
+
+    def to_representation(self, value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        return _utc(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 class RecordSerializer(serializers.Serializer):
     id = serializers.CharField(help_text="The record's id (24 hexadecimal characters).")
     person = serializers.CharField(help_text="The person's public id (pseudonymous).")
@@ -493,11 +503,11 @@ class RecordSerializer(serializers.Serializer):
     connection = serializers.CharField(
         allow_null=True, help_text="The connection's id, or null (sent by Sibling's own apps)."
     )
-    occurred_at = serializers.DateTimeField(help_text="When it happened (UTC).")
+    occurred_at = UtcDateTimeField(help_text="When it happened (UTC).")
     data = serializers.DictField(help_text="The kind's fields, decrypted.")
     schema_version = serializers.IntegerField()
-    ingested_at = serializers.DateTimeField(allow_null=True, help_text="First stored.")
-    updated_at = serializers.DateTimeField(help_text="Last written: the order of the list.")
+    ingested_at = UtcDateTimeField(allow_null=True, help_text="First stored.")
+    updated_at = UtcDateTimeField(help_text="Last written: the order of the list.")
 
     class Meta:
         ref_name = "Record"
@@ -519,14 +529,14 @@ class ConnectionSerializer(serializers.Serializer):
     provider_name = serializers.CharField()
     category = serializers.CharField()
     status = serializers.ChoiceField(choices=UserDataSource.Status.choices)
-    last_success_at = serializers.DateTimeField(allow_null=True)
+    last_success_at = UtcDateTimeField(allow_null=True)
     records_stored = serializers.IntegerField()
     sync_interval_s = serializers.IntegerField(help_text="Seconds between scheduled syncs.")
-    next_sync_at = serializers.DateTimeField(allow_null=True)
+    next_sync_at = UtcDateTimeField(allow_null=True)
     backfill_progress = serializers.FloatField(
         allow_null=True, help_text="0 to 1 while the first sync backfills; null after."
     )
-    created_at = serializers.DateTimeField()
+    created_at = UtcDateTimeField()
 
     class Meta:
         ref_name = "Connection"
@@ -695,7 +705,7 @@ RECORD_EXAMPLE = {
     "kind": "mood_rating",
     "provider": "sibling_app",
     "connection": None,
-    "occurred_at": "2025-03-01T08:30:00Z",
+    "occurred_at": "2025-03-01T08:30:00.000000Z",
     "data": {"rating": 4, "note": "slept well"},
     "schema_version": 1,
     "ingested_at": "2025-03-01T08:30:02.120000Z",

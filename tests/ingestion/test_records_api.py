@@ -312,6 +312,47 @@ def test_paging_while_a_writer_stores_records(client, person, secret, settings):
     assert seen == sorted(seen, key=_order)
 
 
+def test_passes_resumed_from_the_last_update_seen_miss_nothing_while_two_writers_store(
+    client, person, secret, settings
+):
+    """Two syncs store pages at once (each page stamped when its store begins, written in
+    chunks); a consumer runs pass after pass, each from the last ``updated_at`` it saw. The
+    settle margin keeps a pass from listing past a page still being written, so once the writers
+    stop, the consumer has seen every record."""
+    settings.SIBLING_RECORDS_API_SETTLE_S = 1
+    kinds = [kind_of("volunteered"), kind_of("behavioral")]
+    errors: list[BaseException] = []
+
+    def writer(kind: str) -> None:
+        try:
+            for start in range(0, 1200, 150):  # pages of 150: three chunks each
+                store(person, kind, 150, start=start)
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(kind,)) for kind in kinds]
+    for thread in threads:
+        thread.start()
+    seen: set[tuple[str, int]] = set()
+    last = None
+
+    def one_pass() -> None:
+        nonlocal last
+        params = {"page_size": 100, **({"changed_since": last} if last else {})}
+        for record in walk(client, secret, **params):
+            seen.add((record["kind"], record["data"]["i"]))
+            last = max(last or "", record["updated_at"])
+
+    while any(thread.is_alive() for thread in threads):
+        one_pass()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    time.sleep(1.2)  # the last pages settle
+    one_pass()
+    assert seen == {(kind, i) for kind in kinds for i in range(1200)}
+
+
 # --- Connections ---------------------------------------------------------------------------------
 
 

@@ -319,7 +319,7 @@ def test_passes_resumed_from_the_last_update_seen_miss_nothing_while_two_writers
     chunks); a consumer runs pass after pass, each from the last ``updated_at`` it saw. The
     settle margin keeps a pass from listing past a page still being written, so once the writers
     stop, the consumer has seen every record."""
-    settings.SIBLING_RECORDS_API_SETTLE_S = 1
+    settings.SIBLING_RECORDS_API_SETTLE_S = 2
     kinds = [kind_of("volunteered"), kind_of("behavioral")]
     errors: list[BaseException] = []
 
@@ -348,7 +348,7 @@ def test_passes_resumed_from_the_last_update_seen_miss_nothing_while_two_writers
     for thread in threads:
         thread.join()
     assert not errors
-    time.sleep(1.2)  # the last pages settle
+    time.sleep(2.2)  # the last pages settle
     one_pass()
     assert seen == {(kind, i) for kind in kinds for i in range(1200)}
 

@@ -80,29 +80,45 @@ def api_token_get(*, user: AbstractBaseUser, token_id: str) -> ApiToken:
 
 
 def api_token_revoke(*, token: ApiToken) -> None:
-    # Only the first revocation counts: the date shown is when it stopped working.
-    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    token.refresh_from_db(fields=["revoked_at"])
+    _token_revoke(token)
 
 
 def api_token_authenticate(secret: str) -> ApiToken | None:
     """The active token with this secret (its last use noted), or None."""
+    token = _token_find(ApiToken, secret, related="user")
+    if token is None or not token.user.is_active:
+        return None
+    _last_use_note(token)
+    return token
+
+
+def _token_find(model: type[Any], secret: str, *, related: str) -> Any | None:
+    """The unrevoked token of ``model`` (ApiToken or ServiceToken) with this secret, or None."""
     if not secret or len(secret) > MAX_TOKEN_LENGTH:
         return None
     digest = token_digest(secret)
-    token = ApiToken.objects.filter(digest=digest).select_related("user").first()
+    token = model.objects.filter(digest=digest).select_related(related).first()
     if token is None or not hmac.compare_digest(token.digest, digest):
         return None
-    if token.revoked_at is not None or not token.user.is_active:
-        return None
+    return token if token.revoked_at is None else None
+
+
+def _last_use_note(token: ApiToken | ServiceToken) -> None:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
         # A conditional update: concurrent requests write it once per minute at most.
-        ApiToken.objects.filter(pk=token.pk).filter(
+        type(token).objects.filter(pk=token.pk).filter(
             Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_RESOLUTION)
         ).update(last_used_at=now)
         token.last_used_at = now
-    return token
+
+
+def _token_revoke(token: ApiToken | ServiceToken) -> None:
+    # Only the first revocation counts: the date shown is when it stopped working.
+    type(token).objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    token.refresh_from_db(fields=["revoked_at"])
 
 
 @dataclass
@@ -140,28 +156,14 @@ def service_token_secret_set(token: ServiceToken) -> str:
 
 
 def service_token_revoke(*, token: ServiceToken) -> None:
-    ServiceToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
-    )
-    token.refresh_from_db(fields=["revoked_at"])
+    _token_revoke(token)
 
 
 def service_token_authenticate(secret: str) -> ServiceToken | None:
     """The active service token with this secret (its last use noted), or None."""
-    if not secret or len(secret) > MAX_TOKEN_LENGTH:
-        return None
-    digest = token_digest(secret)
-    token = ServiceToken.objects.filter(digest=digest).select_related("person").first()
-    if token is None or not hmac.compare_digest(token.digest, digest):
-        return None
-    if token.revoked_at is not None:
-        return None
-    now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-        ServiceToken.objects.filter(pk=token.pk).filter(
-            Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_RESOLUTION)
-        ).update(last_used_at=now)
-        token.last_used_at = now
+    token = _token_find(ServiceToken, secret, related="person")
+    if token is not None:
+        _last_use_note(token)
     return token
 
 

@@ -130,16 +130,27 @@ def _group_send(
                 next_attempt_at__lt=head.next_attempt_at,
             ).update(next_attempt_at=head.next_attempt_at)
             return attempts
-        claimed = Delivery.objects.filter(
-            pk=head.pk, state=head.state, attempts=head.attempts
-        ).update(state=State.SENDING, claimed_until=now + timedelta(seconds=claim_seconds()))
-        if not claimed:
+        if not delivery_claim(head, now):
             return attempts
         attempts += 1
         # Settled, the next one goes now; failed, the next round of the loop parks the
         # person's later deliveries behind it.
         _attempt(head, subscriber, session)
     return attempts
+
+
+def delivery_claim(head: Delivery, now: datetime) -> bool:
+    """Claim the delivery as read in ``head`` for one attempt: an atomic single-document update
+    that matches only while the row is as it was read, so of two workers that read it alike,
+    one claims it. A lapsed claim (a killed worker's) is matched by its ``claimed_until`` as
+    well: taking it over changes neither state nor attempts, so two workers would both match."""
+    unchanged: dict[str, Any] = {"pk": head.pk, "state": head.state, "attempts": head.attempts}
+    if head.state == State.SENDING:
+        unchanged["claimed_until"] = head.claimed_until
+    claimed = Delivery.objects.filter(**unchanged).update(
+        state=State.SENDING, claimed_until=now + timedelta(seconds=claim_seconds())
+    )
+    return bool(claimed)
 
 
 def _attempt(delivery: Delivery, subscriber: Subscriber | None, session: requests.Session) -> bool:

@@ -254,3 +254,23 @@ def test_one_delivery_per_event_and_subscriber(receiver):
     row.pk = None
     with pytest.raises(IntegrityError):
         row.save()
+
+
+def test_a_killed_worker_s_lapsed_claim_is_taken_over_by_one_worker_only(receiver):
+    from outbound.delivery import delivery_claim
+
+    event = event_emit(event_type=CONNECTION_CREATED, data={}, person="person-a")
+    # A worker claimed it and was killed: the row says "sending" with a claim that has lapsed.
+    lapsed = timezone.now() - timedelta(minutes=1)
+    Delivery.objects.filter(event_id=event).update(state=State.SENDING, claimed_until=lapsed)
+    # Two workers read the row alike; one claims it, the other finds it taken.
+    first_read = Delivery.objects.get(event_id=event)
+    second_read = Delivery.objects.get(event_id=event)
+    now = timezone.now()
+    assert [delivery_claim(first_read, now), delivery_claim(second_read, now)] == [True, False]
+
+    # A worker's round takes over a lapsed claim and sends the delivery once.
+    Delivery.objects.filter(event_id=event).update(claimed_until=lapsed)
+    assert send() == 1
+    assert Delivery.objects.get(event_id=event).state == State.DELIVERED
+    assert [got.webhook_id for got in receiver.verified()] == [event]

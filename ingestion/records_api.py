@@ -355,8 +355,9 @@ class _Scan:
         """Collect a page from the position (at, after), exclusive. Returns where to go on from
         (None: the end was reached) and the window size to go on with."""
         window = min(timedelta(milliseconds=window_ms), MAX_WINDOW)
-        # Records stamped with the position's own time that come after its id.
-        if after not in (MAX_ID, MIN_ID):
+        # Records stamped with the position's own time that come after its id (none after a
+        # window's far edge: the highest id going forward, the lowest going back).
+        if after != (MIN_ID if self.reverse else MAX_ID):
             op = "$lt" if self.reverse else "$gt"
             merged = self._find({"updated_at": at, "_id": {op: after}})
             stopped = self._take(merged)

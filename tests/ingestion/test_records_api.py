@@ -4,9 +4,11 @@ queries the embedded server can answer from an index."""
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from bson import ObjectId
@@ -395,6 +397,80 @@ def test_each_token_has_its_own_throttle(client, person, secret, settings):
     assert "error" in refused.json()
     other = api_token_create(user=person, name="Second", scopes=READ).secret
     assert get(client, RECORDS_URL, other).status_code == 200
+
+
+def _cursor(payload: object) -> str:
+    raw = json.dumps(payload).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        _cursor([1, 2]),
+        _cursor("text"),
+        _cursor({"t": "x", "i": "0" * 24, "r": 0, "w": 1, "h": 1}),
+        _cursor({"t": 1, "i": 7, "r": 0, "w": 1, "h": 1}),
+        _cursor({"t": 1, "i": {"$gt": ""}, "r": 0, "w": 1, "h": 1}),
+        _cursor({"t": 1, "i": "z" * 24, "r": 0, "w": 1, "h": 1}),
+        _cursor({"t": -1, "i": "0" * 24, "r": 0, "w": 1, "h": 1}),
+        _cursor({"t": 10**20, "i": "0" * 24, "r": 0, "w": 1, "h": 1}),
+        _cursor({"t": 1, "i": "0" * 24, "r": 0, "w": "wide", "h": 1}),
+        _cursor({"t": 1, "i": "0" * 24, "r": 0, "w": 1, "h": [1]}),
+        _cursor({"t": 1, "i": "0" * 24, "r": 0, "w": 1}),
+        base64.urlsafe_b64encode(b'{"t":1e999,"i":"' + b"0" * 24 + b'","r":0,"w":1,"h":1}')
+        .decode()
+        .rstrip("="),
+        base64.urlsafe_b64encode(b'{"t":1,"i":"' + b"0" * 24 + b'","r":0,"w":NaN,"h":1}')
+        .decode()
+        .rstrip("="),
+        base64.urlsafe_b64encode(b"\xff\xfe not json").decode(),
+        "é" * 8,
+        "a" * 401,
+    ],
+)
+def test_a_tampered_cursor_is_400(client, person, secret, cursor):
+    store(person, kind_of("volunteered"), 2)
+    response = get(client, RECORDS_URL, secret, cursor=cursor)
+    assert response.status_code == 400, response.content
+    assert list(response.json()["fields"]) == ["cursor"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"t": 0, "r": 0, "w": 1},  # from the epoch, forward, the narrowest window
+        {"t": 253402300799999, "r": 1, "w": 2**60},  # from year 9999, backward, the widest
+        {"t": 0, "r": 1, "w": 1},  # backward from before anything
+    ],
+)
+def test_a_well_formed_forged_cursor_reads_only_the_callers_records(
+    client, person, secret, payload
+):
+    store(person, kind_of("volunteered"), 3)
+    other = UserFactory()
+    store(other, kind_of("volunteered"), 3)
+    forged = _cursor({"i": str(records_api.MIN_ID), "h": 253402300799999, **payload})
+    response = get(client, RECORDS_URL, secret, cursor=forged)
+    assert response.status_code == 200, response.content
+    own = person_of(person).public_id
+    assert {r["person"] for r in response.json()["results"]} <= {own}
+
+
+def test_links_from_a_window_edge_keep_the_records_stamped_at_it(client, person, secret):
+    # A page cut short by the work budget links on from a window's edge, (time, highest id)
+    # going forward or (time, lowest id) going back; its link the other way starts there too.
+    store(person, kind_of("volunteered"), 3)
+    stamped = walk(client, secret)
+    at = datetime.fromisoformat(stamped[0]["updated_at"])
+    horizon = at + timedelta(days=1)
+    edges = [
+        records_api.Position(at, records_api.MAX_ID, True, 1000, horizon),
+        records_api.Position(at, records_api.MIN_ID, False, 1000, horizon),
+    ]
+    for edge in edges:
+        body = get(client, RECORDS_URL, secret, cursor=edge.encode()).json()
+        assert [r["id"] for r in body["results"]] == [r["id"] for r in stamped], edge
 
 
 # --- Queries the embedded server can index ------------------------------------------------------

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import zoneinfo
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from sibling.models import Person
-from sibling.people import DEFAULT_TIME_ZONE, time_zone_valid
+from sibling.people import person_zone
 
 
 class PersonTimeZoneMiddleware:
@@ -30,15 +28,7 @@ class PersonTimeZoneMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            name = (
-                Person.objects.filter(user_id=user.pk).values_list("time_zone", flat=True).first()
-                or DEFAULT_TIME_ZONE
-            )
-            # A name this machine does not know (its tz database is older) falls back to UTC
-            # rather than failing the page.
-            timezone.activate(
-                zoneinfo.ZoneInfo(name if time_zone_valid(name) else DEFAULT_TIME_ZONE)
-            )
+            timezone.activate(person_zone(user.pk))
         else:
             timezone.deactivate()
         try:

@@ -42,6 +42,12 @@ def person_of(user: AbstractBaseUser | Any) -> Person:
 
 
 def person_zone(user: AbstractBaseUser | Any) -> zoneinfo.ZoneInfo:
-    """The person's time zone (UTC if theirs is unknown to this machine)."""
-    name = person_of(user).time_zone
-    return zoneinfo.ZoneInfo(name if time_zone_valid(name) else DEFAULT_TIME_ZONE)
+    """The person's time zone: UTC if they have no settings row yet, or if theirs is unknown
+    to this machine (its tz database is older).
+
+    One indexed read, and only a read: it serves every signed-in request and syncs, which must
+    not bring a row back for a person whose erasure is under way (their account may be gone).
+    """
+    user_id = getattr(user, "pk", user)
+    name = Person.objects.filter(user_id=user_id).values_list("time_zone", flat=True).first()
+    return zoneinfo.ZoneInfo(name if name and time_zone_valid(name) else DEFAULT_TIME_ZONE)

@@ -107,6 +107,19 @@ def test_localtime_is_no_place():
     assert time_zone_valid(PARIS) and time_zone_valid("UTC")
 
 
+def test_a_persons_zone_is_only_read_never_made():
+    # Syncs and exports read it too: a sync still running while the person's erasure deletes
+    # their account must not bring a settings row back.
+    from sibling.people import person_zone
+
+    user = UserFactory()
+    assert person_zone(user).key == "UTC"
+    assert person_zone(user.pk).key == "UTC"
+    assert not Person.objects.filter(user_id=user.pk).exists()
+    zone_set(user, "Asia/Tokyo")
+    assert person_zone(user.pk).key == "Asia/Tokyo"
+
+
 # --- sign-up ------------------------------------------------------------------------------
 
 

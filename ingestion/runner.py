@@ -32,6 +32,7 @@ from django.utils import timezone
 from ingestion.errors import Deferred, PersonErased, ReauthRequired, SyncError
 from ingestion.http import CallCounter, RetryPolicy
 from ingestion.models import SyncRun
+from ingestion.notifications import connection_reauth_required
 from ingestion.scheduler import (
     PendingWindow,
     connection_claim,
@@ -47,7 +48,7 @@ from outbound.emit import records_changed_emit
 from sibling.logs import log_context
 from sibling.tracing import span
 from sources.models import UserDataSource
-from sources.signals import REAUTH_REQUIRED, STOPPED, connection_changed_send
+from sources.signals import STOPPED, connection_changed_send
 
 if TYPE_CHECKING:
     from ingestion.clients import Page
@@ -481,19 +482,9 @@ def _run(
     except ReauthRequired as err:
         run.outcome = Outcome.FAILED
         _failed(run, err)
-        changed = (
-            UserDataSource.objects.filter(pk=connection.pk)
-            .exclude(status=Status.REAUTH_REQUIRED)
-            .update(
-                status=Status.REAUTH_REQUIRED,
-                last_error=provider.reauth_message,
-                next_sync_at=None,
-            )
-        )
-        # Only a change of status is an incident: a second refusal says nothing new.
-        if changed:
-            connection.status = Status.REAUTH_REQUIRED
-            connection_changed_send(connection, REAUTH_REQUIRED)
+        # Heard once per change of status; a connection the person disconnected meanwhile
+        # (which revoked the grant this sync held) stays disconnected.
+        connection_reauth_required(connection)
     except Deferred as err:
         run.outcome = Outcome.DEFERRED
         run.error_class, run.error_message = type(err).__name__, str(err)[:500]
@@ -598,7 +589,12 @@ def _failure_record(connection: UserDataSource, err: Exception) -> None:
         changes.update(status=Status.ERROR, next_sync_at=None)
     else:
         changes["next_sync_at"] = timezone.now() + _failure_delay(failures)
-    UserDataSource.objects.filter(pk=connection.pk).update(**changes)
-    if changes.get("status") == Status.ERROR and connection.status != Status.ERROR:
+    # A connection the person disconnected while this sync ran stays disconnected.
+    changed = (
+        UserDataSource.objects.filter(pk=connection.pk)
+        .exclude(status=Status.DISCONNECTED)
+        .update(**changes)
+    )
+    if changed and changes.get("status") == Status.ERROR and connection.status != Status.ERROR:
         connection.status = Status.ERROR
         connection_changed_send(connection, STOPPED)

@@ -99,3 +99,27 @@ def test_a_person_row_is_made_once_with_a_random_public_id():
     assert first.time_zone == "UTC" and first.alert_emails is True
     assert str(user.pk) not in first.public_id and len(first.public_id) == 36
     assert person_of(UserFactory()).public_id != first.public_id
+
+
+@pytest.mark.parametrize("max_failures", [None, 1])
+def test_a_sync_failing_after_the_person_disconnected_is_no_incident(
+    oauth_connection, heard, monkeypatch, settings, max_failures
+):
+    # The person disconnects while a sync runs: the grant is revoked, so the sync's next request
+    # is refused (or fails). The connection stays disconnected and nobody is asked to sign in
+    # again or told that syncing stopped.
+    from ingestion.errors import ReauthRequired
+
+    if max_failures:
+        settings.SIBLING_SYNC_MAX_FAILURES = max_failures
+    provider = oauth_connection.provider_class
+
+    def refused(stream: str, payload: object) -> object:
+        connection_disconnect(connection=fresh(oauth_connection), delete_data=False)
+        raise RuntimeError("lost") if max_failures else ReauthRequired("the grant was revoked")
+
+    monkeypatch.setattr(provider, "processor", classmethod(lambda cls: refused))
+    run = sync(oauth_connection)
+    assert run.error_class == ("RuntimeError" if max_failures else "ReauthRequired")
+    assert fresh(oauth_connection).status == Status.DISCONNECTED
+    assert heard == [(oauth_connection.pk, DISCONNECTED, Status.DISCONNECTED)]

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from sibling.fields import EncryptedField
@@ -154,6 +157,22 @@ class UserDataSource(ProviderMixin, models.Model):
         """Whether a sync has stored anything yet (a page's cursor, a success): from then on the
         history window is settled."""
         return bool(self.cursors) or self.last_success_at is not None
+
+    def leased(self, now: datetime | None = None) -> bool:
+        """Whether a sync holds this connection (a lease not yet expired: a killed worker's
+        counts only until then)."""
+        return self.lease_expires_at is not None and self.lease_expires_at > (now or timezone.now())
+
+    def history_choosable(self, now: datetime | None = None) -> bool:
+        """Whether the person may still choose how far back the first sync reaches: nothing
+        fetched yet, no sync under way (it read the window when it started), still connected,
+        and a provider that does not fix it when the account is linked."""
+        return not (
+            self.provider_class.backfill_fixed_at_connect
+            or self.history_fetched
+            or self.status == self.Status.DISCONNECTED
+            or self.leased(now)
+        )
 
 
 class PendingRevocation(ProviderMixin, models.Model):

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q
-from django.utils.timezone import now
 
 from sibling.lookups import object_or_404
 from sources.models import PendingRevocation, UserDataSource
@@ -74,19 +73,6 @@ def revocations_pending(
     if connection is not None:
         rows = rows.filter(connection=connection)
     return list(rows)
-
-
-def history_choosable(connection: UserDataSource) -> bool:
-    """Whether the person may still choose how far back the connection's first sync reaches:
-    nothing fetched yet, no sync under way, and a provider that does not fix it when the
-    account is linked (see ``sources.services.connection_backfill_set``)."""
-    leased = connection.lease_expires_at is not None and connection.lease_expires_at > now()
-    return not (
-        connection.provider_class.backfill_fixed_at_connect
-        or connection.history_fetched
-        or connection.status == Status.DISCONNECTED
-        or leased
-    )
 
 
 def connection_get(*, user: AbstractBaseUser, connection_id: str) -> UserDataSource:

@@ -198,7 +198,7 @@ def connection_schedule_set(
     new = timedelta(seconds=sync_interval)
     changes: dict[str, Any] = {"sync_interval": sync_interval}
     current = connection.next_sync_at
-    leased = connection.lease_expires_at is not None and connection.lease_expires_at > now
+    leased = connection.leased(now)
     if connection.status == Status.ACTIVE and current is not None:
         if leased:
             changes["next_sync_at"] = max(current, now + new) if current > now else now + new
@@ -232,13 +232,7 @@ def connection_backfill_set(*, connection: UserDataSource, backfill_days: int) -
     """
     provider = connection.provider_class
     now = timezone.now()
-    if (
-        not provider.backfill_days_valid(backfill_days)
-        or provider.backfill_fixed_at_connect
-        or connection.history_fetched
-        or connection.status == Status.DISCONNECTED
-        or (connection.lease_expires_at is not None and connection.lease_expires_at > now)
-    ):
+    if not provider.backfill_days_valid(backfill_days) or not connection.history_choosable(now):
         return False
     # A sync stores pages only under the lease; a killed worker's lease counts once expired.
     unleased = Q(lease_expires_at=None) | Q(lease_expires_at__lte=now)

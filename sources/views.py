@@ -87,7 +87,7 @@ def connections(request: HttpRequest) -> HttpResponse:
             if connection.status == UserDataSource.Status.DISCONNECTED:
                 continue
             connection.interval_form = SyncIntervalForm(connection=connection)
-            if selectors.history_choosable(connection):
+            if connection.history_choosable():
                 connection.history_form = BackfillForm(
                     provider=card.provider,
                     days=connection.backfill_days_in_force,

@@ -101,7 +101,8 @@ Your data at Sibling, exported {exported_at}.
 Every .jsonl file holds one JSON object per line; identifiers are strings. Dates and times are
 ISO 8601 in your time zone, {zone}, with their offset from UTC: 2026-03-29T08:15:00+02:00 is
 08:15 on your clock and 06:15 UTC. A record's utc_offset_min, where a source gives one, is the
-offset (in minutes) of where it happened, by that source's clock.
+offset (in minutes) of where it happened, by that source's clock; activity_day and
+sleep_session records of schema_version 1 (stored before) have it in seconds, as utc_offset_s.
 
 connections.jsonl
     The accounts you connected: provider, status, the account's label, the permissions

@@ -288,6 +288,8 @@ def test_the_export_writes_times_in_the_persons_zone_with_their_offset():
     assert datetime.fromisoformat(record["data"]["start"]) == start  # the same instant
     readme = archive.read("README.txt").decode()
     assert "your time zone, Australia/Adelaide" in readme
+    # Records stored before the offset moved to minutes keep it in seconds: the file says so.
+    assert "utc_offset_min" in readme and "schema_version 1" in readme and "utc_offset_s" in readme
 
 
 # --- in a real browser --------------------------------------------------------------------

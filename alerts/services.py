@@ -278,11 +278,9 @@ def incidents_email_due(*, limit: int = 200) -> list[object]:
             email_state=EmailState.PENDING, email_next_attempt_at__lte=now
         ).values_list("pk", flat=True)[:limit]
     )
-    later = now + timedelta(seconds=EMAIL_CLAIM_S)
-    for incident_id in due:
-        Incident.objects.filter(pk=incident_id, email_state=EmailState.PENDING).update(
-            email_next_attempt_at=later
-        )
+    Incident.objects.filter(pk__in=due, email_state=EmailState.PENDING).update(
+        email_next_attempt_at=now + timedelta(seconds=EMAIL_CLAIM_S)
+    )
     return due
 
 

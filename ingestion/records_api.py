@@ -307,13 +307,16 @@ class _Scan:
         self.examined = 0
         self.found: list[tuple[str, dict[str, Any]]] = []
 
-    def _find(self, filter_: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    def _find(
+        self, filter_: dict[str, Any]
+    ) -> tuple[list[tuple[str, dict[str, Any]]], tuple[datetime, ObjectId] | None]:
         """Every chosen collection's records in the range, merged in order; at most the budget
-        left from each. Returns them and whether a collection had more than that."""
+        left from each. Returns them and, when a collection had more than that, the position
+        up to which the merge is complete (its last record: what follows is unread)."""
         direction = -1 if self.reverse else 1
         limit = max(1, MAX_EXAMINED - self.examined)
         merged: list[tuple[str, dict[str, Any]]] = []
-        self.truncated_at: tuple[datetime, ObjectId] | None = None
+        truncated_at: tuple[datetime, ObjectId] | None = None
         for category in self.reader.categories:
             self.queries += 1
             documents = list(
@@ -325,20 +328,20 @@ class _Scan:
             if len(documents) == limit:
                 # Only what precedes this collection's last record is complete in the merge.
                 last = _key(documents[-1])
-                if self.truncated_at is None or (
-                    last > self.truncated_at if self.reverse else last < self.truncated_at
+                if truncated_at is None or (
+                    last > truncated_at if self.reverse else last < truncated_at
                 ):
-                    self.truncated_at = last
+                    truncated_at = last
             merged += [(category, document) for document in documents]
         merged.sort(key=lambda item: _key(item[1]), reverse=self.reverse)
-        if self.truncated_at is not None:
-            cut = self.truncated_at
+        if truncated_at is not None:
+            cut = truncated_at
             merged = [
                 item
                 for item in merged
                 if (_key(item[1]) >= cut if self.reverse else _key(item[1]) <= cut)
             ]
-        return merged
+        return merged, truncated_at
 
     def _take(self, merged: list[tuple[str, dict[str, Any]]]) -> tuple[datetime, ObjectId] | None:
         """Walk the records in order; the position of the last one taken when the page filled
@@ -359,10 +362,8 @@ class _Scan:
         # window's far edge: the highest id going forward, the lowest going back).
         if after != (MIN_ID if self.reverse else MAX_ID):
             op = "$lt" if self.reverse else "$gt"
-            merged = self._find({"updated_at": at, "_id": {op: after}})
-            stopped = self._take(merged)
-            if stopped is None and self.truncated_at is not None:
-                stopped = self.truncated_at
+            merged, truncated_at = self._find({"updated_at": at, "_id": {op: after}})
+            stopped = self._take(merged) or truncated_at
             if stopped is not None:
                 # All at one time: the next window starts right after it, small.
                 window = timedelta(milliseconds=MIN_WINDOW_MS)
@@ -373,15 +374,13 @@ class _Scan:
                 if edge <= self.lower:
                     return None, _window_ms(window)
                 start = max(edge - window, self.lower)
-                merged = self._find({"updated_at": {"$gte": start, "$lt": edge}})
+                merged, truncated_at = self._find({"updated_at": {"$gte": start, "$lt": edge}})
             else:
                 if edge >= self.horizon:
                     return None, _window_ms(window)
                 end = min(edge + window, self.horizon)
-                merged = self._find({"updated_at": {"$gt": edge, "$lte": end}})
-            stopped = self._take(merged)
-            if stopped is None and self.truncated_at is not None:
-                stopped = self.truncated_at
+                merged, truncated_at = self._find({"updated_at": {"$gt": edge, "$lte": end}})
+            stopped = self._take(merged) or truncated_at
             if stopped is not None:
                 # Stopped inside the window: the records were denser than it assumed. The next
                 # window spans twice what this one's records up to the stop did.

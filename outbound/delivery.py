@@ -15,7 +15,8 @@ have failed for ``SIBLING_OUTBOUND_PAUSE_AFTER_S`` (a day) is paused, with the r
 admin; a paused subscriber's deliveries wait (parked) until staff resume it.
 
 Each attempt is claimed first with an atomic single-document update, so two workers never send
-the same delivery at once; a claim left by a killed worker lapses after ``CLAIM_S``.
+the same delivery at once; a claim left by a killed worker lapses after
+:func:`claim_seconds`, when the delivery is due again.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from outbound import registry
 from outbound.http import PRIVATE_REFUSED, allow_private, session_new
 from outbound.models import Delivery, Subscriber
 from outbound.signing import event_body, headers_sign, secret_generate, timestamp_text
+from sibling import mongo
 
 logger = logging.getLogger(__name__)
 
@@ -71,28 +73,45 @@ def event_document(delivery: Delivery) -> dict[str, Any]:
 def deliveries_send(*, limit: int = 500) -> int:
     """Send what is due (at most ``limit`` attempts); the number of attempts made."""
     now = timezone.now()
-    due = list(
-        Delivery.objects.filter(state__in=[State.PENDING, State.FAILED], next_attempt_at__lte=now)
-        .order_by("next_attempt_at")
-        .values_list("target", "person")[:limit]
-    )
-    # Claims a killed worker left behind.
-    due += list(
-        Delivery.objects.filter(state=State.SENDING, claimed_until__lt=now).values_list(
-            "target", "person"
-        )[:limit]
-    )
     subscribers = {f"s:{s.pk}": s for s in Subscriber.objects.all()}
     attempts = 0
     session = session_new()
     try:
-        for target, person in dict.fromkeys(due):
+        for target, person in _due_groups(now, limit):
             if attempts >= limit:
                 break
             attempts += _group_send(target, person, subscribers, session, limit - attempts)
     finally:
         session.close()
     return attempts
+
+
+DUE_STATES = (State.PENDING, State.FAILED, State.SENDING)
+
+
+def due_filter(state: str, now: datetime) -> dict[str, Any]:
+    """The deliveries in ``state`` whose time has come (for ``sending``: a claim that lapsed, a
+    killed worker's). One state per read, sent as written: on the embedded server an ``$in``
+    beside a range, or the ORM's nested ``$and`` around one, scans the collection instead of
+    reading the ``(state, next_attempt_at)`` index."""
+    return {"state": str(state), "next_attempt_at": {"$lte": now}}
+
+
+def _due_groups(now: datetime, limit: int) -> list[tuple[str, str]]:
+    """The (target, person) groups with a delivery due, the longest due first."""
+    collection = mongo.plain_database()[Delivery._meta.db_table]
+    due: list[tuple[datetime, str, str]] = []
+    for state in DUE_STATES:
+        cursor = (
+            collection.find(
+                due_filter(state, now), projection={"target": 1, "person": 1, "next_attempt_at": 1}
+            )
+            .sort("next_attempt_at", 1)
+            .limit(limit)
+        )
+        due += [(row["next_attempt_at"], row["target"], row.get("person", "")) for row in cursor]
+    due.sort(key=lambda row: row[0])
+    return list(dict.fromkeys((target, person) for _, target, person in due[:limit]))
 
 
 def _group_send(
@@ -117,18 +136,20 @@ def _group_send(
             if subscriber is None:  # deleted meanwhile (its deliveries go with it)
                 return attempts
             if not subscriber.active:
-                _park(subscriber)
+                # Paused: this person's queue waits until it is resumed (read through the
+                # order index; the pause itself parked what was there then).
+                Delivery.objects.filter(
+                    target=target, person=person, state__in=[State.PENDING, State.FAILED]
+                ).update(next_attempt_at=PARKED_UNTIL)
                 return attempts
         if head.state == State.SENDING and head.claimed_until and head.claimed_until > now:
             return attempts  # another worker is sending it
         if head.state == State.FAILED and head.next_attempt_at > now:
-            # Later deliveries of the person wait with it, unread until then.
-            Delivery.objects.filter(
-                target=target,
-                person=person,
-                state=State.PENDING,
-                next_attempt_at__lt=head.next_attempt_at,
-            ).update(next_attempt_at=head.next_attempt_at)
+            # Later deliveries of the person wait with it, unread until then. (Only fields of
+            # the order index: a range on next_attempt_at beside them would scan.)
+            Delivery.objects.filter(target=target, person=person, state=State.PENDING).update(
+                next_attempt_at=head.next_attempt_at
+            )
             return attempts
         if not delivery_claim(head, now):
             return attempts
@@ -147,8 +168,10 @@ def delivery_claim(head: Delivery, now: datetime) -> bool:
     unchanged: dict[str, Any] = {"pk": head.pk, "state": head.state, "attempts": head.attempts}
     if head.state == State.SENDING:
         unchanged["claimed_until"] = head.claimed_until
+    lapse = now + timedelta(seconds=claim_seconds())
+    # next_attempt_at too: a claim that lapses is due again, found through the due index.
     claimed = Delivery.objects.filter(**unchanged).update(
-        state=State.SENDING, claimed_until=now + timedelta(seconds=claim_seconds())
+        state=State.SENDING, claimed_until=lapse, next_attempt_at=lapse
     )
     return bool(claimed)
 
@@ -295,6 +318,8 @@ def _subscriber_failed(subscriber: Subscriber, now: datetime, line: str) -> None
 
 
 def _park(subscriber: Subscriber) -> None:
+    # A scan of the deliveries on the embedded server (no index holds both fields), made only
+    # when a subscriber is paused or resumed; the workers park one person's queue at a time.
     Delivery.objects.filter(subscriber=subscriber, state__in=[State.PENDING, State.FAILED]).update(
         next_attempt_at=PARKED_UNTIL
     )

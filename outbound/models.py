@@ -96,6 +96,8 @@ class Delivery(models.Model):
     handler = models.CharField(max_length=200, blank=True, default="")
     state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    # While a worker is sending it: when its claim lapses (claimed_until), so a killed worker's
+    # delivery is found by the same indexed read as any other due one.
     next_attempt_at = models.DateTimeField()
     # The last moment a retry may be made (created_at + SIBLING_OUTBOUND_MAX_AGE_S; a replay
     # starts a new window).

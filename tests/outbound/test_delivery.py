@@ -262,7 +262,9 @@ def test_a_killed_worker_s_lapsed_claim_is_taken_over_by_one_worker_only(receive
     event = event_emit(event_type=CONNECTION_CREATED, data={}, person="person-a")
     # A worker claimed it and was killed: the row says "sending" with a claim that has lapsed.
     lapsed = timezone.now() - timedelta(minutes=1)
-    Delivery.objects.filter(event_id=event).update(state=State.SENDING, claimed_until=lapsed)
+    Delivery.objects.filter(event_id=event).update(
+        state=State.SENDING, claimed_until=lapsed, next_attempt_at=lapsed
+    )
     # Two workers read the row alike; one claims it, the other finds it taken.
     first_read = Delivery.objects.get(event_id=event)
     second_read = Delivery.objects.get(event_id=event)
@@ -270,7 +272,7 @@ def test_a_killed_worker_s_lapsed_claim_is_taken_over_by_one_worker_only(receive
     assert [delivery_claim(first_read, now), delivery_claim(second_read, now)] == [True, False]
 
     # A worker's round takes over a lapsed claim and sends the delivery once.
-    Delivery.objects.filter(event_id=event).update(claimed_until=lapsed)
+    Delivery.objects.filter(event_id=event).update(claimed_until=lapsed, next_attempt_at=lapsed)
     assert send() == 1
     assert Delivery.objects.get(event_id=event).state == State.DELIVERED
     assert [got.webhook_id for got in receiver.verified()] == [event]

@@ -5,6 +5,8 @@ from django import forms
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils import timezone
 
+from ingestion.processing import utc_offset_min
+
 
 class ApiTokenForm(forms.Form):
     name = forms.CharField(
@@ -149,9 +151,9 @@ class SleepLogForm(forms.Form):
     def event_data(self) -> dict:
         start = self.cleaned_data["start"]
         data: dict = {"start": start, "end": self.cleaned_data["end"]}
-        offset = start.utcoffset()
+        offset = utc_offset_min(start.utcoffset())
         if offset is not None:
-            data["utc_offset_min"] = int(offset.total_seconds() // 60)
+            data["utc_offset_min"] = offset
         if self.cleaned_data["quality"] is not None:
             data["quality"] = self.cleaned_data["quality"]
         return data

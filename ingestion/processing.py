@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from ingestion.schemas import (
+    UTC_OFFSET_MAX_MIN,
     InvalidItem,
     ProcessedPage,
     Quarantined,
@@ -55,6 +56,17 @@ def parse_datetime(value: str) -> datetime:
     """RFC 3339 / ISO 8601, with Z or an offset; naive values are taken as UTC."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def utc_offset_min(offset: timedelta | float | None) -> int | None:
+    """A source's offset from UTC as records keep it (``utc_offset_min``): whole minutes, from a
+    timedelta or a number of seconds. None when there is none, or when it is no offset any place
+    has (beyond a day): kept out rather than stored."""
+    if offset is None:
+        return None
+    seconds = offset.total_seconds() if isinstance(offset, timedelta) else offset
+    minutes = round(seconds / 60)
+    return minutes if abs(minutes) <= UTC_OFFSET_MAX_MIN else None
 
 
 def date_start(value: str) -> datetime:

@@ -120,6 +120,15 @@ def test_a_persons_zone_is_only_read_never_made():
     assert person_zone(user.pk).key == "Asia/Tokyo"
 
 
+def test_offsets_are_kept_in_whole_minutes_within_a_day():
+    from ingestion.processing import utc_offset_min
+
+    assert utc_offset_min(timedelta(hours=5, minutes=45)) == 345
+    assert utc_offset_min(-12600) == -210  # seconds, as some sources give them
+    assert utc_offset_min(None) is None
+    assert utc_offset_min(timedelta(days=2)) is None  # no place has it: kept out
+
+
 # --- sign-up ------------------------------------------------------------------------------
 
 

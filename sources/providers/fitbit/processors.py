@@ -10,8 +10,8 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
-from ingestion.processing import date_start, items_process, parse_datetime
-from ingestion.schemas import UTC_OFFSET_MAX_MIN, InvalidItem, ProcessedPage, Quarantined, Record
+from ingestion.processing import date_start, items_process, parse_datetime, utc_offset_min
+from ingestion.schemas import InvalidItem, ProcessedPage, Quarantined, Record
 
 
 def _int(value: Any, what: str) -> int:
@@ -30,14 +30,6 @@ def _offset_s(text: Any) -> int | None:
         except ValueError:
             return None
     return None
-
-
-def _offset_min(offset_s: int | None) -> int | None:
-    if offset_s is None:
-        return None
-    minutes = round(offset_s / 60)
-    # Not an offset any place has: kept out rather than stored.
-    return minutes if abs(minutes) <= UTC_OFFSET_MAX_MIN else None
 
 
 def _civil_date(civil: dict[str, Any]) -> str:
@@ -70,7 +62,7 @@ def _steps(page: ProcessedPage, points: list[Any]) -> None:
                 data={
                     "date": day,
                     "steps": total["steps"],
-                    "utc_offset_min": _offset_min(total["offset"]),
+                    "utc_offset_min": utc_offset_min(total["offset"]),
                 },
             )
         )
@@ -101,7 +93,7 @@ def _heart_rate(page: ProcessedPage, points: list[Any]) -> None:
                     "max_bpm": max(bpm),
                     "avg_bpm": round(sum(bpm) / len(bpm), 1),
                     "samples": len(bpm),
-                    "utc_offset_min": _offset_min(offsets.get(day)),
+                    "utc_offset_min": utc_offset_min(offsets.get(day)),
                 },
             )
         )
@@ -129,7 +121,7 @@ def _sleep(point: dict[str, Any]) -> Record:
             "minutes_awake": _int(summary.get("minutesAwake", 0), "summary.minutesAwake"),
             "stages": stages or None,
             "main_sleep": (sleep.get("metadata") or {}).get("mainSleep"),
-            "utc_offset_min": _offset_min(_offset_s(interval.get("endUtcOffset"))),
+            "utc_offset_min": utc_offset_min(_offset_s(interval.get("endUtcOffset"))),
         },
     )
 

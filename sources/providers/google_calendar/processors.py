@@ -21,7 +21,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ingestion.processing import date_start, items_process, parse_datetime
+from ingestion.processing import date_start, items_process, parse_datetime, utc_offset_min
 from ingestion.schemas import InvalidItem, ProcessedPage, Quarantined, Record
 
 KIND = "calendar_event"
@@ -84,8 +84,7 @@ def _offset_min(start: datetime | date, zone_name: str | None) -> int | None:
     if not isinstance(start, datetime):
         return None
     zone = _zone(zone_name, "start") if zone_name else None
-    offset = (start.astimezone(zone) if zone else start).utcoffset()
-    return None if offset is None else int(offset.total_seconds() // 60)
+    return utc_offset_min((start.astimezone(zone) if zone else start).utcoffset())
 
 
 def _text(event: dict[str, Any], key: str) -> str | None:

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ingestion.processing import items_process
+from ingestion.processing import items_process, utc_offset_min
 from ingestion.schemas import InvalidItem, ProcessedPage, Quarantined, Record
 
 HOUR_COLUMNS = ("Date", "Time Spent (seconds)", "Activity", "Category", "Productivity")
@@ -39,11 +39,6 @@ def _local(moment: datetime, zone: tzinfo) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
-def _offset_min(moment: datetime) -> int:
-    offset = moment.utcoffset()
-    return int(offset.total_seconds() // 60) if offset is not None else 0
-
-
 def hour_record(row: list[Any], columns: dict[str, int], zone: tzinfo = UTC) -> Record:
     if not isinstance(row, list) or len(row) < len(columns):
         raise InvalidItem("productivity_hour: short row")
@@ -65,7 +60,7 @@ def hour_record(row: list[Any], columns: dict[str, int], zone: tzinfo = UTC) -> 
             "activity": str(activity),
             "category": str(row[columns["Category"]]),
             "productivity": productivity,
-            "utc_offset_min": _offset_min(start),
+            "utc_offset_min": utc_offset_min(start.utcoffset()),
         },
     )
 
@@ -93,7 +88,7 @@ def day_record(entry: dict[str, Any], zone: tzinfo = UTC) -> Record:
             "very_productive_hours": hours("very_productive_hours"),
             "distracting_hours": hours("all_distracting_hours"),
             "software_development_hours": hours("software_development_hours"),
-            "utc_offset_min": _offset_min(midnight),
+            "utc_offset_min": utc_offset_min(midnight.utcoffset()),
         },
     )
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ingestion.processing import items_process, parse_datetime
-from ingestion.schemas import UTC_OFFSET_MAX_MIN, InvalidItem, ProcessedPage, Quarantined, Record
+from ingestion.processing import items_process, parse_datetime, utc_offset_min
+from ingestion.schemas import InvalidItem, ProcessedPage, Quarantined, Record
 
 KIND = "workout"
 # Source field -> workout field, for the numbers that may be absent.
@@ -56,17 +56,15 @@ def _offset_min(activity: dict[str, Any], start: datetime) -> int | None:
     """The activity's offset from UTC in minutes, or None when Strava gives no usable one."""
     seconds = activity.get("utc_offset")
     if isinstance(seconds, int | float) and not isinstance(seconds, bool):
-        minutes = round(seconds / 60)
-    else:
-        local = activity.get("start_date_local")
-        if not isinstance(local, str):
-            return None
-        try:
-            # The local clock time, written as if it were UTC.
-            minutes = round((parse_datetime(local) - start).total_seconds() / 60)
-        except ValueError:
-            return None
-    return minutes if abs(minutes) <= UTC_OFFSET_MAX_MIN else None
+        return utc_offset_min(seconds)
+    local = activity.get("start_date_local")
+    if not isinstance(local, str):
+        return None
+    try:
+        # The local clock time, written as if it were UTC.
+        return utc_offset_min(parse_datetime(local) - start)
+    except ValueError:
+        return None
 
 
 def activity_record(activity: Any) -> Record:

@@ -176,9 +176,8 @@ def delivery_claim(head: Delivery, now: datetime) -> bool:
     return bool(claimed)
 
 
-def _attempt(delivery: Delivery, subscriber: Subscriber | None, session: requests.Session) -> bool:
-    """One attempt; True when the delivery is settled (delivered or exhausted), so the
-    person's next one may go."""
+def _attempt(delivery: Delivery, subscriber: Subscriber | None, session: requests.Session) -> None:
+    """One attempt, its outcome stored: delivered, failed (with its next attempt), exhausted."""
     now = timezone.now()
     if subscriber is not None:
         status, error = _http_send(delivery, subscriber, session, now)
@@ -186,7 +185,7 @@ def _attempt(delivery: Delivery, subscriber: Subscriber | None, session: request
         status, error = None, _handler_run(delivery)
     if error is None and (status is None or 200 <= status < 300):
         _delivered(delivery, subscriber, status, now)
-        return True
+        return
     failures = delivery.attempts + 1
     line = error or f"HTTP {status}"
     if status == 410 and subscriber is not None:
@@ -204,7 +203,7 @@ def _attempt(delivery: Delivery, subscriber: Subscriber | None, session: request
             subscriber,
             reason=f"The endpoint answered 410 Gone on {now:%Y-%m-%d %H:%M} UTC.",
         )
-        return False
+        return
     next_at = now + retry_delay(failures)
     exhausted = next_at > delivery.retry_until
     Delivery.objects.filter(pk=delivery.pk).update(
@@ -227,7 +226,6 @@ def _attempt(delivery: Delivery, subscriber: Subscriber | None, session: request
     )
     if subscriber is not None:
         _subscriber_failed(subscriber, now, line)
-    return exhausted
 
 
 def _http_send(
@@ -361,9 +359,6 @@ def subscriber_resume(subscriber: Subscriber) -> int:
     waiting = Delivery.objects.filter(
         subscriber=subscriber, state__in=[State.PENDING, State.FAILED]
     ).update(next_attempt_at=now)
-    from outbound.emit import subscribers_forget
-
-    subscribers_forget()
     return waiting
 
 

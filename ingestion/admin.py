@@ -510,17 +510,9 @@ class ServiceTokenAdmin(admin.ModelAdmin):
         "last_used_at",
         "revoked_at",
     )
+    list_select_related = ("person", "created_by")
     list_filter = ("revoked_at",)
-    readonly_fields = (
-        "name",
-        "prefix",
-        "scope_list",
-        "person_public_id",
-        "created_by",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
-    )
+    readonly_fields = list_display  # a token is only ever shown, all of it, as in the list
     actions = ("revoke",)
 
     @admin.display(description="scopes")

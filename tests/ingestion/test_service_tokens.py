@@ -9,6 +9,8 @@ import uuid
 
 import pytest
 from bson import ObjectId
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from ingestion.authentication import (
     SERVICE_TOKEN_PREFIX,
@@ -348,3 +350,24 @@ def test_a_superuser_makes_one_and_the_list_never_shows_a_secret(client, db):
     assert client.post(f"{LIST_URL}{token.pk}/change/", {"name": "Renamed"}).status_code == 403
     assert client.get(f"{LIST_URL}{token.pk}/delete/").status_code == 403
     assert ServiceToken.objects.get(pk=token.pk).name == "Reports"
+
+
+def test_the_token_list_reads_people_and_makers_with_the_page(client, db):
+    admin_user = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(admin_user, backend="django.contrib.auth.backends.ModelBackend")
+
+    def listing_queries() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(LIST_URL).status_code == 200
+        return len(queries.captured_queries)
+
+    def made(n: int) -> None:
+        for _ in range(n):
+            service_token_create(
+                name="Coach", scopes=ALL, person=person_of(UserFactory()), created_by=admin_user
+            )
+
+    made(1)
+    one = listing_queries()
+    made(4)
+    assert listing_queries() == one

@@ -12,6 +12,7 @@ from django.utils import timezone
 from ingestion.models import SyncRun, WebhookEvent
 from ingestion.scheduler import connection_sync_enqueue, window_queue, windows_fetch_enqueue
 from sources.models import UserDataSource
+from sources.providers.base import BACKFILL_EVERYTHING
 from sources.signals import REAUTH_REQUIRED, connection_changed_send
 
 logger = logging.getLogger(__name__)
@@ -58,12 +59,16 @@ def connection_sync_request(connection: UserDataSource) -> bool:
     return connection_sync_enqueue(connection_id=connection.pk, trigger=SyncRun.Trigger.WEBHOOK)
 
 
-def window_bounds(first: date, last: date) -> tuple[date, date] | None:
-    """The days of a requested window that may be fetched: at most the backfill horizon back,
-    never in the future (today plus one day, as a person's civil "today" can be a day ahead of
-    UTC). None when nothing of it is left."""
+def window_bounds(
+    first: date, last: date, *, history_days: int | None = None
+) -> tuple[date, date] | None:
+    """The days of a requested window that may be fetched: at most the history window back (a
+    connection's ``backfill_days_in_force``; SIBLING_BACKFILL_DAYS when None; no bound for
+    BACKFILL_EVERYTHING), never in the future (today plus one day, as a person's civil "today"
+    can be a day ahead of UTC). None when nothing of it is left."""
     today = timezone.now().date()
-    earliest = today - timedelta(days=settings.SIBLING_BACKFILL_DAYS)
+    days = settings.SIBLING_BACKFILL_DAYS if history_days is None else history_days
+    earliest = date.min if days == BACKFILL_EVERYTHING else today - timedelta(days=days)
     latest = today + timedelta(days=1)
     if last < first:
         first, last = last, first
@@ -85,7 +90,9 @@ def connection_window_fetch(
         raise ValueError(f"{connection.provider} has no stream {stream!r}")
     if connection.status != Status.ACTIVE:
         return False
-    bounded = window_bounds(first, last)
+    # The person's history window bounds what a notification fetches, as it bounded the first
+    # sync: neither further back than they chose, nor cut short of it.
+    bounded = window_bounds(first, last, history_days=connection.backfill_days_in_force)
     if bounded != (min(first, last), max(first, last)):
         # Counts only: dates of a person's activity stay out of the logs.
         asked = abs((last - first).days) + 1

@@ -183,6 +183,24 @@ def test_a_too_old_window_is_clamped_and_logged_without_personal_data(connection
     assert connection.account_label not in message
 
 
+def test_a_window_is_bounded_by_the_history_the_person_chose(connection, settings):
+    """A notification fetches as far back as the person's history window reaches: not cut at
+    the default when they chose a year, not beyond the 30 days they chose."""
+    settings.SIBLING_BACKFILL_DAYS = 90
+    hold_lease(connection)
+    today = timezone.now().date()
+    UserDataSource.objects.filter(pk=connection.pk).update(backfill_days=365)
+    long_ago = today - timedelta(days=200)
+    assert connection_window_fetch(fresh(connection), stream="steps", first=long_ago, last=long_ago)
+    assert fresh(connection).pending_windows["steps"]["first"] == long_ago.isoformat()
+    UserDataSource.objects.filter(pk=connection.pk).update(backfill_days=30, pending_windows={})
+    weeks_ago = today - timedelta(days=60)
+    assert not connection_window_fetch(
+        fresh(connection), stream="steps", first=weeks_ago, last=weeks_ago
+    )
+    assert fresh(connection).pending_windows == {}
+
+
 def test_a_future_window_is_clamped_or_dropped(connection, settings, caplog):
     hold_lease(connection)
     today = timezone.now().date()

@@ -126,9 +126,8 @@ class BackfillForm(forms.Form):
         kwargs.setdefault("initial", {"backfill_days": days})
         super().__init__(*args, **kwargs)
         choices = list(provider.backfill_choices())
-        default = provider.backfill_days_default()
-        if default not in choices:
-            choices = sorted([*choices, default], key=lambda d: d or 10**9)
+        if (default := provider.backfill_days_default()) not in choices:
+            choices.append(default)
         # "Everything" (0) sorts last, after the longest window.
         choices.sort(key=lambda d: d or 10**9)
         self.fields["backfill_days"].choices = [(d, backfill_label(provider, d)) for d in choices]

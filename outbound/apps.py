@@ -10,4 +10,4 @@ class OutboundConfig(AppConfig):
     default_auto_field = "django_mongodb_backend.fields.ObjectIdAutoField"
 
     def ready(self) -> None:
-        from outbound import receivers, signals  # noqa: F401
+        from outbound import checks, receivers, signals  # noqa: F401

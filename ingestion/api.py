@@ -77,7 +77,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         exc = AccountErased()
     response = exception_handler(exc, context)
     if response is None:
-        logger.exception("events API failed", exc_info=exc)
+        logger.exception("%s failed", type(context.get("view")).__name__, exc_info=exc)
         return Response(
             {"error": "Temporarily unavailable, please retry."},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -536,3 +536,18 @@ def test_the_tokens_page_lets_a_person_choose_the_read_scope(client, person):
     assert ApiToken.objects.get(name="Phone").scopes == ["events:write"]
     page = client.get("/settings/api-tokens/").content.decode()
     assert "Read my records and connections" in page
+
+
+def test_an_unexpected_failure_is_503_and_logged_as_the_records_api(
+    client, secret, monkeypatch, caplog
+):
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(records_api, "records_page", broken)
+    with caplog.at_level("ERROR"):
+        response = get(client, RECORDS_URL, secret)
+    assert response.status_code == 503
+    assert response.json() == {"error": "Temporarily unavailable, please retry."}
+    (logged,) = [r for r in caplog.records if r.name == "ingestion.api"]
+    assert "RecordsListApi" in logged.getMessage() and logged.exc_info

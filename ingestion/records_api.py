@@ -42,6 +42,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,6 +79,8 @@ from sibling.models import Person
 from sibling.people import person_of
 from sources.models import UserDataSource
 from sources.providers import PROVIDERS, ProviderNotFound, get_provider
+
+logger = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
@@ -179,6 +182,7 @@ def ledger_count(reader: Reader, counts: dict[str, int]) -> None:
     try:
         service_read_record(subject_id=reader.user_id, service=reader.service, counts=counts)
     except Exception as err:  # a read that cannot be recorded is not answered
+        logger.exception("a service read could not be written to the access ledger")
         raise Unavailable() from err
 
 

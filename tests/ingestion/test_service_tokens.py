@@ -371,3 +371,23 @@ def test_the_token_list_reads_people_and_makers_with_the_page(client, db):
     one = listing_queries()
     made(4)
     assert listing_queries() == one
+
+
+def test_a_read_the_ledger_cannot_record_is_not_answered_and_is_logged(
+    client, alice, monkeypatch, caplog
+):
+    from pymongo.errors import AutoReconnect
+
+    from ingestion import records_api
+
+    def down(**kwargs):
+        raise AutoReconnect("ledger unreachable")
+
+    monkeypatch.setattr(records_api, "service_read_record", down)
+    made = service_token_create(name="Inference", scopes=ALL, person=person_of(alice))
+    with caplog.at_level("ERROR"):
+        response = get(client, RECORDS_URL, made.secret)
+    assert response.status_code == 503
+    assert "results" not in response.json()
+    assert any("ledger" in r.getMessage() and r.exc_info for r in caplog.records)
+    assert made.secret not in caplog.text and public_id(alice) not in caplog.text

@@ -60,3 +60,9 @@ def test_a_person_s_queue_is_read_and_parked_through_the_order_index(raw_db, rec
     ):
         plan = _plan(raw_db, query)
         assert "COLLSCAN" not in plan and "outbound_delivery_order" in plan, (query, plan)
+
+
+def test_a_send_with_nothing_due_reads_no_subscriber(receiver):
+    with CaptureQueriesContext(connection) as queries:
+        assert send() == 0
+    assert not [q for q in queries.captured_queries if "outbound_subscriber" in q["sql"]]

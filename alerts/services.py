@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from alerts.models import Incident, incident_open_key
 from ingestion.fence import person_fenced
+from sibling import mongo
 from sibling.models import Person
 from sibling.people import person_of
 from sources.models import UserDataSource
@@ -44,6 +45,8 @@ EMAIL_CLAIM_S = 300
 # A failed send is tried again after 5 minutes, doubling, this many times in all.
 EMAIL_MAX_ATTEMPTS = 5
 EMAIL_RETRY_BASE_S = 300
+# Waiting to be sent, or claimed by a sender that may have died (due when its claim runs out).
+EMAIL_DUE_STATES = (EmailState.PENDING, EmailState.SENDING)
 STOP_SALT = "alerts.emails-stop"
 SETTINGS_PATH = "/settings/"
 
@@ -219,9 +222,12 @@ def incident_email_send(*, incident_id: object) -> str:
 
 def _email_claim(incident_id: object) -> Incident | None:
     now = timezone.now()
+    until = now + timedelta(seconds=EMAIL_CLAIM_S)
     claim = {
         "email_state": EmailState.SENDING,
-        "email_claimed_until": now + timedelta(seconds=EMAIL_CLAIM_S),
+        "email_claimed_until": until,
+        # Due again when the claim runs out: the sweep gives a sender that died a successor.
+        "email_next_attempt_at": until,
         "email_attempts": F("email_attempts") + 1,
     }
     claimed = Incident.objects.filter(pk=incident_id, email_state=EmailState.PENDING).update(
@@ -269,19 +275,31 @@ def _email_failed(incident: Incident, err: Exception) -> str:
 
 
 def incidents_email_due(*, limit: int = 200) -> list[object]:
-    """The incidents whose email is due again (a failed send's retry, or a task that was lost),
-    for the periodic task to send; each is put off by EMAIL_CLAIM_S, so a sweep that runs again
-    before their tasks did does not queue them again."""
+    """The incidents whose email is due again (a failed send's retry, a task that was lost, or
+    a claim whose sender died before it sent or gave it back), for the periodic task to send;
+    each is put off by EMAIL_CLAIM_S, so a sweep that runs again before their tasks did does
+    not queue them again."""
     now = timezone.now()
-    due = list(
-        Incident.objects.filter(
-            email_state=EmailState.PENDING, email_next_attempt_at__lte=now
-        ).values_list("pk", flat=True)[:limit]
-    )
-    Incident.objects.filter(pk__in=due, email_state=EmailState.PENDING).update(
+    incidents = mongo.plain_database()[Incident._meta.db_table]
+    due: list[object] = []
+    for state in EMAIL_DUE_STATES:
+        if len(due) >= limit:
+            break
+        rows = incidents.find(email_due_filter(state, now), {"_id": 1}).limit(limit - len(due))
+        due += [row["_id"] for row in rows]
+    # By id alone (the embedded server scans for $in beside another condition). At worst, a
+    # send that failed meanwhile is tried again after EMAIL_CLAIM_S instead of its backoff.
+    Incident.objects.filter(pk__in=due).update(
         email_next_attempt_at=now + timedelta(seconds=EMAIL_CLAIM_S)
     )
     return due
+
+
+def email_due_filter(state: str, now: datetime) -> dict[str, Any]:
+    """The sweep's filter for one state, as a flat document of an equality and a range on the
+    ``alert_email_due`` index: the embedded server scans the collection for the ORM's form (the
+    range's null checks under ``$and``) and for ``$in``."""
+    return {"email_state": str(state), "email_next_attempt_at": {"$lte": now}}
 
 
 def incident_email_build(*, incident: Incident, person: Person, to: str) -> EmailMultiAlternatives:

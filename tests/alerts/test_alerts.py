@@ -241,6 +241,24 @@ def test_a_sender_that_died_mid_claim_is_replaced_once(key_connection):
     assert len(mail.outbox) == 1
 
 
+def test_the_sweep_finds_a_claim_whose_sender_died_and_sends_it_once(key_connection):
+    UserDataSource.objects.filter(pk=key_connection.pk).update(status=Status.REAUTH_REQUIRED)
+    incident = services.incident_open(connection=fresh(key_connection), kind=REAUTH_REQUIRED)
+    # A worker claimed it and was killed before sending, and its task is gone for good.
+    claimed = services._email_claim(incident.pk)
+    assert claimed.email_state == EmailState.SENDING
+    assert tasks.incidents_email_due() == 0  # its claim still stands
+    past = timezone.now() - timedelta(seconds=1)
+    Incident.objects.filter(pk=incident.pk).update(
+        email_claimed_until=past, email_next_attempt_at=past
+    )
+    assert tasks.incidents_email_due() == 1
+    assert tasks.incidents_email_due() == 0
+    assert len(mail.outbox) == 1
+    incident.refresh_from_db()
+    assert incident.email_state == EmailState.SENT and incident.email_attempts == 2
+
+
 class RefusingBackend:
     """An SMTP server that refuses every message (as an outage looks to Django)."""
 

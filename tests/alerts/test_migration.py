@@ -8,6 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from alerts.models import Incident
+from alerts.services import email_due_filter
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +34,14 @@ def test_the_sweep_of_due_emails_uses_its_index(raw_db):
     query = {"email_state": "pending", "email_next_attempt_at": {"$lte": timezone.now()}}
     plan = collection.find(query).explain()["queryPlanner"]["winningPlan"]
     assert "alert_email_due" in json.dumps(plan)
+    # The filter the sweep sends (waiting, or claimed by a sender that may have died).
+    for state in ("pending", "sending"):
+        plan = collection.find(email_due_filter(state, timezone.now())).explain()
+        assert "alert_email_due" in json.dumps(plan["queryPlanner"]["winningPlan"], default=str)
+    # And it puts them off by id.
+    from bson import ObjectId
+
+    assert "COLLSCAN" not in Incident.objects.filter(pk__in=[ObjectId(), ObjectId()]).explain()
 
 
 def test_migrate_schedules_the_sweep_of_due_emails_once():

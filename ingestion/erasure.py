@@ -164,7 +164,11 @@ def person_erase_sweep(user_id: Any) -> Counter:
     for model in apps.get_models():
         filters = []
         for f in model._meta.concrete_fields:
-            if not f.many_to_one or f.remote_field.on_delete is not models.CASCADE:
+            # One-to-one rows too (the person's settings row, which a racing event could make).
+            if (
+                not (f.many_to_one or f.one_to_one)
+                or f.remote_field.on_delete is not models.CASCADE
+            ):
                 continue
             if f.related_model is user_model:
                 filters.append({f.column: user_id})

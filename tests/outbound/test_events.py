@@ -204,3 +204,15 @@ def test_a_handler_nobody_registers_any_more_fails_its_deliveries(db, handler_ca
 def test_registering_an_unknown_event_type_is_refused():
     with pytest.raises(ValueError, match="unknown event type"):
         registry.subscribe("records.deleted", lambda event: None)
+
+
+def test_a_settings_row_made_by_an_event_racing_the_erasure_is_swept(person):
+    from ingestion.erasure import person_erase_sweep
+
+    user_id = person.pk
+    person_erase(user=person)
+    # An event whose person was looked up just before the account went makes the row after.
+    Person.objects.create(user_id=user_id)
+    swept = person_erase_sweep(user_id)
+    assert not Person.objects.filter(user_id=user_id).exists()
+    assert swept[Person._meta.label] == 1

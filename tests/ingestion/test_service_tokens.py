@@ -391,3 +391,13 @@ def test_a_read_the_ledger_cannot_record_is_not_answered_and_is_logged(
     assert "results" not in response.json()
     assert any("ledger" in r.getMessage() and r.exc_info for r in caplog.records)
     assert made.secret not in caplog.text and public_id(alice) not in caplog.text
+
+
+def test_a_person_is_found_by_public_id_or_account_through_an_index(raw_db, alice):
+    # Every records API request finds its person one way or the other.
+    from sibling.models import Person
+
+    people = raw_db[Person._meta.db_table]
+    for lookup in ({"public_id": public_id(alice)}, {"user_id": alice.pk}):
+        plan = str(people.find(lookup).explain()["queryPlanner"]["winningPlan"])
+        assert "IXSCAN" in plan and "COLLSCAN" not in plan, (lookup, plan)

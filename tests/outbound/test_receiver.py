@@ -85,3 +85,37 @@ def test_make_run_s_subscriber_points_at_the_receiver_with_the_same_secret(sandb
     Subscriber.objects.all().delete()
     assert "off" in dev_subscriber_ensure(base)
     assert not Subscriber.objects.exists()
+
+
+def test_the_duplicate_lookup_names_only_its_index_fields(client, receiver):
+    from datetime import UTC, datetime
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from outbound.signing import event_body, headers_sign
+
+    body = event_body(event_type=CONNECTION_CREATED, created_at=datetime.now(UTC), data={})
+    headers = headers_sign(
+        secret=receiver.secret, event_id="msg_once", body=body, at=datetime.now(UTC)
+    )
+    extra = {f"HTTP_{name.upper().replace('-', '_')}": value for name, value in headers.items()}
+    answers = []
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(2):
+            answers.append(
+                client.post(
+                    "/sandbox/_receiver/tests/",
+                    data=body,
+                    content_type="application/json",
+                    **extra,
+                ).json()["duplicate"]
+            )
+    assert answers == [False, True]
+    matches = [
+        q["sql"].split("'$match': ", 1)[1].split("}}", 1)[0]
+        for q in queries.captured_queries
+        if "receivednotification" in q["sql"] and "'$match'" in q["sql"]
+    ]
+    # (endpoint, webhook_id) is the index; a third field would scan on the embedded server.
+    assert matches and all("'webhook_id'" in m and "verified" not in m for m in matches), matches

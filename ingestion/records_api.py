@@ -105,6 +105,7 @@ SERVICE_PERSON_REQUIRED = (
 SERVICE_OTHER_PERSON = "This token may not read that person's data."
 SCOPE_MISSING = "This token may not read {category} records."
 CURSOR_INVALID = "Not a cursor from this API; start again without one."
+OUT_OF_RANGE = "Must be between the years 1 and 9999 in UTC."
 OFFSET_REQUIRED = (
     "Must be RFC 3339 with a time zone offset, e.g. 2025-03-01T08:30:00Z (encode + as %2B)."
 )
@@ -590,7 +591,10 @@ class AwareDateTimeField(serializers.DateTimeField):
         if isinstance(value, str) and " " in value.strip():
             self.fail("invalid", format=OFFSET_REQUIRED)
         parsed = super().to_internal_value(value)
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+            raise serializers.ValidationError(OUT_OF_RANGE) from None
 
     def enforce_timezone(self, value: datetime) -> datetime:
         if value.tzinfo is None:

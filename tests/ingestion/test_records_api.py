@@ -199,6 +199,8 @@ def test_filters(client, person, secret):
         ({"page_size": "ten"}, "page_size"),
         ({"cursor": "garbage"}, "cursor"),
         ({"cursor": "eyJ0IjoxfQ"}, "cursor"),  # base64 JSON without the fields
+        ({"since": "0001-01-01T00:00:00+14:00"}, "since"),  # before year 1 in UTC
+        ({"changed_since": "9999-12-31T23:59:59-14:00"}, "changed_since"),  # after 9999
     ],
 )
 def test_bad_filters_are_400_naming_the_field(client, secret, params, field):
